@@ -1,0 +1,147 @@
+"""QuantizedModel: a timm ViT/DeiT/Swin with every quantization point of DESIGN §3 in place."""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from timm.layers import PatchEmbed
+from torch import nn
+
+from .attention import quantize_attention
+from .layers import QuantConv2d, QuantLinear
+from .params import ScaleSet
+from .quantizer import FakeQuantizer
+
+_BITS = re.compile(r"^W(\d+)A(\d+)$", re.IGNORECASE)
+
+
+class ScaleMismatch(ValueError):
+    """A ScaleSet does not fit a model: names the first point that differs."""
+
+
+def parse_bits(text: str) -> tuple[int, int]:
+    """'W4A8' -> (4, 8)."""
+    match = _BITS.match(text.strip())
+    if not match:
+        raise ValueError(f"bit-width must look like W4A8, got {text!r}")
+    w, a = int(match.group(1)), int(match.group(2))
+    if not (1 <= w <= 16 and 2 <= a <= 16):
+        raise ValueError(f"bit-widths out of range in {text!r} (weights 1-16, activations 2-16)")
+    return w, a
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    quantizer: str = "minmax"
+    w_bits: int = 8
+    a_bits: int = 8
+    attn_bits: int | None = None  # defaults to a_bits
+
+    @classmethod
+    def from_bits(cls, quantizer: str, bits: str, attn_bits: int | None = None) -> "QuantConfig":
+        w, a = parse_bits(bits)
+        return cls(quantizer, w, a, attn_bits)
+
+    @property
+    def attention_bits(self) -> int:
+        return self.attn_bits if self.attn_bits is not None else self.a_bits
+
+    @property
+    def bits_label(self) -> str:
+        suffix = f"/attn{self.attn_bits}" if self.attn_bits is not None else ""
+        return f"W{self.w_bits}A{self.a_bits}{suffix}"
+
+
+def _replace_layers(module: nn.Module, config: QuantConfig) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(module, name, QuantLinear(child, config.w_bits, config.a_bits))
+        elif isinstance(child, nn.Conv2d) and isinstance(module, PatchEmbed):
+            setattr(module, name, QuantConv2d(child, config.w_bits))
+        else:
+            quantize_attention(child, config.attention_bits)
+            _replace_layers(child, config)
+
+
+def transformer_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The model's transformer blocks in forward order (ViT/DeiT ``blocks``, Swin ``layers.*.blocks``)."""
+    if hasattr(model, "blocks"):
+        return [(f"blocks.{i}", b) for i, b in enumerate(model.blocks)]
+    if hasattr(model, "layers"):
+        return [(f"layers.{i}.blocks.{j}", b) for i, layer in enumerate(model.layers) for j, b in enumerate(layer.blocks)]
+    raise TypeError(f"{type(model).__name__} has no transformer blocks this tool knows")
+
+
+class QuantizedModel(nn.Module):
+    """Wraps (in place) a timm model; ScaleSet names are relative to the wrapped model."""
+
+    def __init__(self, model: nn.Module, config: QuantConfig) -> None:
+        super().__init__()
+        _replace_layers(model, config)
+        self.model = model.eval()
+        self.config = config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def quantizers(self) -> "OrderedDict[tuple[str, str], FakeQuantizer]":
+        """``(owner module name, role) -> FakeQuantizer`` in module order."""
+        out = OrderedDict()
+        for name, module in self.model.named_modules():
+            if isinstance(module, FakeQuantizer):
+                owner, _, attr = name.rpartition(".")
+                out[(owner, attr.removesuffix("_quant"))] = module
+        return out
+
+    def blocks(self) -> list[tuple[str, nn.Module]]:
+        return transformer_blocks(self.model)
+
+    @contextmanager
+    def full_precision(self) -> Iterator[None]:
+        """Temporarily disable every quantizer (the FP reference uses the same forward)."""
+        quantizers = list(self.quantizers().values())
+        previous = [q.enabled for q in quantizers]
+        for q in quantizers:
+            q.enabled = False
+        try:
+            yield
+        finally:
+            for q, was in zip(quantizers, previous):
+                q.enabled = was
+
+    def scale_set(self) -> ScaleSet:
+        scales = ScaleSet()
+        for (owner, role), quantizer in self.quantizers().items():
+            scales.setdefault(owner, {})[role] = quantizer.params()
+        return scales
+
+    def load_scale_set(self, scales: ScaleSet) -> None:
+        """Adopt ``scales`` exactly; raise ScaleMismatch naming the first point that does not fit."""
+        quantizers = self.quantizers()
+        for owner, role in quantizers:
+            if role not in scales.get(owner, {}):
+                raise ScaleMismatch(f"scale set has no entry for {owner}/{role}")
+        for owner, role, params in scales.points():
+            if (owner, role) not in quantizers:
+                raise ScaleMismatch(f"model has no quantization point {owner}/{role}")
+            expected = expected_scale_shape(self.model.get_submodule(owner), role, params)
+            if params.scale.shape != expected:
+                raise ScaleMismatch(f"{owner}/{role}: scale has shape {params.scale.shape}, the model needs {expected}")
+            if not (np.all(np.isfinite(params.scale)) and np.all(params.scale > 0)):
+                raise ScaleMismatch(f"{owner}/{role}: scale has non-finite or non-positive values")
+        for owner, role, params in scales.points():
+            quantizers[(owner, role)].set_params(params)
+
+
+def expected_scale_shape(owner: nn.Module, role: str, params) -> tuple[int, ...]:
+    """The scale shape a point of ``owner`` must have for the granularity ``params`` declares."""
+    if params.granularity == "per_tensor":
+        return ()
+    if role == "weight":
+        return (owner.weight.shape[params.axis],)
+    raise ScaleMismatch(f"{role} of {type(owner).__name__} cannot be quantized per channel")

@@ -1,0 +1,101 @@
+"""Clip-range estimation for the uniform affine quantizers: minmax, percentile, omse.
+
+Weights are estimated per output channel from the full tensor; activations per tensor from
+statistics gathered over the calibration batches by a RangeObserver.
+"""
+from __future__ import annotations
+
+import torch
+
+PERCENTILE = 0.99999
+OMSE_STEPS = 90          # FQ-ViT shrinks the range in 1 % steps
+OMSE_SAMPLE = 1 << 20    # values kept per activation for the OMSE error
+QUANTILE_LIMIT = 1 << 24  # torch.quantile's input limit
+
+
+def affine_from_range(lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale and zero-point covering [lo, hi] (widened to include 0, as affine quantizers must)."""
+    lo = torch.minimum(lo, torch.zeros_like(lo))
+    hi = torch.maximum(hi, torch.zeros_like(hi))
+    scale = torch.clamp((hi - lo) / (qmax - qmin), min=1e-8)
+    zero_point = torch.clamp(qmin - torch.round(lo / scale), qmin, qmax)
+    return scale.float(), zero_point.float()
+
+
+def _fake_quant_rows(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    scale, zp = affine_from_range(lo, hi, qmin, qmax)
+    scale, zp = scale.unsqueeze(-1), zp.unsqueeze(-1)
+    return (torch.clamp(torch.round(x / scale) + zp, qmin, qmax) - zp) * scale
+
+
+def omse_range(rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int):
+    """Per row, the shrunk [lo, hi] (1 % steps) with the least L2 quantization error on ``rows``."""
+    best_err = torch.full_like(lo, float("inf"))
+    best_lo, best_hi = lo.clone(), hi.clone()
+    for step in range(OMSE_STEPS):
+        shrink = 1.0 - 0.01 * step
+        c_lo, c_hi = lo * shrink, hi * shrink
+        err = (_fake_quant_rows(rows, c_lo, c_hi, qmin, qmax) - rows).pow(2).mean(dim=-1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_lo = torch.where(better, c_lo, best_lo)
+        best_hi = torch.where(better, c_hi, best_hi)
+    return best_lo, best_hi
+
+
+def _subsample(flat: torch.Tensor, limit: int) -> torch.Tensor:
+    """A deterministic strided subsample (keeps calibration reproducible and bounded in memory)."""
+    if flat.numel() <= limit:
+        return flat
+    return flat[:: -(-flat.numel() // limit)]
+
+
+def weight_range(method: str, weight: torch.Tensor, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-output-channel clip range of a weight (channels on dim 0)."""
+    rows = weight.detach().float().reshape(weight.shape[0], -1)
+    lo, hi = rows.min(dim=1).values, rows.max(dim=1).values
+    if method == "minmax":
+        return lo, hi
+    if method == "percentile":
+        q = torch.tensor([1 - PERCENTILE, PERCENTILE], device=rows.device)
+        bounds = torch.quantile(rows, q, dim=1)
+        return bounds[0], bounds[1]
+    if method == "omse":
+        return omse_range(rows, lo, hi, qmin, qmax)
+    raise ValueError(f"unknown range method {method!r}")
+
+
+class RangeObserver:
+    """Accumulates a per-tensor clip range over calibration batches."""
+
+    def __init__(self, method: str) -> None:
+        if method not in ("minmax", "percentile", "omse"):
+            raise ValueError(f"unknown range method {method!r}")
+        self.method = method
+        self.lo: torch.Tensor | None = None
+        self.hi: torch.Tensor | None = None
+        self.quantiles: list[torch.Tensor] = []
+        self.samples: list[torch.Tensor] = []
+
+    def observe(self, x: torch.Tensor) -> None:
+        flat = x.float().flatten()
+        lo, hi = flat.min(), flat.max()
+        self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
+        self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
+        if self.method == "percentile":
+            q = torch.tensor([1 - PERCENTILE, PERCENTILE], device=flat.device)
+            self.quantiles.append(torch.quantile(_subsample(flat, QUANTILE_LIMIT), q))
+        elif self.method == "omse":
+            self.samples.append(_subsample(flat, OMSE_SAMPLE // 8))
+
+    def clip_range(self, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.lo is None:
+            raise RuntimeError("observer saw no data: is the calibration set empty?")
+        if self.method == "minmax":
+            return self.lo, self.hi
+        if self.method == "percentile":
+            mean = torch.stack(self.quantiles).mean(dim=0)  # per-batch quantiles, averaged
+            return mean[0], mean[1]
+        sample = _subsample(torch.cat(self.samples), OMSE_SAMPLE).unsqueeze(0)
+        lo, hi = omse_range(sample, self.lo.reshape(1), self.hi.reshape(1), qmin, qmax)
+        return lo[0], hi[0]

@@ -1,0 +1,50 @@
+"""Named quantization schemes ("quantizers") and the one entry point that applies them."""
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence
+
+import torch
+from torch import nn
+
+from .model import QuantConfig, QuantizedModel
+
+
+class Quantizer(Protocol):
+    """Calibrates every FakeQuantizer of a freshly wrapped model from calibration batches."""
+
+    def calibrate(self, qmodel: QuantizedModel, batches: Sequence[torch.Tensor]) -> None: ...
+
+
+QUANTIZERS: dict[str, Callable[[], Quantizer]] = {}
+
+
+def register_quantizer(name: str):
+    def decorate(factory: Callable[[], Quantizer]):
+        if name in QUANTIZERS:
+            raise ValueError(f"quantizer {name!r} registered twice")
+        QUANTIZERS[name] = factory
+        return factory
+
+    return decorate
+
+
+def available_quantizers() -> list[str]:
+    return list(QUANTIZERS)
+
+
+@torch.no_grad()
+def run_batches(model: nn.Module, batches: Sequence[torch.Tensor]) -> None:
+    for images in batches:
+        model(images)
+
+
+def quantize(model: nn.Module, config: QuantConfig, batches: Sequence[torch.Tensor]) -> QuantizedModel:
+    """Wrap ``model`` in place and calibrate it with ``config.quantizer`` on ``batches``."""
+    if config.quantizer not in QUANTIZERS:
+        raise ValueError(f"unknown quantizer {config.quantizer!r}; choose one of {', '.join(QUANTIZERS)}")
+    if not batches:
+        raise ValueError("calibration needs at least one batch of images")
+    qmodel = QuantizedModel(model, config)
+    QUANTIZERS[config.quantizer]().calibrate(qmodel, batches)
+    return qmodel
+

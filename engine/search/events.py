@@ -1,0 +1,63 @@
+"""Events the search yields: small, immutable, plain numbers and numpy arrays (never live tensors).
+
+Consumers (CLI progress line, the app's worker, tests) may pause or stop between any two events.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A preparation step before the search proper (loading, calibrating, caching FP outputs)."""
+    message: str
+
+
+@dataclass(frozen=True)
+class Started:
+    block_names: tuple[str, ...]     # in forward order; visited last to first
+    passes: int
+    total_evaluations: int
+    heldout_fp_top1: float
+    heldout_base_top1: float
+    base_loss: float
+    device: str
+    resumed_from_step: int = 0       # block steps already done (resume)
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    evaluation: int                  # 1-based running count over the whole run
+    pass_index: int
+    block_index: int                 # index into Started.block_names
+    cycle: int
+    loss: float
+    best_loss: float                 # best in the current block's population
+    population_losses: np.ndarray    # the population after this evaluation
+
+
+@dataclass(frozen=True)
+class BlockDone:
+    step: int                        # 1-based block step over the whole run
+    pass_index: int
+    block_index: int
+    best_loss: float
+    heldout_top1: float
+    evaluations: int
+
+
+@dataclass(frozen=True)
+class PassDone:
+    pass_index: int
+    best_loss: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    run: Any                         # engine.runrecord.RunRecord with final metrics
+
+
+Event = Stage | Started | Evaluated | BlockDone | PassDone | Finished
