@@ -1,0 +1,48 @@
+"""``eval``: top-1 of the FP model and of a quantized one (fresh calibration or a scale file)."""
+from __future__ import annotations
+
+import argparse
+
+from ..cli import add_model_args, add_output_args, add_quant_args, emit, quant_config, run_spec
+from ..evaluate import top1
+from ..pipeline import load_model_and_data, prepare
+from ..quant import QuantizedModel
+from ..scalefile import apply_run, load_run
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("eval", help="evaluate FP and quantized top-1 on the test split")
+    add_model_args(parser)
+    add_quant_args(parser, required=False)
+    parser.add_argument("--scales", help="scale or run file (.h5); its refined scales are used")
+    parser.add_argument("--base", action="store_true", help="with --scales: use the run's base scales instead")
+    parser.add_argument("--split", choices=("test", "heldout"), default="test")
+    add_output_args(parser)
+    parser.set_defaults(func=run)
+
+
+def _quantized(args: argparse.Namespace):
+    if args.scales:
+        record = load_run(args.scales)
+        model, info, splits, device = load_model_and_data(run_spec(args, record.quant))
+        qmodel = QuantizedModel(model, record.quant)
+        apply_run(record, qmodel, info.name, use_base=args.base)
+        return qmodel, info, splits, device
+    if not args.bits:
+        raise ValueError("eval needs --scales FILE or --quantizer Q --bits WxAy")
+    prepared = prepare(run_spec(args, quant_config(args)))
+    return prepared.qmodel, prepared.info, prepared.splits, prepared.device
+
+
+def run(args: argparse.Namespace) -> int:
+    qmodel, info, splits, device = _quantized(args)
+    dataset = splits.test if args.split == "test" else splits.heldout
+    with qmodel.full_precision():
+        fp = top1(qmodel, dataset, args.batch_size, device)
+    quant = top1(qmodel, dataset, args.batch_size, device)
+    result = {"fp_top1": fp.top1, "quant_top1": quant.top1, f"n_{args.split}": fp.n}
+    if args.split == "test":
+        result["n_test"] = fp.n
+    emit(args, result, f"{info.name} {qmodel.config.quantizer} {qmodel.config.bits_label} on {args.split}: "
+                       f"FP {fp.top1:.2f}%  quantized {quant.top1:.2f}%  (n={fp.n})")
+    return 0

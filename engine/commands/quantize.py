@@ -1,0 +1,41 @@
+"""``quantize``: calibrate a base quantizer, report FP and quantized top-1, save the scale file."""
+from __future__ import annotations
+
+import time
+
+from ..cli import add_model_args, add_output_args, add_quant_args, emit, run_spec
+from ..evaluate import top1
+from ..pipeline import prepare
+from ..runrecord import RunRecord
+from ..scalefile import save_run
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("quantize", help="calibrate a quantizer and save its scales")
+    add_model_args(parser)
+    add_quant_args(parser)
+    parser.add_argument("--out", required=True, help="scale file to write (.h5)")
+    add_output_args(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    start = time.perf_counter()
+    prepared = prepare(run_spec(args))
+    qmodel, splits, device = prepared.qmodel, prepared.splits, prepared.device
+    with qmodel.full_precision():
+        fp = top1(qmodel, splits.test, args.batch_size, device)
+    quant = top1(qmodel, splits.test, args.batch_size, device)
+    info = prepared.info
+    record = RunRecord(model_name=info.name, model_source=info.source, weights_sha256=info.weights_sha256,
+                       quant=qmodel.config, calibration=prepared.calibration_meta(), scales=qmodel.scale_set(),
+                       seed=args.seed,
+                       metrics={"fp_top1": fp.top1, "base_top1": quant.top1, "n_test": fp.n,
+                                "calibration_seconds": prepared.calibration_seconds, "device": str(device)})
+    out = save_run(args.out, record)
+    result = {"fp_top1": fp.top1, "quant_top1": quant.top1, "n_test": fp.n,
+              "n_calib": sum(len(b) for b in prepared.calib), "calibration_seconds": prepared.calibration_seconds,
+              "seconds": time.perf_counter() - start, "out": str(out)}
+    emit(args, result, f"{info.name} {qmodel.config.quantizer} {qmodel.config.bits_label}: "
+                       f"FP {fp.top1:.2f}%  quantized {quant.top1:.2f}%  (n_test={fp.n})  -> {out}")
+    return 0
