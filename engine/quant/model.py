@@ -5,7 +5,7 @@ import re
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -22,6 +22,19 @@ _BITS = re.compile(r"^W(\d+)A(\d+)$", re.IGNORECASE)
 
 class ScaleMismatch(ValueError):
     """A ScaleSet does not fit a model: names the first point that differs."""
+
+
+LOAD_HOOKS: list[Callable[["QuantizedModel"], None]] = []
+
+
+def register_load_hook(hook: Callable[["QuantizedModel"], None]) -> Callable[["QuantizedModel"], None]:
+    """Run ``hook(qmodel)`` after every ``load_scale_set``, once the new parameters are in place.
+
+    For schemes whose parameters also decide model weights (RepQ-ViT folds its re-parameterisation
+    into LayerNorm and Linear weights), so a loaded ScaleSet reproduces the weights too.
+    """
+    LOAD_HOOKS.append(hook)
+    return hook
 
 
 def parse_bits(text: str) -> tuple[int, int]:
@@ -136,6 +149,8 @@ class QuantizedModel(nn.Module):
                 raise ScaleMismatch(f"{owner}/{role}: scale has non-finite or non-positive values")
         for owner, role, params in scales.points():
             quantizers[(owner, role)].set_params(params)
+        for hook in LOAD_HOOKS:
+            hook(self)
 
 
 def expected_scale_shape(owner: nn.Module, role: str, params) -> tuple[int, ...]:

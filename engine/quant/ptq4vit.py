@@ -1,0 +1,433 @@
+"""PTQ4ViT (Yuan et al., ECCV 2022): twin-uniform quantization and a Hessian-guided scale search.
+
+As in the release:
+
+- symmetric, signed, uniform quantization per tensor of weights and activations, except the qkv
+  weight, which has one scale for each of q, k and v, and the patch-embedding conv weight, which
+  has one per output channel; twin uniform for the softmax output (``twin_softmax``) and the
+  post-GELU input of fc2 (``twin_gelu``);
+- layer by layer, each scale is searched among the candidates (α + i(β-α)/n)·Δ0, i = 0..n
+  (Δ0 = max|x| / (2^(b-1) - 0.5)), the softmax split among 2^0 … 2^-19, alternating the layer's two
+  operands (weight then input; the left then the right operand of a matmul) for up to 3 rounds;
+- the score is -(∂L/∂O · (O - Ô))² over the layer output O, L = KL(FP output ‖ quantized output),
+  on the first 32 calibration images; ``ptq4vit-base`` is the paper's base PTQ: cosine similarity
+  of O and Ô, α = 0.5, one round, no twin uniform, a per-tensor conv weight.
+
+Where we differ, and why:
+
+- the release takes ∂L/∂O on the FP model, where the KL divergence is at its minimum and the
+  gradient is round-off; ours comes from the model being calibrated (earlier blocks at their found
+  scales, the rest at Δ0, rounding passed straight through), so the weighting is not noise;
+- inputs come from that partly quantized model, block by block (the release's sequential mode);
+- q, k and v are quantized per tensor, not per head (DESIGN §3 fixes one scale per operand);
+- twin_softmax quantizes each value on one grid, chosen by the split, as the paper does; the
+  release's code sums both grids' outputs, which adds the split to every value above it;
+- the qkv weight's three scales are stored per output channel, constant within each third, so the
+  CPT-V search perturbs them as per-channel scales;
+- each search scores at most ``max_rows`` rows (tokens, or query rows of a matmul) spread evenly
+  over the calibration images, to keep CPU calibration within a minute; a search is skipped when
+  the other operand has not moved since it last ran (it would return the same scale).
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import QuantConv2d, QuantLinear
+from .model import QuantizedModel
+from .observers import RangeObserver
+from .params import PER_CHANNEL, QuantParams
+from .peer_schemes import GELU_MIN, first_images, twin_levels
+from .quantizer import FakeQuantizer
+from .registry import register_quantizer
+from .schemes import get_scheme
+
+log = logging.getLogger(__name__)
+
+CHUNK_ELEMENTS = 1 << 23          # layer outputs evaluated at once: candidates x output size
+SPLITS = [2.0**-i for i in range(20)]
+INITIAL_SPLIT = 0.01
+
+
+@dataclass(frozen=True)
+class PTQ4ViTOptions:
+    metric: str = "hessian"          # or "cosine"
+    rounds: int = 3
+    alpha: float = 0.01
+    beta: float = 1.2
+    steps: int = 100                 # candidates alpha + i (beta - alpha) / steps, i = 0..steps
+    twin: bool = True
+    conv_per_channel: bool = True
+    n_images: int = 32
+    max_rows: int = 512
+
+
+BASE_PTQ = PTQ4ViTOptions(metric="cosine", rounds=1, alpha=0.5, twin=False, conv_per_channel=False)
+
+
+def symmetric_step(amax: torch.Tensor, bits: int) -> torch.Tensor:
+    """Δ0 = max|x| / (2^(b-1) - 0.5), the release's min/max step for signed codes."""
+    return (amax / (2 ** (bits - 1) - 0.5)).clamp_min(1e-8)
+
+
+@dataclass
+class Operand:
+    """One searched operand of a layer: its quantizer, raw values, candidate and current scales."""
+    quantizer: FakeQuantizer
+    raw: torch.Tensor
+    candidates: torch.Tensor                 # (P, G)
+    current: torch.Tensor                    # (1, G)
+    groups: torch.Tensor | None = None       # weights: the scale group of each output channel (row)
+
+    def quantized(self, scales: torch.Tensor) -> torch.Tensor:
+        """``raw`` fake-quantized at each of ``scales`` (k, G): shape (k, *raw.shape)."""
+        q = self.quantizer
+        if self.groups is None:
+            s = scales[:, 0].reshape((-1,) + (1,) * self.raw.ndim)
+        else:
+            s = scales[:, self.groups].reshape(scales.shape[:1] + (-1,) + (1,) * (self.raw.ndim - 1))
+        extra = {name: getattr(q, "extra_" + name) for name in q.extra_names}
+        return get_scheme(q.scheme)(self.raw.unsqueeze(0), s, torch.zeros_like(s), q.qmin, q.qmax, extra)
+
+    def commit(self) -> None:
+        q = self.quantizer
+        scale = self.current[0, self.groups] if q.granularity == PER_CHANNEL else self.current[0, 0]
+        q.set_params(replace(q.params(), scale=scale.cpu().numpy(), zero_point=np.zeros(scale.shape, np.float32)))
+
+
+@dataclass
+class Layer:
+    """A layer's search problem: out = combine(Q(first), Q(second)) against the FP output."""
+    first: Operand
+    second: Operand | None
+    combine: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+    raw_out: torch.Tensor
+    grad: torch.Tensor | None
+
+
+def _group_sum(t: torch.Tensor, groups: torch.Tensor | None, n_groups: int) -> torch.Tensor:
+    if groups is None:
+        return t.sum(dim=-1, keepdim=True)
+    return torch.zeros(t.shape[:-1] + (n_groups,), dtype=t.dtype, device=t.device).index_add_(-1, groups, t)
+
+
+def layer_loss(out: torch.Tensor, raw: torch.Tensor, grad: torch.Tensor | None, groups: torch.Tensor | None,
+               n_groups: int, metric: str) -> torch.Tensor:
+    """(k, ..., F) candidate outputs -> (k, G) loss per scale group (lower is better)."""
+    if metric == "hessian":  # in place: ``out`` is a fresh candidate batch, and the largest tensor here
+        per_feature = out.sub_(raw).mul_(grad).square_().flatten(1, -2).sum(dim=1)
+        return _group_sum(per_feature, groups, n_groups)
+    if metric == "cosine":
+        dot = _group_sum(out * raw, groups, n_groups)
+        norms = _group_sum(out * out, groups, n_groups) * _group_sum(raw * raw, groups, n_groups)
+        return -(dot / norms.sqrt().clamp_min(1e-8)).flatten(1, -2).mean(dim=1)
+    raise ValueError(f"unknown PTQ4ViT metric {metric!r}")
+
+
+def search_operand(layer: Layer, searched: Operand, metric: str) -> None:
+    """Set ``searched.current`` to the best candidate per group, the other operand held fixed."""
+    other = layer.second if searched is layer.first else layer.first
+    fixed = other.quantized(other.current) if other is not None else None
+    n_groups = searched.candidates.shape[1]
+    chunk = max(1, CHUNK_ELEMENTS // layer.raw_out.numel())
+    losses = []
+    for scales in searched.candidates.split(chunk):
+        q = searched.quantized(scales)
+        out = layer.combine(q, fixed) if searched is layer.first else layer.combine(fixed, q)
+        losses.append(layer_loss(out, layer.raw_out, layer.grad, searched.groups, n_groups, metric))
+    best = torch.cat(losses).argmin(dim=0, keepdim=True)
+    searched.current = searched.candidates.gather(0, best)
+
+
+def search_layer(layer: Layer, options: PTQ4ViTOptions) -> None:
+    """Alternate the operands' searches for ``options.rounds`` rounds, skipping a search whose
+    partner has not moved since it last ran (it would return the same scale)."""
+    operands = [op for op in (layer.first, layer.second) if op is not None]
+    partner_seen: dict[int, torch.Tensor | None] = {}
+    for _ in range(options.rounds):
+        searched = False
+        for i, op in enumerate(operands):
+            partner = operands[1 - i].current if len(operands) == 2 else None
+            if i in partner_seen and (partner is None or torch.equal(partner_seen[i], partner)):
+                continue
+            partner_seen[i] = None if partner is None else partner.clone()
+            search_operand(layer, op, options.metric)
+            searched = True
+        if not searched:
+            break
+    for op in operands:
+        op.commit()
+
+
+def candidate_grid(delta0: torch.Tensor, options: PTQ4ViTOptions) -> torch.Tensor:
+    """(steps + 1, G) candidates (α + i(β-α)/n)·Δ0 for each group's Δ0 (G,)."""
+    factors = torch.tensor([options.alpha + i * (options.beta - options.alpha) / options.steps
+                            for i in range(options.steps + 1)], device=delta0.device)
+    return factors[:, None] * delta0[None, :]
+
+
+def weight_groups(owner: str, module: nn.Module, options: PTQ4ViTOptions) -> torch.Tensor:
+    """Scale group of each output channel: one per channel (conv), per third (qkv), or one."""
+    out = module.weight.shape[0]
+    index = torch.arange(out, device=module.weight.device)
+    if isinstance(module, QuantConv2d) and options.conv_per_channel:
+        return index
+    if owner.rpartition(".")[2] == "qkv" and out % 3 == 0:
+        return index // (out // 3)
+    return torch.zeros_like(index)
+
+
+def group_delta0(weight: torch.Tensor, groups: torch.Tensor, bits: int) -> torch.Tensor:
+    amax = weight.detach().abs().reshape(weight.shape[0], -1).amax(dim=1)
+    n_groups = int(groups.max()) + 1
+    return symmetric_step(torch.zeros(n_groups, device=amax.device).scatter_reduce(0, groups, amax, "amax"), bits)
+
+
+def is_post_gelu(modules: dict[str, nn.Module], owner: str) -> bool:
+    """The Linear directly after a GELU (timm Mlp: fc1 → act → norm (Identity) → fc2)."""
+    parent, _, leaf = owner.rpartition(".")
+    return (leaf == "fc2" and isinstance(modules.get(f"{parent}.act"), nn.GELU)
+            and isinstance(modules.get(f"{parent}.norm", nn.Identity()), nn.Identity))
+
+
+def initial_params(owner: str, role: str, quantizer: FakeQuantizer, modules: dict[str, nn.Module],
+                   observer: RangeObserver | None, options: PTQ4ViTOptions) -> QuantParams:
+    """Δ0 everywhere (split 0.01 for softmax): the model the first gradients are taken on."""
+    bits, zero = quantizer.bits, np.float32(0)
+    if role == "weight":
+        module = modules[owner]
+        groups = weight_groups(owner, module, options)
+        scale = group_delta0(module.weight, groups, bits)[groups]
+        if int(groups.max()) == 0:
+            return QuantParams(scale[0].cpu().numpy(), zero, bits, True)
+        return QuantParams(scale.cpu().numpy(), np.zeros(scale.shape, np.float32), bits, True, PER_CHANNEL, 0)
+    if role == "probs" and options.twin:
+        return QuantParams(np.float32(INITIAL_SPLIT / twin_levels(0, 2**bits - 1)), zero, bits, False,
+                           scheme="twin_softmax")
+    if role == "input" and options.twin and is_post_gelu(modules, owner):
+        return QuantParams(symmetric_step(observer.hi, bits).cpu().numpy(), zero, bits, True, scheme="twin_gelu",
+                           extra={"neg_step": np.float32(GELU_MIN / 2 ** (bits - 1))})
+    amax = torch.maximum(-observer.lo, observer.hi)
+    return QuantParams(symmetric_step(amax, bits).cpu().numpy(), zero, bits, True)
+
+
+def initialise(qmodel: QuantizedModel, images: torch.Tensor, options: PTQ4ViTOptions):
+    """One FP pass: every point at Δ0, the order points are first reached in, FP probabilities."""
+    quantizers = qmodel.quantizers()
+    order: dict[tuple[str, str], None] = {}
+    observers = {key: RangeObserver("minmax") for key in quantizers if key[1] != "weight"}
+    handles = [q.register_forward_pre_hook(lambda m, args, key=key: order.setdefault(key))
+               for key, q in quantizers.items()]
+    for key, observer in observers.items():
+        quantizers[key].observer = observer
+    try:
+        with torch.no_grad(), qmodel.full_precision():
+            fp_probs = qmodel(images).softmax(dim=-1)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for key in observers:
+            quantizers[key].observer = None
+    modules = dict(qmodel.model.named_modules())
+    for (owner, role), quantizer in quantizers.items():
+        quantizer.set_params(initial_params(owner, role, quantizer, modules, observers.get((owner, role)), options))
+    return list(order), fp_probs
+
+
+@dataclass(frozen=True)
+class Unit:
+    kind: str      # "linear" (Linear or conv), "qk" (q·kᵀ) or "pv" (probs·v)
+    owner: str
+
+    def taps(self) -> list[tuple[str, str]]:
+        """(module, "in"|"out") tensors the search needs, the first being the one to differentiate."""
+        if self.kind == "linear":
+            return [(self.owner, "out"), (self.owner, "in")]
+        if self.kind == "qk":
+            return [(f"{self.owner}.probs_quant", "in"), (f"{self.owner}.q_quant", "in"),
+                    (f"{self.owner}.k_quant", "in")]
+        return [(f"{self.owner}.proj", "in"), (f"{self.owner}.probs_quant", "in"), (f"{self.owner}.v_quant", "in")]
+
+
+def units_in_order(qmodel: QuantizedModel, order: list[tuple[str, str]]) -> list[tuple[str, list[Unit]]]:
+    """Search units in forward order, grouped by transformer block (one capture pass per group)."""
+    modules = dict(qmodel.model.named_modules())
+    blocks = [name for name, _ in qmodel.blocks()]
+    groups: list[tuple[str, list[Unit]]] = []
+    for owner, role in order:
+        if isinstance(modules[owner], (QuantLinear, QuantConv2d)):
+            unit = Unit("linear", owner)
+        else:
+            unit = Unit("qk" if role in ("q", "k") else "pv", owner)
+        root = next((b for b in blocks if owner == b or owner.startswith(b + ".")), owner)
+        if not groups or groups[-1][0] != root:
+            groups.append((root, []))
+        if unit not in groups[-1][1]:
+            groups[-1][1].append(unit)
+    return groups
+
+
+@contextmanager
+def frozen_parameters(module: nn.Module) -> Iterator[None]:
+    """Gradients flow to activations only (and the graph starts where we detach)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _straight_through(module, args, out):
+    return args[0] + (out - args[0]).detach()
+
+
+def _detached_input(module, args):
+    return (args[0].detach().requires_grad_(True),) + tuple(args[1:])
+
+
+def capture(qmodel: QuantizedModel, images: torch.Tensor, fp_probs: torch.Tensor, root: str,
+            taps: list[tuple[str, str]], grad_taps: list[tuple[str, str]]):
+    """Run the model as it stands, recording ``taps``; ∂KL/∂tensor for ``grad_taps``.
+
+    Backward starts at the group's root (its input is detached) and passes rounding straight
+    through every quantizer.
+    """
+    modules = dict(qmodel.model.named_modules())
+    store: dict[tuple[str, str], torch.Tensor] = {}
+
+    def record(key):
+        if key[1] == "in":
+            return modules[key[0]].register_forward_pre_hook(lambda m, args: store.__setitem__(key, args[0]))
+        return modules[key[0]].register_forward_hook(lambda m, args, out: store.__setitem__(key, out))
+
+    handles = []
+    if grad_taps:
+        handles.append(modules[root].register_forward_pre_hook(_detached_input))
+        handles += [q.register_forward_hook(_straight_through) for q in qmodel.quantizers().values()]
+    handles += [record(key) for key in dict.fromkeys(taps)]
+    try:
+        with torch.set_grad_enabled(bool(grad_taps)), frozen_parameters(qmodel):
+            logits = qmodel(images)
+            grads = {}
+            if grad_taps:
+                loss = F.kl_div(F.log_softmax(logits, dim=-1), fp_probs, reduction="sum")
+                grads = dict(zip(grad_taps, torch.autograd.grad(loss, [store[k] for k in grad_taps])))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {k: v.detach() for k, v in store.items()}, grads
+
+
+def spread(n: int, limit: int, device: torch.device) -> torch.Tensor:
+    """At most ``limit`` indices spread evenly over range(n)."""
+    if n <= limit:
+        return torch.arange(n, device=device)
+    return torch.linspace(0, n - 1, limit, device=device).round().long()
+
+
+def linear_layer(unit: Unit, modules, store, grads, options: PTQ4ViTOptions) -> Layer:
+    module = modules[unit.owner]
+    x, grad = store[(unit.owner, "in")], grads.get((unit.owner, "out"))
+    if isinstance(module, QuantConv2d):  # the conv as a Linear over unfolded patches
+        if module.groups != 1:
+            raise NotImplementedError("PTQ4ViT supports the patch-embedding conv with groups=1 only")
+        x = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride).transpose(1, 2)
+        grad = None if grad is None else grad.flatten(2).transpose(1, 2)
+    weight = module.weight.detach().reshape(module.weight.shape[0], -1)
+    rows = x.reshape(-1, x.shape[-1])
+    keep = spread(len(rows), options.max_rows, rows.device)
+    sample = rows[keep]
+    grad = None if grad is None else grad.reshape(-1, weight.shape[0])[keep]
+    bias = None if module.bias is None else module.bias.detach()
+    groups = weight_groups(unit.owner, module, options)
+    delta0 = group_delta0(weight, groups, module.weight_quant.bits)
+    first = Operand(module.weight_quant, weight, candidate_grid(delta0, options), delta0[None], groups)
+    second = None
+    if isinstance(module, QuantLinear):
+        q = module.input_quant
+        amax = rows.max() if q.scheme == "twin_gelu" else rows.abs().max()
+        delta = symmetric_step(amax, q.bits).reshape(1)
+        second = Operand(q, sample, candidate_grid(delta, options), delta[None])
+
+    def combine(w: torch.Tensor, x_hat: torch.Tensor | None) -> torch.Tensor:
+        out = torch.matmul(sample if x_hat is None else x_hat, w.transpose(-1, -2))
+        return out if bias is None else out + bias
+
+    return Layer(first, second, combine, F.linear(sample, weight, bias), grad)
+
+
+def _check_plain_output(attn: nn.Module) -> None:
+    if not isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity) or getattr(attn, "gate", None) is not None:
+        raise NotImplementedError("PTQ4ViT needs attention whose output goes straight to proj (no norm or gate)")
+
+
+def matmul_layer(unit: Unit, modules, store, grads, options: PTQ4ViTOptions) -> Layer:
+    attn = modules[unit.owner]
+    probs = store[(f"{unit.owner}.probs_quant", "in")]
+    batch, heads, n = probs.shape[:3]
+    keep = spread(n, max(1, options.max_rows // (batch * heads)), probs.device)  # query rows of each head
+    if unit.kind == "qk":
+        left, right = store[(f"{unit.owner}.q_quant", "in")], store[(f"{unit.owner}.k_quant", "in")].transpose(-2, -1)
+        left_q, right_q, pre = attn.q_quant, attn.k_quant, attn.scale
+        grad = grads.get((f"{unit.owner}.probs_quant", "in"))
+        if grad is not None:  # through the softmax: ∂L/∂scores = P ⊙ (∂L/∂P - Σ P ∂L/∂P)
+            grad = probs * (grad - (grad * probs).sum(dim=-1, keepdim=True))
+    else:
+        _check_plain_output(attn)
+        left, right = probs, store[(f"{unit.owner}.v_quant", "in")]
+        left_q, right_q, pre = attn.probs_quant, attn.v_quant, 1.0
+        grad = grads.get((f"{unit.owner}.proj", "in"))
+        if grad is not None:
+            grad = grad.reshape(batch, n, heads, -1).transpose(1, 2)
+    left = left.flatten(0, 1)[:, keep]
+    right = right.flatten(0, 1)
+    grad = None if grad is None else grad.flatten(0, 1)[:, keep]
+    operands = []
+    for q, raw in ((left_q, left), (right_q, right)):
+        if q.scheme == "twin_softmax":
+            levels = twin_levels(q.qmin, q.qmax)
+            candidates = torch.tensor(SPLITS, device=raw.device)[:, None] / levels
+            operands.append(Operand(q, raw, candidates, q.scale.reshape(1, 1).clone()))
+        else:
+            delta = symmetric_step(raw.abs().max(), q.bits).reshape(1)
+            operands.append(Operand(q, raw, candidate_grid(delta, options), delta[None]))
+
+    def combine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(a * pre, b)
+
+    return Layer(operands[0], operands[1], combine, torch.matmul(left * pre, right), grad)
+
+
+class PTQ4ViT:
+    """Registered as ``ptq4vit`` (twin uniform, Hessian-guided) and ``ptq4vit-base`` (base PTQ)."""
+
+    def __init__(self, options: PTQ4ViTOptions = PTQ4ViTOptions()) -> None:
+        self.options = options
+
+    def calibrate(self, qmodel: QuantizedModel, batches: Sequence[torch.Tensor]) -> None:
+        images = first_images(batches, self.options.n_images)
+        order, fp_probs = initialise(qmodel, images, self.options)
+        modules = dict(qmodel.model.named_modules())
+        hessian = self.options.metric == "hessian"
+        for root, units in units_in_order(qmodel, order):
+            taps = [tap for unit in units for tap in unit.taps()]
+            grad_taps = [unit.taps()[0] for unit in units] if hessian else []
+            store, grads = capture(qmodel, images, fp_probs, root, taps, grad_taps)
+            for unit in units:
+                build = linear_layer if unit.kind == "linear" else matmul_layer
+                search_layer(build(unit, modules, store, grads, self.options), self.options)
+            log.debug("ptq4vit: calibrated %s", root)
+
+
+register_quantizer("ptq4vit")(PTQ4ViT)
+register_quantizer("ptq4vit-base")(lambda: PTQ4ViT(BASE_PTQ))
