@@ -1,0 +1,320 @@
+"""Datasets and fixed splits: the built-in digits and ImageNet-style folders (DESIGN §6).
+
+Three splits per dataset: calibration (seeded draw from train; what the search sees), held-out
+(disjoint from calibration and test; watched during the search) and test (read only for the
+final report). Items are ``(image_tensor, label)``.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+if TYPE_CHECKING:
+    from .models import ModelInfo
+
+log = logging.getLogger(__name__)
+
+DIGITS = "digits"
+DIGITS_SIZE = 16
+DIGITS_SPLIT_SEED = 1797      # constant: the digits splits never depend on the user's seed
+DIGITS_N_TEST, DIGITS_N_HELDOUT = 450, 250     # originals; train gets the other 1,097
+DIGITS_TEST_COPIES, DIGITS_HELDOUT_COPIES = 10, 4
+DIGITS_NOISE = 0.03           # std of the additive noise of enlarged copies, images in [0, 1]
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+
+
+class DataError(Exception):
+    """The data cannot be used as asked; the message names the path or the numbers involved."""
+
+
+class TensorImages(Dataset):
+    """Precomputed, normalized images; ``originals[i]`` is the load_digits index item i came from."""
+
+    def __init__(self, images: Tensor, labels: Tensor, originals: Tensor) -> None:
+        self.images, self.labels, self.originals = images, labels, originals
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+
+class ImageFiles(Dataset):
+    """Lazily read image files; an unreadable file yields None (``iterate`` drops it and counts it)."""
+
+    def __init__(self, samples: Sequence[tuple[Path, int]], transform: Callable[[Image.Image], Tensor],
+                 mode: str) -> None:
+        self.samples, self.transform, self.mode = list(samples), transform, mode
+        self.skipped = 0                        # unreadable images in the last full pass
+        self.unreadable: dict[str, str] = {}    # path -> reason, as far as seen in this process
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int] | None:
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as image:
+                return self.transform(image.convert(self.mode)), label
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            self.unreadable[str(path)] = str(exc) or type(exc).__name__
+            return None
+
+
+@dataclass
+class Splits:
+    name: str                    # "digits" or the folder path
+    calibration: Dataset
+    heldout: Dataset
+    test: Dataset
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    n_heldout_originals: int
+    n_test_originals: int
+    classes: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def describe(self) -> dict[str, Any]:
+        return {"dataset": self.name, "n_calibration": len(self.calibration), "n_heldout": len(self.heldout),
+                "n_test": len(self.test), "input_size": list(self.input_size), "mean": list(self.mean),
+                "std": list(self.std)}
+
+
+def load_splits(data: str | Path | None, info: ModelInfo, calib_size: int = 1000, seed: int = 0,
+                heldout_size: int | None = None) -> Splits:
+    """``data`` None -> the built-in digits; else a folder with ``train/<class>/*`` and ``val/<class>/*``.
+
+    ``seed`` only drives which training images are drawn for calibration (and, for folders, held-out).
+    """
+    if calib_size < 1:
+        raise DataError(f"calibration needs at least 1 image, got calib_size={calib_size}")
+    if data is None or str(data) == DIGITS:
+        return _digits_splits(info, calib_size, seed, heldout_size)
+    return _folder_splits(Path(data).expanduser(), info, calib_size, seed, heldout_size)
+
+
+def check_compatible(splits: Splits, info: ModelInfo) -> None:
+    """The data's classes and image size must be the model's, else labels would be meaningless."""
+    if splits.num_classes != info.num_classes:
+        raise DataError(f"the data {splits.name} has {splits.num_classes} classes but the model {info.name} has "
+                        f"{info.num_classes} outputs; class folders map to outputs in sorted order")
+    if tuple(splits.input_size) != tuple(info.input_size):
+        raise DataError(f"the data {splits.name} gives {_size(splits.input_size)} images but the model {info.name} "
+                        f"expects {_size(info.input_size)}")
+
+
+def iterate(dataset: Dataset, batch_size: int = 100,
+            device: torch.device | str = "cpu") -> Iterator[tuple[Tensor, Tensor]]:
+    """Batches ``(images, labels)`` on ``device`` in dataset order, unreadable images dropped."""
+    if isinstance(dataset, TensorImages):
+        for start in range(0, len(dataset), batch_size):
+            yield (dataset.images[start:start + batch_size].to(device),
+                   dataset.labels[start:start + batch_size].to(device))
+        return
+    skipped = 0
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=_collate)
+    for images, labels, dropped in loader:
+        skipped += dropped
+        if len(labels):
+            yield images.to(device), labels.to(device)
+    if isinstance(dataset, ImageFiles):
+        dataset.skipped = skipped
+        if skipped:
+            examples = "; ".join(f"{p}: {r}" for p, r in list(dataset.unreadable.items())[:3])
+            log.warning("skipped %d unreadable image(s) of %d (%s)", skipped, len(dataset), examples)
+
+
+def calibration_batches(splits: Splits, batch_size: int = 100, device: torch.device | str = "cpu") -> list[Tensor]:
+    """The calibration images (labels dropped: the search is label-free), batched, on ``device``."""
+    return [images for images, _ in iterate(splits.calibration, batch_size, device)]
+
+
+def _collate(items: list[tuple[Tensor, int] | None]) -> tuple[Tensor, Tensor, int]:
+    good = [item for item in items if item is not None]
+    if not good:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long), len(items)
+    return (torch.stack([image for image, _ in good]), torch.tensor([label for _, label in good]),
+            len(items) - len(good))
+
+
+def _size(input_size: Sequence[int]) -> str:
+    return "x".join(str(int(v)) for v in input_size)
+
+
+# --- built-in digits -------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1)
+def digits_images() -> tuple[Tensor, Tensor]:
+    """All 1,797 sklearn digits upsampled to 16x16 (bilinear), values in [0, 1], and labels (cached: read only)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = F.interpolate(images, size=DIGITS_SIZE, mode="bilinear", align_corners=False).clamp(0, 1)
+    return images, torch.tensor(digits.target, dtype=torch.long)
+
+
+@functools.lru_cache(maxsize=1)
+def digits_split_indices() -> dict[str, np.ndarray]:
+    """Fixed, class-stratified split of the originals: {"train", "heldout", "test"} -> sorted indices."""
+    labels = digits_images()[1].numpy()
+    order = np.random.default_rng(DIGITS_SPLIT_SEED).permutation(len(labels))
+    rank = np.empty(len(order))
+    for c in np.unique(labels):  # position within its class, so every prefix of ``order`` is stratified
+        members = np.flatnonzero(labels[order] == c)
+        rank[members] = (np.arange(len(members)) + 0.5) / len(members)
+    order = order[np.argsort(rank, kind="stable")]
+    n_test_heldout = DIGITS_N_TEST + DIGITS_N_HELDOUT
+    return {"test": np.sort(order[:DIGITS_N_TEST]), "heldout": np.sort(order[DIGITS_N_TEST:n_test_heldout]),
+            "train": np.sort(order[n_test_heldout:])}
+
+
+def shift_images(images: Tensor, dx: Tensor, dy: Tensor) -> Tensor:
+    """Shift each image by integer pixels (dx right, dy down), filling with 0 (the background)."""
+    pad = int(max(dx.abs().max(), dy.abs().max(), 0))
+    if pad == 0:
+        return images.clone()
+    padded = F.pad(images, (pad, pad, pad, pad))
+    out = torch.empty_like(images)
+    height, width = images.shape[-2:]
+    for sx, sy in {(int(x), int(y)) for x, y in zip(dx, dy)}:
+        chosen = (dx == sx) & (dy == sy)
+        out[chosen] = padded[chosen, :, pad - sy:pad - sy + height, pad - sx:pad - sx + width]
+    return out
+
+
+def enlarge(images: Tensor, copies: int, generator: torch.Generator) -> Tensor:
+    """``copies`` versions, copy-major: the originals, then copies shifted by ±1 px with light noise."""
+    versions = [images]
+    for _ in range(copies - 1):
+        dx, dy = torch.randint(-1, 2, (2, len(images)), generator=generator)
+        noise = DIGITS_NOISE * torch.randn(images.shape, generator=generator)
+        versions.append((shift_images(images, dx, dy) + noise).clamp(0, 1))
+    return torch.cat(versions)
+
+
+def _digits_dataset(indices: np.ndarray, copies: int, generator: torch.Generator, info: ModelInfo) -> TensorImages:
+    images, labels = digits_images()
+    index = torch.as_tensor(indices, dtype=torch.long)
+    enlarged = enlarge(images[index], copies, generator)
+    return TensorImages(_normalize(enlarged, info), labels[index].repeat(copies), index.repeat(copies))
+
+
+def _normalize(images: Tensor, info: ModelInfo) -> Tensor:
+    mean = torch.tensor(info.mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(info.std, dtype=torch.float32).view(-1, 1, 1)
+    return ((images - mean) / std).contiguous()
+
+
+def _digits_splits(info: ModelInfo, calib_size: int, seed: int, heldout_size: int | None) -> Splits:
+    """Test: 450 originals x10 (4,500 images, one = 0.022 points); held-out: 250 originals x4 (1,000).
+
+    ``heldout_size`` keeps the first items, which are distinct originals first (copy-major order).
+    Calibration: ``calib_size`` train originals drawn without replacement by ``seed``; beyond the
+    1,097 train originals, shifted/noisy copies of them fill up (never held-out or test images).
+    """
+    if tuple(info.input_size) != (1, DIGITS_SIZE, DIGITS_SIZE):
+        raise DataError(f"the built-in digits are 1x16x16 images but the model {info.name} expects "
+                        f"{_size(info.input_size)}: give an image folder as data")
+    split = digits_split_indices()
+    test = _digits_dataset(split["test"], DIGITS_TEST_COPIES, torch.Generator().manual_seed(DIGITS_SPLIT_SEED), info)
+    heldout = _digits_dataset(split["heldout"], DIGITS_HELDOUT_COPIES,
+                              torch.Generator().manual_seed(DIGITS_SPLIT_SEED + 1), info)
+    n_heldout_originals = DIGITS_N_HELDOUT
+    if heldout_size is not None:
+        if not 1 <= heldout_size <= len(heldout):
+            raise DataError(f"heldout_size must be 1..{len(heldout)} for the digits, got {heldout_size}")
+        heldout = TensorImages(heldout.images[:heldout_size], heldout.labels[:heldout_size],
+                               heldout.originals[:heldout_size])
+        n_heldout_originals = min(heldout_size, DIGITS_N_HELDOUT)
+
+    train = np.random.default_rng(seed).permutation(split["train"])
+    rounds = math.ceil(calib_size / len(train))
+    calibration = _digits_dataset(train, rounds, torch.Generator().manual_seed(seed), info)
+    calibration = TensorImages(calibration.images[:calib_size], calibration.labels[:calib_size],
+                               calibration.originals[:calib_size])
+    return Splits(DIGITS, calibration, heldout, test, (1, DIGITS_SIZE, DIGITS_SIZE), tuple(info.mean),
+                  tuple(info.std), n_heldout_originals, DIGITS_N_TEST, tuple(str(d) for d in range(10)))
+
+
+# --- ImageNet-style folders ----------------------------------------------------------------------------
+
+def _list_images(folder: Path, class_index: dict[str, int]) -> list[tuple[Path, int]]:
+    samples = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        if entry.name not in class_index:
+            raise DataError(f"{folder / entry.name} is a class that {folder.parent / 'train'} does not have")
+        files = sorted(f.name for f in os.scandir(entry.path) if f.is_file() and not f.name.startswith(".")
+                       and os.path.splitext(f.name)[1].lower() in IMAGE_EXTENSIONS)
+        samples += [(Path(entry.path) / name, class_index[entry.name]) for name in files]
+    return samples
+
+
+def eval_transform(info: ModelInfo) -> Callable[[Image.Image], Tensor]:
+    """timm's evaluation transform (resize, center crop, normalize) for the model's data config."""
+    from timm.data import create_transform
+
+    return create_transform(input_size=tuple(info.input_size), interpolation=info.interpolation, mean=info.mean,
+                            std=info.std, crop_pct=info.crop_pct, crop_mode="center", is_training=False)
+
+
+def _folder_splits(root: Path, info: ModelInfo, calib_size: int, seed: int, heldout_size: int | None) -> Splits:
+    """Calibration and held-out: disjoint seeded draws from train/; test: all of val/.
+
+    Held-out defaults to min(1000, what calibration leaves). Calibration is cut (with a warning)
+    so that at least one training image is left for the held-out split.
+    """
+    layout = f"expected {root}/train/<class>/*.JPEG and {root}/val/<class>/*.JPEG"
+    if not root.is_dir():
+        raise DataError(f"data folder not found: {root} ({layout})")
+    for part in ("train", "val"):
+        if not (root / part).is_dir():
+            raise DataError(f"{root} has no {part}/ folder ({layout})")
+    classes = sorted(d.name for d in os.scandir(root / "train") if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"no class folders in {root / 'train'} ({layout})")
+    class_index = {name: i for i, name in enumerate(classes)}
+    train, val = _list_images(root / "train", class_index), _list_images(root / "val", class_index)
+    for part, samples in (("train", train), ("val", val)):
+        if not samples:
+            raise DataError(f"no images found in {root / part} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    if len(train) < 2:
+        raise DataError(f"{root / 'train'} has 1 image; calibration and held-out need at least 2")
+
+    n_calib = min(calib_size, len(train) - 1)
+    if n_calib < calib_size:
+        log.warning("%s has %d training images: calibration uses %d instead of %d", root, len(train), n_calib,
+                    calib_size)
+    left = len(train) - n_calib
+    n_heldout = min(1000, left) if heldout_size is None else heldout_size
+    if not 1 <= n_heldout <= left:
+        raise DataError(f"heldout_size must be 1..{left} ({len(train)} training images, {n_calib} for "
+                        f"calibration), got {heldout_size}")
+    order = np.random.default_rng(seed).permutation(len(train))
+    transform, mode = eval_transform(info), "L" if info.input_size[0] == 1 else "RGB"
+
+    def pick(indices: np.ndarray) -> ImageFiles:
+        return ImageFiles([train[i] for i in indices], transform, mode)
+
+    return Splits(str(root), pick(order[:n_calib]), pick(order[n_calib:n_calib + n_heldout]),
+                  ImageFiles(val, transform, mode), tuple(info.input_size), tuple(info.mean), tuple(info.std),
+                  n_heldout, len(val), tuple(classes))

@@ -1,0 +1,203 @@
+"""Train the built-in demo model ``digits-vit`` from scratch (``python -m engine train-demo --out PATH``).
+
+This script produced resources/digits_vit.safetensors (+ .json, which records the settings, the
+measured accuracies and the training time): deterministic for a given seed, one to two minutes of
+one CPU core, FP test top-1 about 98%. A ViT learns slowly from
+1,097 tiny images, so two initialisations give it the locality a CNN has for free: 2-D sine-cosine
+position embeddings and mimetic attention weights (nearby patches attend to each other at step 0).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from .data import DIGITS, digits_images, digits_split_indices, iterate, load_splits
+from .models import DEMO_MODEL, DIGITS_ARCH, build_digits_vit, create_model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Optimisation and augmentation settings (stored in the JSON sidecar next to the weights)."""
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: int = 1
+    grad_clip: float = 1.0
+    label_smoothing: float = 0.1
+    max_shift_px: float = 1.5      # random translation, pixels at 16x16
+    max_rotate_deg: float = 5.0
+    scale_range: float = 0.05      # zoom in [1 - r, 1 + r]
+    noise: float = 0.03            # like the test copies' noise
+
+
+def train_demo(out: str | Path, seed: int = 0, epochs: int = 40, log: logging.Logger = logger,
+               config: DemoConfig = DemoConfig()) -> dict[str, Any]:
+    """Train digits-vit on the digits train split; write ``out`` (.safetensors) and its .json atomically.
+
+    Runs on one CPU thread so the result does not depend on the number of cores. Global torch
+    state (RNG, thread count, deterministic-algorithms flag) is restored afterwards.
+    """
+    out = Path(out)
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model, train_seconds, cpu_seconds = _train(seed, epochs, config, log)
+        _save_atomic(model, out)
+        loaded, info = create_model(DEMO_MODEL, weights=out)
+        splits = load_splits(None, info)
+        heldout_top1, test_top1 = top1(loaded, splits.heldout), top1(loaded, splits.test)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
+
+    result = {"model": DEMO_MODEL, "architecture": dict(DIGITS_ARCH), "dataset": DIGITS, "seed": seed,
+              "epochs": epochs, "train_seconds": round(train_seconds, 2), "train_cpu_seconds": round(cpu_seconds, 2),
+              "threads": 1, "n_train": len(digits_split_indices()["train"]), "n_heldout": len(splits.heldout),
+              "n_test": len(splits.test), "heldout_top1": heldout_top1, "test_top1": test_top1,
+              "weights_sha256": info.weights_sha256, "config": asdict(config),
+              "init": "timm default + 2-D sin-cos position embedding + mimetic attention",
+              "torch_version": torch.__version__, "timm_version": timm.__version__}
+    _write_atomic(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+    log.info("digits-vit: test top-1 %.4f, held-out top-1 %.4f, trained in %.1f s", result["test_top1"],
+             result["heldout_top1"], train_seconds)
+    return result
+
+
+def _train(seed: int, epochs: int, config: DemoConfig, log: logging.Logger) -> tuple[nn.Module, float, float]:
+    generator = torch.Generator().manual_seed(seed)
+    model = build_digits_vit()
+    sincos_pos_init(model)
+    mimetic_init(model, generator)
+    images, labels = digits_images()
+    train = torch.as_tensor(digits_split_indices()["train"])
+    train_images, train_labels = images[train], labels[train]
+    mean, std = model.pretrained_cfg["mean"][0], model.pretrained_cfg["std"][0]
+
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total, warmup = epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, warmup, total))
+    log.info("training %s: %d images, %d epochs", DEMO_MODEL, len(train), epochs)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for epoch in range(epochs):
+        model.train()
+        loss_sum = 0.0
+        for batch in torch.randperm(len(train), generator=generator).split(config.batch_size):
+            x = (augment(train_images[batch], config, generator) - mean) / std
+            loss = F.cross_entropy(model(x), train_labels[batch], label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            schedule.step()
+            loss_sum += float(loss.detach()) * len(batch)
+        log.info("epoch %d/%d: loss %.4f", epoch + 1, epochs, loss_sum / len(train))
+    return model.eval(), time.perf_counter() - start, time.process_time() - cpu_start
+
+
+def augment(images: Tensor, config: DemoConfig, generator: torch.Generator) -> Tensor:
+    """Random small affine warps plus noise (images in [0, 1]), a superset of the test copies' shifts."""
+    n = len(images)
+    u = torch.rand(4, n, generator=generator) * 2 - 1
+    angle = u[0] * math.radians(config.max_rotate_deg)
+    scale = 1 + u[1] * config.scale_range
+    pixel = 2.0 / images.shape[-1]  # one pixel in affine_grid's [-1, 1] coordinates
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1] = torch.cos(angle) / scale, -torch.sin(angle) / scale
+    theta[:, 1, 0], theta[:, 1, 1] = torch.sin(angle) / scale, torch.cos(angle) / scale
+    theta[:, :, 2] = u[2:].T * config.max_shift_px * pixel
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    warped = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (warped + config.noise * torch.randn(warped.shape, generator=generator)).clamp(0, 1)
+
+
+@torch.no_grad()
+def sincos_pos_init(model: nn.Module) -> None:
+    """2-D sine-cosine position embedding (as in MAE) for the patch tokens; the class token's is zero."""
+    rows, cols = model.patch_embed.grid_size
+    quarter = model.embed_dim // 4
+    ys, xs = torch.meshgrid(torch.arange(rows, dtype=torch.float32), torch.arange(cols, dtype=torch.float32),
+                            indexing="ij")
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float32) / quarter)
+    parts = []
+    for coord in (ys.flatten(), xs.flatten()):
+        angles = coord[:, None] * omega[None]
+        parts += [angles.sin(), angles.cos()]
+    model.pos_embed[0, model.num_prefix_tokens:] = torch.cat(parts, dim=1)
+    model.pos_embed[0, :model.num_prefix_tokens] = 0
+
+
+@torch.no_grad()
+def mimetic_init(model: nn.Module, generator: torch.Generator, a1: float = 0.7, b1: float = 0.7,
+                 a2: float = 0.4, b2: float = 0.4) -> None:
+    """Mimetic initialisation (Trockman & Kolter, 2023): per head Wq^T Wk ~ a1 Z + b1 I, Wv^T Wproj^T ~ a2 Z - b2 I."""
+    for block in model.blocks:
+        attn = block.attn
+        d = attn.qkv.in_features
+        k = d // attn.num_heads
+        weight = attn.qkv.weight  # rows: q, k, v
+        eye = torch.eye(d)
+        for h in range(attn.num_heads):
+            wq_t, wk = _factor_pair(a1 * torch.randn(d, d, generator=generator) / math.sqrt(d) + b1 * eye, k)
+            weight[h * k:(h + 1) * k] = wq_t.T
+            weight[d + h * k:d + (h + 1) * k] = wk
+        wv_t, wproj_t = _factor_pair(a2 * torch.randn(d, d, generator=generator) / math.sqrt(d) - b2 * eye, d)
+        weight[2 * d:] = wv_t.T
+        attn.proj.weight.copy_(wproj_t.T)
+
+
+def _factor_pair(target: Tensor, rank: int) -> tuple[Tensor, Tensor]:
+    """A (d x rank), B (rank x d) with A @ B the best rank-``rank`` approximation of ``target``."""
+    u, s, vh = torch.linalg.svd(target)
+    root = s[:rank].sqrt()
+    return u[:, :rank] * root, root[:, None] * vh[:rank]
+
+
+@torch.no_grad()
+def top1(model: nn.Module, dataset: Any) -> float:
+    """Fraction of correct argmax predictions over ``dataset`` (read with ``data.iterate``)."""
+    model.eval()
+    correct = total = 0
+    for images, labels in iterate(dataset, batch_size=500):
+        correct += int((model(images).argmax(1) == labels).sum())
+        total += len(labels)
+    return correct / max(total, 1)
+
+
+def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _save_atomic(model: nn.Module, out: Path) -> None:
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    save_file(state, str(tmp), metadata={"format": "pt", "model": DEMO_MODEL})
+    os.replace(tmp, out)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,30 @@
+"""Shared fixtures. Keep them cheap; anything mutable (models get wrapped in place) is per test."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from engine.data import Splits, load_splits
+from engine.models import ModelInfo, create_model
+from helpers import make_image_folder
+
+
+@pytest.fixture
+def demo_model() -> tuple[nn.Module, ModelInfo]:
+    """A fresh digits-vit with its shipped weights (fresh because quantization edits models in place)."""
+    return create_model()
+
+
+@pytest.fixture(scope="session")
+def digits_splits() -> Splits:
+    """The built-in digits splits for digits-vit, calib_size=1000, seed=0. Treat as read-only."""
+    _, info = create_model()
+    return load_splits(None, info)
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """3 classes x 4 images in train/ and val/ (32x32), plus one corrupt file in each."""
+    return make_image_folder(tmp_path / "images", corrupt=1)
