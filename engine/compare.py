@@ -6,7 +6,7 @@
   block step and per block, and how far the search moved each layer's scales, as a blocks × layers
   matrix of mean |log(refined/base)| (log, so halving and doubling count the same).
 - One layer in detail (``layer_view``): per-channel refined/base ratios, each run's quantization
-  grid (levels and clip bounds), and, given a model loader, the weight histogram under them.
+  grid (levels and clip bounds), and, given a model loader, each run's weight histogram.
 
 Results are frozen dataclasses of numbers and numpy arrays, never tensors, so the GUI can plot them
 and ``to_jsonable`` can print them for ``python -m engine compare --json``; ``*_rows`` methods give
@@ -24,8 +24,10 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .library import LibraryRow, row_from_record
-from .quant import QuantParams, ScaleSet
+from .models import create_model
+from .quant import QuantizedModel, QuantParams, ScaleSet
 from .runrecord import RunRecord
+from .scalefile import apply_run
 
 _BLOCK = re.compile(r"^((?:layers\.\d+\.)?blocks\.\d+)\.(.+)$")   # ViT/DeiT "blocks.3", Swin "layers.1.blocks.0"
 
@@ -195,7 +197,8 @@ class SideBySide:
     def shift_rows(self) -> Iterator[dict[str, Any]]:
         for run in self.runs:
             for i, block in enumerate(self.blocks):
-                yield {"run": run.name, "block": block, **{l: _finite(run.shift[i, j]) for j, l in enumerate(self.layers)}}
+                values = {layer: _finite(run.shift[i, j]) for j, layer in enumerate(self.layers)}
+                yield {"run": run.name, "block": block, **values}
 
 
 def _history_arrays(record: RunRecord) -> dict[str, np.ndarray]:
@@ -264,16 +267,16 @@ class LayerRun:
     refined: QuantGrid               # the run's scales (calibrated ones for a quantize-only file)
     base: QuantGrid | None           # before the search
     ratios: np.ndarray | None        # refined/base per channel, every channel
+    counts: np.ndarray | None        # weight histogram on LayerView.edges; None without a model loader
 
 
 @dataclass(frozen=True)
 class LayerView:
     layer: str
     role: str
-    channel: int | None              # the channel the grids and histogram show (None: per-tensor point)
+    channel: int | None              # the channel the grids and histograms show (None: per-tensor point)
     runs: tuple[LayerRun, ...]
-    counts: np.ndarray | None        # weight histogram (of the channel for per-channel weights); None without a model
-    edges: np.ndarray | None
+    edges: np.ndarray | None         # bin edges shared by every run's histogram
 
     def grid_rows(self) -> Iterator[dict[str, Any]]:
         for run in self.runs:
@@ -305,33 +308,30 @@ def _weights(model: Any, layer: str, axis: int | None, channel: int | None) -> n
 
 def layer_view(runs: Sequence[NamedRun], layer: str, role: str = "weight", channel: int | None = None,
                load_model: ModelLoader | None = None, bins: int = 64) -> LayerView:
-    """Grids of every run for one point; with ``load_model`` (weights only) the histogram under them.
+    """Grids of every run for one point; with ``load_model`` (weights only) each run's histogram.
 
-    The histogram needs the model's weights, which run files do not hold, hence the loader. Runs of
-    different weights would put one model's histogram under another's grids, so they are refused.
+    Run files do not hold weights, hence the loader. Histograms are per run because a quantizer may
+    re-parameterise the weights its grid applies to (repqvit folds LayerNorm into the next Linear).
     """
     if not runs:
         raise ValueError("a layer view needs at least one run")
     first = _point_of(runs[0][0], runs[0][1].scales, layer, role)
-    per_channel = first.scale.size > 1
-    channel = (0 if channel is None else channel) if per_channel else None
-    layer_runs = tuple(
+    channel = (0 if channel is None else channel) if first.scale.size > 1 else None
+    weights = [None] * len(runs)
+    edges = None
+    if load_model is not None and role == "weight":
+        weights = [_weights(load_model(record), layer, first.axis, channel) for _, record in runs]
+        edges = np.histogram_bin_edges(np.concatenate(weights), bins=bins)
+    return LayerView(layer, role, channel, tuple(
         LayerRun(name, quant_grid(_point_of(name, r.scales, layer, role), channel),
                  quant_grid(_point_of(name, r.base, layer, role), channel) if r.base is not None else None,
-                 scale_ratios(name, r, layer, role))
-        for name, r in runs)
-    counts = edges = None
-    if load_model is not None and role == "weight":
-        if len({record.weights_sha256 for _, record in runs}) > 1:
-            raise ValueError("the runs were made from different weights; a weight histogram needs one model")
-        counts, edges = np.histogram(_weights(load_model(runs[0][1]), layer, first.axis, channel), bins=bins)
-    return LayerView(layer, role, channel, layer_runs, counts, edges)
+                 scale_ratios(name, r, layer, role), np.histogram(w, edges)[0] if w is not None else None)
+        for (name, r), w in zip(runs, weights)), edges)
 
 
-def load_fp_model(record: RunRecord) -> Any:
-    """The FP model a run was made from, rebuilt from its ``model_source``; checked by weights hash."""
-    from .models import create_model
-
+def load_run_model(record: RunRecord) -> Any:
+    """The model as the run quantized it: FP weights rebuilt from ``model_source`` (checked by hash),
+    wrapped, with the run's scales loaded (which re-parameterises weights where the quantizer does)."""
     source = record.model_source
     if source.startswith("file:"):
         model, info = create_model(record.model_name, weights=source.removeprefix("file:"))
@@ -339,7 +339,9 @@ def load_fp_model(record: RunRecord) -> Any:
         model, info = create_model(record.model_name, pretrained=source == "timm-pretrained")
     if info.weights_sha256 != record.weights_sha256:
         raise ValueError(f"the weights of {record.model_name} from {source} are not the ones the run was made with")
-    return model
+    qmodel = QuantizedModel(model, record.quant)
+    apply_run(record, qmodel, record.model_name)
+    return qmodel.model
 
 
 # ---------------------------------------------------------------- JSON

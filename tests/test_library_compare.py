@@ -23,11 +23,10 @@ RUNS = {("minmax", 4, 0): (61.25, 70.5), ("minmax", 4, 1): (63.0, 69.0), ("minma
 
 def history(seed):
     """2 passes over 2 blocks, last to first, 3 evaluations per block step."""
-    steps = [(p, b) for p in range(2) for b in (1, 0)]
-    return History(loss=np.linspace(3.0, 2.0, 12) + seed, eval_pass=np.repeat([p for p, _ in steps], 3).astype(np.int32),
-                   eval_block=np.repeat([b for _, b in steps], 3).astype(np.int32),
+    passes, blocks = np.array([0, 0, 1, 1], np.int32), np.array([1, 0, 1, 0], np.int32)
+    return History(loss=np.linspace(3.0, 2.0, 12) + seed, eval_pass=np.repeat(passes, 3), eval_block=np.repeat(blocks, 3),
                    heldout_top1=np.array([60.0, 61.0, 62.0, 63.5]) + seed, step_loss=np.array([2.9, 2.6, 2.3, 2.0]),
-                   block_index=np.array([b for _, b in steps], np.int32), pass_index=np.array([p for p, _ in steps], np.int32))
+                   block_index=blocks, pass_index=passes)
 
 
 def record(qmodel, seed, base_top1, refined_top1=None):
@@ -61,7 +60,8 @@ def workspace(tmp_path_factory):
 
 def test_library_lists_every_run_file_and_the_corrupt_one_as_unreadable(workspace):
     rows = {row.file: row for row in scan_workspace(workspace)}
-    assert sorted(rows) == sorted([*(f"tiny-vit_{q}_W{w}A8_s{s}.h5" for q, w, s in RUNS), "plain_quantize.h5", "broken.h5"])
+    expected = [f"tiny-vit_{q}_W{w}A8_s{s}.h5" for q, w, s in RUNS] + ["plain_quantize.h5", "broken.h5"]
+    assert sorted(rows) == sorted(expected)
     broken = rows.pop("broken.h5")
     assert not broken.ok and "not a readable HDF5 file" in broken.error and broken.model is None
     row = rows["tiny-vit_minmax_W4A8_s1.h5"]
@@ -139,9 +139,9 @@ def test_layer_view_grids_ratios_and_histogram(workspace):
     runs = named(workspace, "tiny-vit_minmax_W4A8_s0.h5", "tiny-vit_percentile_W4A8_s0.h5")
     view = layer_view(runs, *MOVED, channel=5, load_model=lambda record: tiny_vit())
     weights = tiny_vit().get_submodule(MOVED[0]).weight.detach().numpy()
-    assert view.channel == 5 and view.counts.sum() == weights.shape[1]
-    assert view.edges[0] == pytest.approx(weights[5].min()) and view.edges[-1] == pytest.approx(weights[5].max())
     minmax = view.runs[0]
+    assert view.channel == 5 and minmax.counts.sum() == weights.shape[1]
+    assert view.edges[0] == pytest.approx(weights[5].min()) and view.edges[-1] == pytest.approx(weights[5].max())
     np.testing.assert_allclose(minmax.ratios, FACTOR, rtol=1e-6)
     params = runs[0][1].scales.get_point(*MOVED)
     scale, zp = float(params.scale[5]), float(params.zero_point[5])
@@ -150,7 +150,7 @@ def test_layer_view_grids_ratios_and_histogram(workspace):
     assert grid.lo == pytest.approx((params.qmin - zp) * scale) and grid.hi == pytest.approx((params.qmax - zp) * scale)
     assert np.all(np.diff(grid.levels) == pytest.approx(scale))
     probs = layer_view(runs, "blocks.0.attn", "probs")
-    assert probs.channel is None and probs.counts is None and probs.runs[0].refined.levels.size == 256
+    assert probs.channel is None and probs.edges is None and probs.runs[0].refined.levels.size == 256
     with pytest.raises(ValueError, match="choose a channel"):
         quant_grid(params)
     with pytest.raises(ValueError, match="has no quantization point blocks.0.nope/weight"):
@@ -169,7 +169,8 @@ def test_compare_cli_prints_the_same_numbers(workspace, capsys):
     assert main(["compare", "--dir", str(workspace), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [r["error"] is not None for r in result["library"]].count(True) == 1
-    assert {(m["preset"], m["refined"]["values"][0][0]) for m in result["matrices"]} == {(None, None), ("default", 69.75)}
+    cells = {(m["preset"], m["refined"]["values"][0][0]) for m in result["matrices"]}
+    assert cells == {(None, None), ("default", 69.75)}
 
     assert main(["compare", "--dir", str(workspace)]) == 0
     assert "unreadable: broken.h5" in capsys.readouterr().out

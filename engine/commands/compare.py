@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..cli import emit
-from ..compare import accuracy_vs_bits, bits_matrix, by_setting, layer_view, load_fp_model, side_by_side, to_jsonable
+from ..compare import accuracy_vs_bits, bits_matrix, by_setting, layer_view, load_run_model, side_by_side, to_jsonable
 from ..library import scan_workspace
 from ..scalefile import load_run
 
@@ -30,9 +30,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--dir", help="workspace folder: library table and accuracy vs bit-width")
     parser.add_argument("--layer", help="with files: one layer in detail, e.g. blocks.5.attn.qkv")
     parser.add_argument("--role", default="weight", help="with --layer: the point (weight, input, q, k, v, probs)")
-    parser.add_argument("--channel", type=int, default=None, help="with --layer: channel of a per-channel point (default 0)")
+    parser.add_argument("--channel", type=int, default=None,
+                        help="with --layer: channel of a per-channel point (default 0)")
     parser.add_argument("--no-weights", action="store_true",
-                        help="with --layer: skip the weight histogram (it rebuilds the FP model)")
+                        help="with --layer: skip the weight histograms (they rebuild each run's model)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.set_defaults(func=run)
 
@@ -81,13 +82,13 @@ def _runs(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         per_block = " ".join(f"{v:.4f}" for v in np.nanmean(detail.shift, axis=1)) if searched else "no base scales"
         lines.append(f"{detail.name}: {per_block}")
     if args.layer:
-        view = layer_view(runs, args.layer, args.role, args.channel, None if args.no_weights else load_fp_model)
+        view = layer_view(runs, args.layer, args.role, args.channel, None if args.no_weights else load_run_model)
         result["layer"] = view
         lines += ["", f"{args.layer}/{args.role} (channel {view.channel})",
                   format_table(list(view.grid_rows()), ("run", "scales", "bits", "scale", "zero_point", "lo", "hi"))]
-        if view.counts is not None:
-            lines.append(f"weights: {view.counts.sum()} values in [{view.edges[0]:.3g}, {view.edges[-1]:.3g}], "
-                         f"{view.counts.size} histogram bins (--json for the counts)")
+        if view.edges is not None:
+            lines.append(f"weights in [{view.edges[0]:.3g}, {view.edges[-1]:.3g}], {view.edges.size - 1} histogram "
+                         "bins per run (--json for the counts)")
     return result, "\n".join(lines)
 
 

@@ -1,0 +1,254 @@
+"""Sweeps: a grid of quantizers × bit-widths × seeds searched one after another, one run file each.
+
+The runner is a generator of sweep-level events that wrap each run's search events, so the app's
+worker consumes a sweep exactly like a single search (pause and stop act between two events) and
+the CLI prints its progress from the same stream. Run files get deterministic names in the
+workspace folder, which makes a sweep resumable without any sweep-level state on disk: a run whose
+file exists and loads is skipped, and a run interrupted midway continues from the search's own
+checkpoint (kept in ``<workspace>/.checkpoints`` until its run file is written).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from contextlib import closing
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .library import LibraryRow, read_row
+from .pipeline import RunSpec
+from .quant import QuantConfig, available_quantizers, parse_bits
+from .runrecord import RunRecord
+from .scalefile import ScaleFileError, load_run, save_run
+from .search import run as search_run
+from .search.checkpoint import load_checkpoint
+from .search.config import SearchConfig
+from .search.events import Event, Finished
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = ".checkpoints"
+SearchFn = Callable[..., Iterator[Event]]     # run_search's signature: (spec, config, checkpoint=, resume=)
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """What varies between the runs of a sweep; everything else is shared (RunSpec, SearchConfig)."""
+    quantizers: tuple[str, ...]
+    bits: tuple[str, ...]                  # "W4A8", ...
+    seeds: tuple[int, ...]
+    attn_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("quantizers", "bits", "seeds"):
+            values = getattr(self, name)
+            if not values:
+                raise ValueError(f"a sweep needs at least one value of {name}")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} has a value twice: {', '.join(map(str, values))}")
+        unknown = [q for q in self.quantizers if q not in available_quantizers()]
+        if unknown:
+            raise ValueError(f"unknown quantizer {unknown[0]!r}; known: {', '.join(available_quantizers())}")
+        for bits in self.bits:
+            parse_bits(bits)
+
+    @classmethod
+    def parse(cls, quantizers: str, bits: str, seeds: str, attn_bits: int | None = None) -> "SweepGrid":
+        """From comma-separated text, as typed on the command line or in a form."""
+        def items(text: str) -> tuple[str, ...]:
+            return tuple(item.strip() for item in text.split(",") if item.strip())
+
+        try:
+            seed_values = tuple(int(s) for s in items(seeds))
+        except ValueError:
+            raise ValueError(f"seeds must be integers separated by commas, got {seeds!r}") from None
+        return cls(items(quantizers), tuple(b.upper() for b in items(bits)), seed_values, attn_bits)
+
+    def cells(self) -> list[tuple[QuantConfig, int]]:
+        """Seed-major order: an interrupted sweep already holds the whole grid for its first seed."""
+        return [(QuantConfig.from_bits(q, b, self.attn_bits), seed)
+                for seed in self.seeds for q in self.quantizers for b in self.bits]
+
+
+def run_file_name(model: str, quant: QuantConfig, seed: int) -> str:
+    """``<model>_<quantizer>_<bits>_s<seed>.h5``; characters unsafe in file names become '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{model}_{quant.quantizer}_{quant.bits_label}_s{seed}") + ".h5"
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    index: int                             # 1-based position in the sweep
+    total: int
+    spec: RunSpec
+    path: Path                             # the run file
+    checkpoint: Path                       # the search's checkpoint while the run is unfinished
+    done: bool                             # the run file exists and loads: the run is skipped
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.quant.quantizer} {self.spec.quant.bits_label} s{self.spec.seed}"
+
+
+def _mismatch(record: RunRecord, spec: RunSpec, config: SearchConfig) -> str | None:
+    """What differs between an existing run file and the run the sweep would make, if anything.
+
+    Data and calibration size are not compared (calibration is cut on small folders, so the file
+    may rightly hold fewer images): one workspace folder per data set.
+    """
+    if record.base is None:
+        return "it is a plain quantization, not a search run"
+    for what, found, wanted in (("model", record.model_name, spec.model), ("quantization", record.quant, spec.quant),
+                                ("seed", record.seed, spec.seed)):
+        if found != wanted:
+            return f"{what} {found!r} (this sweep: {wanted!r})"
+    search = record.search or {}
+    differing = [f"{key}={search.get(key)!r} (this sweep: {value!r})"
+                 for key, value in config.to_dict().items() if search.get(key) != value]
+    return "search " + ", ".join(differing) if differing else None
+
+
+def _is_done(path: Path, spec: RunSpec, config: SearchConfig) -> bool:
+    """True for a finished run; an unreadable file is run again (and replaced), a foreign one refused."""
+    if not path.exists():
+        return False
+    try:
+        record = load_run(path)
+    except ScaleFileError as exc:
+        log.warning("%s is unreadable (%s); its run is made again", path, exc)
+        return False
+    problem = _mismatch(record, spec, config)
+    if problem:
+        raise ValueError(f"{path} exists but differs from this sweep: {problem}; use another output folder")
+    return True
+
+
+def plan_sweep(grid: SweepGrid, base: RunSpec, config: SearchConfig, workspace: str | Path) -> list[PlannedRun]:
+    """The sweep's runs and which are done already (so a view can show "6 of 18 done" before starting)."""
+    workspace = Path(workspace)
+    cells = grid.cells()
+    runs = []
+    for index, (quant, seed) in enumerate(cells, start=1):
+        spec = replace(base, quant=quant, seed=seed)
+        path = workspace / run_file_name(spec.model, quant, seed)
+        checkpoint = workspace / CHECKPOINT_DIR / f"{path.stem}.ckpt"
+        runs.append(PlannedRun(index, len(cells), spec, path, checkpoint, _is_done(path, spec, config)))
+    return runs
+
+
+# ---------------------------------------------------------------- events
+
+@dataclass(frozen=True)
+class SweepStarted:
+    runs: tuple[PlannedRun, ...]
+
+
+@dataclass(frozen=True)
+class RunSkipped:
+    """The run's file already exists and loads."""
+    run: PlannedRun
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    run: PlannedRun
+    resumed: bool                          # continues from the checkpoint of an interrupted sweep
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """One search event of the run. When ``event`` is ``Finished``, the run file is already written."""
+    run: PlannedRun
+    event: Event
+
+
+@dataclass(frozen=True)
+class RunDone:
+    run: PlannedRun
+    row: LibraryRow                        # read back from the written run file
+    seconds: float                         # wall time of this run in this sweep (without time before a resume)
+
+
+@dataclass(frozen=True)
+class SweepFinished:
+    rows: tuple[LibraryRow, ...]           # every run of the sweep, in sweep order, skipped ones included
+    seconds: float
+
+
+SweepEvent = SweepStarted | RunSkipped | RunStarted | RunProgress | RunDone | SweepFinished
+
+
+# ---------------------------------------------------------------- runner
+
+def _resumable(checkpoint: Path, spec: RunSpec, config: SearchConfig) -> bool:
+    """True when an interrupted run's checkpoint loads and holds this run's settings. A stale one
+    (another sweep into the same folder) or a damaged one is only partial work: start afresh."""
+    if not checkpoint.exists():
+        return False
+    try:
+        _, identity = load_checkpoint(checkpoint)
+    except ValueError as exc:
+        log.warning("%s; the run starts afresh", exc)
+        return False
+    spec_values = {k: v for k, v in spec.to_dict().items() if k != "device"}  # a run may resume on another device
+    wanted = json.loads(json.dumps({"spec": spec_values, "config": config.to_dict()}))
+    if any(identity.get(key) != value for key, value in wanted.items()):
+        log.warning("%s was made with other settings; the run starts afresh", checkpoint)
+        return False
+    return True
+
+
+def _run_one(run: PlannedRun, config: SearchConfig, search_fn: SearchFn) -> Iterator[SweepEvent]:
+    resume = run.checkpoint if _resumable(run.checkpoint, run.spec, config) else None
+    yield RunStarted(run, resumed=resume is not None)
+    start = time.perf_counter()
+    finished = False
+    with closing(search_fn(run.spec, config, checkpoint=run.checkpoint, resume=resume)) as events:
+        for event in events:
+            if isinstance(event, Finished):
+                # Saved before the event goes out: a consumer that stops at Finished keeps the run.
+                save_run(run.path, event.run)
+                run.checkpoint.unlink(missing_ok=True)
+                finished = True
+            yield RunProgress(run, event)
+    if not finished:
+        raise RuntimeError(f"the search of {run.label} ended without a result")
+    yield RunDone(run, read_row(run.path), time.perf_counter() - start)
+
+
+def run_sweep(grid: SweepGrid, base: RunSpec, config: SearchConfig, workspace: str | Path,
+              search_fn: SearchFn | None = None) -> Iterator[SweepEvent]:
+    """Plan, then search every unfinished run in turn. Stop by closing the generator; calling again
+    with the same arguments resumes. ``search_fn`` replaces ``run_search`` (the app and tests wrap it)."""
+    search_fn = search_fn or search_run.run_search
+    start = time.perf_counter()
+    Path(workspace).mkdir(parents=True, exist_ok=True)
+    runs = plan_sweep(grid, base, config, workspace)
+    yield SweepStarted(tuple(runs))
+    for run in runs:
+        if run.done:
+            yield RunSkipped(run)
+        else:
+            yield from _run_one(run, config, search_fn)
+    yield SweepFinished(tuple(read_row(run.path) for run in runs), time.perf_counter() - start)
+
+
+def describe(event: Any) -> str | None:
+    """The one progress line of a sweep event worth a line (None for the search's own events)."""
+    if isinstance(event, RunSkipped):
+        return f"[{event.run.index}/{event.run.total}] {event.run.label}: done already -> {event.run.path.name}"
+    if isinstance(event, RunStarted):
+        how = "resuming from its checkpoint" if event.resumed else "searching"
+        return f"[{event.run.index}/{event.run.total}] {event.run.label}: {how}"
+    if isinstance(event, RunDone):
+        row = event.row
+        if not row.ok:
+            return f"[{event.run.index}/{event.run.total}] {event.run.label}: written but unreadable: {row.error}"
+        return (f"[{event.run.index}/{event.run.total}] {event.run.label}: base {row.base_top1:.2f}%  "
+                f"refined {row.refined_top1:.2f}% ({row.delta:+.2f})  {row.evaluations} evaluations  "
+                f"{event.seconds:.1f} s -> {row.file}")
+    if isinstance(event, SweepFinished):
+        return f"sweep finished: {len(event.rows)} runs in {event.seconds:.1f} s"
+    return None

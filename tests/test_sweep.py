@@ -1,0 +1,149 @@
+"""Sweeps: the grid, resumability, and real (cut-down) searches on the built-in demo.
+
+The searches are the real engine search (``search_prepared``) on a cut-down demo: 50 calibration,
+50 held-out and 100 test images, one pass with 2 children per block step, so a run takes seconds.
+"""
+import io
+import json
+import shutil
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import replace
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from engine.cli import main
+from engine.data import TensorImages
+from engine.pipeline import RunSpec, prepare
+from engine.quant import QuantConfig
+from engine.scalefile import load_run
+from engine.search import run as search_run
+from engine.search.config import SearchConfig
+from engine.search.events import BlockDone, Finished
+from engine.sweep import (RunProgress, RunSkipped, RunStarted, SweepGrid, SweepStarted, plan_sweep, run_file_name,
+                          run_sweep)
+
+TINY = SearchConfig(passes=1, cycles=1, children=2, population=4, tournament=2)
+TINY_FLAGS = ["--passes", "1", "--cycles", "1", "--children", "2", "--population", "4", "--tournament", "2"]
+BASE = RunSpec(calib_size=50, batch_size=50)
+GRID = SweepGrid(("minmax",), ("W8A8", "W4A8"), (0,))
+W8, W4 = "digits-vit_minmax_W8A8_s0", "digits-vit_minmax_W4A8_s0"     # the grid's run file stems
+
+
+def _head(dataset, n):
+    return TensorImages(dataset.images[:n], dataset.labels[:n], dataset.originals[:n])
+
+
+def small_search(spec, config, checkpoint=None, resume=None):
+    """run_search with the held-out and test splits cut to their first 50 and 100 images."""
+    prepared = prepare(spec)
+    splits = replace(prepared.splits, heldout=_head(prepared.splits.heldout, 50), test=_head(prepared.splits.test, 100))
+    yield from search_run.search_prepared(replace(prepared, splits=splits), config, checkpoint, resume)
+
+
+def test_grid_parse_order_and_errors():
+    grid = SweepGrid.parse("minmax, omse", "w4a8,W8A8", "0,1")
+    cells = [(q.quantizer, q.bits_label, seed) for q, seed in grid.cells()]
+    assert cells[:4] == [("minmax", "W4A8", 0), ("minmax", "W8A8", 0), ("omse", "W4A8", 0), ("omse", "W8A8", 0)]
+    assert len(cells) == 8 and cells[4] == ("minmax", "W4A8", 1)       # seed-major
+    for args, message in ((("nope", "W4A8", "0"), "unknown quantizer 'nope'"), (("minmax", "W4", "0"), "W4A8"),
+                          (("minmax", "W4A8,W4A8", "0"), "bits has a value twice"),
+                          (("minmax", "W4A8", "a"), "integers"), (("minmax", "", "0"), "at least one value of bits")):
+        with pytest.raises(ValueError, match=message):
+            SweepGrid.parse(*args)
+
+
+def test_run_file_names_are_deterministic_and_safe():
+    assert run_file_name("digits-vit", QuantConfig("omse", 4, 8), 1) == "digits-vit_omse_W4A8_s1.h5"
+    assert run_file_name("vit/base", QuantConfig("minmax", 4, 8, attn_bits=6), 0) == "vit-base_minmax_W4A8-attn6_s0.h5"
+
+
+def first_stop(events, stop):
+    """Consume a sweep until ``stop(event)`` is true, then close it as the app's Stop does."""
+    seen = []
+    for event in events:
+        seen.append(event)
+        if stop(event):
+            break
+    events.close()
+    return seen
+
+
+def is_block_step(event, run_index, step):
+    return (isinstance(event, RunProgress) and event.run.index == run_index and isinstance(event.event, BlockDone)
+            and event.event.step == step)
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """One 2-run sweep, interrupted twice: at run 1's Finished, then in run 2 after 2 of its 6 block
+    steps; the CLI then finishes it. Two real (cut-down) searches in all."""
+    folder = tmp_path_factory.mktemp("workspace")
+    argv = ["sweep", "--quantizers", "minmax", "--bits", "W8A8,W4A8", "--seeds", "0", "--calib-size", "50",
+            "--batch-size", "50", *TINY_FLAGS, "--out-dir", str(folder), "--json"]
+    out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)   # tiny tensors: intra-op threads only add sync cost (tens of times slower on a busy CPU)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(search_run, "run_search", small_search)
+            phase1 = first_stop(run_sweep(GRID, BASE, TINY, folder),
+                                lambda e: isinstance(e, RunProgress) and isinstance(e.event, Finished))
+            files1 = sorted(p.name for p in folder.rglob("*") if p.is_file())
+            phase2 = first_stop(run_sweep(GRID, BASE, TINY, folder), lambda e: is_block_step(e, 2, 2))
+            files2 = sorted(p.name for p in folder.rglob("*") if p.is_file())
+            with redirect_stdout(out), redirect_stderr(err):
+                code = main(argv)
+    finally:
+        torch.set_num_threads(threads)
+    return SimpleNamespace(folder=folder, phase1=phase1, files1=files1, phase2=phase2, files2=files2, code=code,
+                           out=out.getvalue(), err=err.getvalue())
+
+
+def test_stopping_at_finished_keeps_the_run(swept):
+    assert isinstance(swept.phase1[0], SweepStarted) and [r.index for r in swept.phase1[0].runs] == [1, 2]
+    assert swept.files1 == [f"{W8}.h5"]                  # written before Finished went out; no checkpoint left
+
+
+def test_rerun_skips_the_finished_run_and_resumes_the_interrupted_one(swept):
+    kinds = [type(e) for e in swept.phase2 if not isinstance(e, RunProgress)]
+    assert kinds == [SweepStarted, RunSkipped, RunStarted] and not swept.phase2[2].resumed
+    assert swept.files2 == [f"{W4}.ckpt", f"{W8}.h5"]
+    assert "[1/2] minmax W8A8 s0: done already" in swept.err
+    assert "[2/2] minmax W4A8 s0: resuming from its checkpoint" in swept.err
+    assert "[2/2] minmax W4A8 s0: base" in swept.err
+
+
+def test_sweep_ends_with_its_run_files_and_a_summary(swept):
+    assert swept.code == 0
+    rows = json.loads(swept.out.strip().splitlines()[-1])
+    assert [r["file"] for r in rows] == [f"{W8}.h5", f"{W4}.h5"]
+    assert sorted(p.name for p in swept.folder.glob("*.h5")) == sorted(r["file"] for r in rows)
+    assert not list((swept.folder / ".checkpoints").iterdir())
+    for row in rows:
+        record = load_run(swept.folder / row["file"])
+        assert (row["base_top1"], row["refined_top1"]) == (record.metrics["base_top1"], record.metrics["refined_top1"])
+        assert row["evaluations"] == 1 + 6 * 2 and record.history.loss.size == 1 + 6 * 2   # resumed run complete
+        assert record.search["passes"] == 1 and record.calibration["n_samples"] == 50 and row["preset"] == "default"
+
+
+def test_existing_files_unreadable_are_redone_foreign_are_refused(swept, tmp_path):
+    grid = SweepGrid(("minmax",), ("W8A8",), (0,))
+    shutil.copy(swept.folder / f"{W8}.h5", tmp_path)
+    assert plan_sweep(grid, BASE, TINY, tmp_path)[0].done
+    with pytest.raises(ValueError, match=r"differs from this sweep: search passes=1 \(this sweep: 2\)"):
+        plan_sweep(grid, BASE, replace(TINY, passes=2), tmp_path)
+    (tmp_path / f"{W8}.h5").write_bytes(b"truncated")
+    assert not plan_sweep(grid, BASE, TINY, tmp_path)[0].done
+
+
+def test_compare_reads_the_sweep_with_weights(swept, capsys):
+    files = [str(swept.folder / f"{stem}.h5") for stem in (W8, W4)]
+    assert main(["compare", *files, "--layer", "blocks.5.attn.qkv", "--channel", "7", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    sbs, layer = result["side_by_side"], result["layer"]
+    assert sbs["blocks"] == [f"blocks.{i}" for i in range(6)] and "attn.qkv/weight" in sbs["layers"]
+    assert [len(run["step_heldout"]) for run in sbs["runs"]] == [6, 6]
+    assert [sum(run["counts"]) for run in layer["runs"]] == [96, 96]    # channel 7 of qkv: embed_dim weights
+    assert [run["refined"]["bits"] for run in layer["runs"]] == [8, 4] and len(layer["edges"]) == 65
