@@ -26,6 +26,7 @@ class Started:
     base_loss: float
     device: str
     resumed_from_step: int = 0       # block steps already done (resume)
+    evaluations_done: int = 1        # evaluations already done (the base; more after a resume)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,114 @@
+"""Benchmark: the same candidate evaluations run the release's way and ours, in one process.
+
+Naive = write the candidate into the model and run the whole network on every calibration batch
+(the release). Optimised = the search's CachedEvaluator (block inputs cached once per pass,
+only the searched block and the later ones rerun, ``children`` candidates per batched call).
+Both see identical candidates (every block, last to first, ``candidates`` each, drawn with the
+config's mutation) and their losses are compared. Ratios from one run, not absolute times alone.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .device import resolve_device
+from .models import DEMO_MODEL, create_model
+from .pipeline import RunSpec, prepare
+from .quant import QuantizedModel, quantize
+from .search.config import SearchConfig
+from .search.evaluator import CachedEvaluator, Fitness, NaiveEvaluator, reference_outputs
+from .search.losses import get_loss
+from .search.segments import model_segments
+from .search.space import block_space, mutate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    naive_evals_per_s: float
+    opt_evals_per_s: float
+    speedup: float
+    max_rel_loss_diff: float
+    model: str
+    device: str
+    evaluations: int
+    n_calib: int
+    blocks: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _candidates(qmodel: QuantizedModel, config: SearchConfig, n: int, seed: int):
+    """Per block (last to first): its space and ``n`` mutated copies of its current vector."""
+    rng = np.random.default_rng(seed)
+    w_range, a_range = config.resolved_ranges(qmodel.config.w_bits, qmodel.config.a_bits)
+    out = []
+    for index, (name, _) in reversed(list(enumerate(qmodel.blocks()))):
+        space = block_space(qmodel, name, config.scope)
+        start, ranges = space.read(qmodel), space.ranges(w_range, a_range)
+        out.append((index, space, np.stack([mutate(start, ranges, config.mutation, rng) for _ in range(n)])))
+    return out
+
+
+def _timed(device: torch.device, fn, *args):
+    """(result, seconds), waiting for queued GPU work on both ends."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    result = fn(*args)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return result, time.perf_counter() - start
+
+
+def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: SearchConfig, model_name: str,
+              device: torch.device, candidates: int = 8, seed: int = 0) -> BenchResult:
+    """Time both paths over the same candidates; the optimised path's time includes its
+    once-per-pass block-input cache."""
+    segments = model_segments(qmodel.model)
+    pre_logits = config.features == "prelogits"
+    fitness = Fitness(get_loss(config.loss), config.temperature, pre_logits,
+                      reference_outputs(qmodel, segments, calib, pre_logits))
+    work = _candidates(qmodel, config, candidates, seed)
+    n_evals = sum(len(vectors) for _, _, vectors in work)
+
+    naive = NaiveEvaluator(qmodel, segments, calib, fitness)
+    cached = CachedEvaluator(qmodel, segments, calib, fitness)
+    opt_s = _timed(device, cached.begin_pass)[1]
+    naive_s, naive_losses, opt_losses = 0.0, [], []
+    for index, space, vectors in work:   # interleaved per block, so load changes hit both paths alike
+        losses, seconds = _timed(device, naive.evaluate, space, vectors)
+        naive_losses.append(losses)
+        naive_s += seconds
+        for i in range(0, len(vectors), config.children):
+            losses, seconds = _timed(device, cached.evaluate, index, space, vectors[i:i + config.children])
+            opt_losses.append(losses)
+            opt_s += seconds
+    naive_losses, opt_losses = np.concatenate(naive_losses), np.concatenate(opt_losses)
+    log.info("%d evaluations: naive %.1f s, optimised %.1f s", n_evals, naive_s, opt_s)
+
+    rel = np.abs(opt_losses - naive_losses) / np.maximum(np.abs(naive_losses), np.finfo(np.float64).tiny)
+    return BenchResult(naive_evals_per_s=n_evals / naive_s, opt_evals_per_s=n_evals / opt_s, speedup=naive_s / opt_s,
+                       max_rel_loss_diff=float(rel.max()), model=model_name, device=str(device),
+                       evaluations=n_evals, n_calib=sum(len(b) for b in calib), blocks=len(work))
+
+
+def bench_inputs(spec: RunSpec) -> tuple[QuantizedModel, list[torch.Tensor], torch.device]:
+    """The calibrated model and calibration batches: real ones for the demo or with ``--data``,
+    else the model (its weights, or random init) on generated images (speed does not depend on them)."""
+    if spec.model == DEMO_MODEL or spec.data is not None:
+        prepared = prepare(spec)
+        return prepared.qmodel, prepared.calib, prepared.device
+    device = resolve_device(spec.device)
+    model, info = create_model(spec.model, weights=spec.weights, pretrained=spec.pretrained)
+    generator = torch.Generator().manual_seed(spec.seed)
+    images = torch.randn((spec.calib_size, *info.input_size), generator=generator)
+    calib = [images[i:i + spec.batch_size].to(device) for i in range(0, spec.calib_size, spec.batch_size)]
+    return quantize(model.to(device).eval(), spec.quant, calib), calib, device

@@ -1,0 +1,93 @@
+"""``search``: refine a quantized model's scales with the CPT-V search and save the run file."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from ..cli import add_model_args, add_output_args, add_quant_args, emit, run_spec
+from ..scalefile import save_run
+from ..search.config import add_search_args, search_config_from_args
+from ..search.events import BlockDone, Evaluated, Event, Finished, Stage, Started
+from ..search.run import run_search
+
+REFRESH_S = 0.5   # progress line refresh on a terminal
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("search", help="refine the scales with the CPT-V evolutionary search")
+    add_model_args(parser)
+    add_quant_args(parser)
+    add_search_args(parser)
+    parser.add_argument("--out", required=True, help="run file to write (.h5)")
+    parser.add_argument("--checkpoint", type=Path, help="write a resumable checkpoint here after every block step")
+    parser.add_argument("--resume", type=Path,
+                        help="continue the run of this checkpoint (same options; it keeps being updated "
+                             "unless --checkpoint names another file)")
+    add_output_args(parser)
+    parser.set_defaults(func=run)
+
+
+class Progress:
+    """One stderr line: pass, block, evaluations, loss, held-out top-1 and ETA. Rewritten in place
+    on a terminal; otherwise one line per block step, so logs stay readable."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream, self.tty = stream, stream.isatty()
+        self.started: Started | None = None
+        self.first_eval, self.clock, self.last_draw = 1, time.perf_counter(), 0.0
+        self.heldout = float("nan")
+
+    def update(self, event: Event) -> None:
+        if isinstance(event, Stage):
+            self._write(event.message, final=True)
+        elif isinstance(event, Started):
+            self.started, self.heldout = event, event.heldout_base_top1
+            self.clock = time.perf_counter()
+            self.first_eval = event.evaluations_done
+        elif isinstance(event, Evaluated) and self.tty and time.perf_counter() - self.last_draw > REFRESH_S:
+            self._write(self._line(event.pass_index, event.block_index, event.evaluation, event.best_loss), final=False)
+        elif isinstance(event, BlockDone):
+            self.heldout = event.heldout_top1
+            self._write(self._line(event.pass_index, event.block_index, event.evaluations, event.best_loss),
+                        final=not self.tty)
+
+    def _line(self, pass_index: int, block_index: int, evaluation: int, loss: float) -> str:
+        started = self.started
+        done = max(1, evaluation - self.first_eval)
+        left = started.total_evaluations - evaluation
+        eta = (time.perf_counter() - self.clock) / done * left
+        return (f"pass {pass_index + 1}/{started.passes}  block {block_index + 1}/{len(started.block_names)}  "
+                f"eval {evaluation}/{started.total_evaluations}  loss {loss:.5g}  held-out {self.heldout:.2f}%  "
+                f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
+
+    def _write(self, text: str, final: bool) -> None:
+        self.last_draw = time.perf_counter()
+        end = "\n" if final else ""
+        self.stream.write(("\r\033[K" if self.tty else "") + text + end)
+        self.stream.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    config = search_config_from_args(args)
+    progress = None if args.quiet else Progress(sys.stderr)
+    record = None
+    for event in run_search(run_spec(args), config, args.checkpoint or args.resume, args.resume):
+        if progress is not None:
+            progress.update(event)
+        if isinstance(event, Finished):
+            record = event.run
+    out = save_run(args.out, record)
+    m = record.metrics
+    result = {"fp_top1": m["fp_top1"], "base_top1": m["base_top1"], "refined_top1": m["refined_top1"],
+              "heldout_base_top1": m["heldout_base_top1"], "heldout_refined_top1": m["heldout_refined_top1"],
+              "n_test": m["n_test"], "evaluations": m["evaluations"], "seconds": time.perf_counter() - start,
+              "out": str(out)}
+    emit(args, result, f"{record.model_name} {record.quant.quantizer} {record.quant.bits_label} {config.preset}: "
+                       f"FP {m['fp_top1']:.2f}%  base {m['base_top1']:.2f}%  refined {m['refined_top1']:.2f}%  "
+                       f"(n_test={m['n_test']}, {m['evaluations']} evaluations, {m['search_seconds']:.0f} s search)"
+                       f"  -> {out}")
+    return 0

@@ -1,0 +1,147 @@
+"""Search hyper-parameters, the named presets, and the command-line flags shared by every front end.
+
+``release`` is the CPT-V release's recipe (DESIGN §4). ``default`` is ours: it also searches the
+block's activation clip scales, with relative mutation and more children per block step, and
+takes the last step (label-free). ``random`` is the null baseline of ``default``: same vector,
+same mutation distribution, same number of evaluations, same selection rule, but parents,
+survivors and the written-back member are drawn at random instead of by loss.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+SCOPE_PARTS = ("attn", "mlp", "act")
+STRATEGIES = ("evolution", "random")
+MUTATIONS = ("absolute", "relative")
+LOSS_NAMES = ("contrastive", "kl", "mse", "cosine")
+FEATURES = ("logits", "prelogits")
+SELECTIONS = ("last", "best-loss", "best-heldout")
+
+# Absolute noise U(-r, r) as in the release: r = 1e-3 at <= 4 bits, 1e-4 above.
+ABSOLUTE_RANGE_LOW_BITS = 1e-3
+ABSOLUTE_RANGE_HIGH_BITS = 1e-4
+LOW_BITS = 4
+# Relative noise scale·exp(U(-s, s)): the prototypes' sizes for weights and activations.
+RELATIVE_RANGE_WEIGHTS = 0.05
+RELATIVE_RANGE_ACTIVATIONS = 0.1
+
+
+def scope_parts(scope: str) -> frozenset[str]:
+    """'attn+act' -> {'attn', 'act'}; 'all' is every part. attn/mlp = weight scales of the
+    attention (qkv, proj) / MLP (fc1, fc2) Linears; act = every activation scale of the block."""
+    parts = frozenset(SCOPE_PARTS) if scope == "all" else frozenset(scope.split("+"))
+    unknown = parts - set(SCOPE_PARTS)
+    if not parts or unknown:
+        raise ValueError(f"scope {scope!r}: use 'all' or parts of {'+'.join(SCOPE_PARTS)} joined by '+'")
+    return parts
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    preset: str = "default"
+    scope: str = "attn+act"
+    population: int = 15
+    tournament: int = 10           # drawn with replacement from the population
+    cycles: int = 8
+    children: int = 4              # per cycle, evaluated in one batched pass
+    passes: int = 3
+    strategy: str = "evolution"    # "random" = the null baseline
+    mutation: str = "relative"
+    mutation_range: float | None = None      # weights; None = the mode's default (see resolved_ranges)
+    act_mutation_range: float | None = None  # activations; likewise
+    loss: str = "kl"
+    temperature: float = 1.0
+    features: str = "logits"
+    select: str = "last"
+
+    def __post_init__(self) -> None:
+        scope_parts(self.scope)
+        for name, value, allowed in (("strategy", self.strategy, STRATEGIES), ("mutation", self.mutation, MUTATIONS),
+                                     ("loss", self.loss, LOSS_NAMES), ("features", self.features, FEATURES),
+                                     ("select", self.select, SELECTIONS)):
+            if value not in allowed:
+                raise ValueError(f"{name} {value!r}: choose one of {', '.join(allowed)}")
+        for name in ("population", "tournament", "cycles", "children", "passes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("mutation_range", "act_mutation_range"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+
+    def resolved_ranges(self, w_bits: int, a_bits: int) -> tuple[float, float]:
+        """(weight range, activation range) with the mode's defaults filled in."""
+        if self.mutation == "absolute":
+            w_default = ABSOLUTE_RANGE_LOW_BITS if w_bits <= LOW_BITS else ABSOLUTE_RANGE_HIGH_BITS
+            a_default = ABSOLUTE_RANGE_LOW_BITS if a_bits <= LOW_BITS else ABSOLUTE_RANGE_HIGH_BITS
+        else:
+            w_default, a_default = RELATIVE_RANGE_WEIGHTS, RELATIVE_RANGE_ACTIVATIONS
+        return (self.mutation_range if self.mutation_range is not None else w_default,
+                self.act_mutation_range if self.act_mutation_range is not None else a_default)
+
+    def evaluations(self, n_blocks: int) -> int:
+        """Loss evaluations of a whole run: the base once, then every child."""
+        return 1 + self.passes * n_blocks * self.cycles * self.children
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "SearchConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown search parameters: {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+_RELEASE = SearchConfig(
+    preset="release", scope="attn", population=15, tournament=10, cycles=3, children=1, passes=10,
+    strategy="evolution", mutation="absolute", loss="contrastive", temperature=3.0, features="logits",
+    select="best-heldout",
+)
+_DEFAULT = SearchConfig()
+PRESETS: dict[str, SearchConfig] = {
+    "default": _DEFAULT,
+    "release": _RELEASE,
+    "random": replace(_DEFAULT, preset="random", strategy="random"),
+}
+
+_FLAGS: tuple[tuple[str, type, str], ...] = (
+    ("scope", str, "searched scales: 'all' or attn/mlp/act joined by '+' (attn, mlp = weight scales of "
+                   "qkv+proj, fc1+fc2; act = the block's activation clip scales)"),
+    ("population", int, "population size per block step"),
+    ("tournament", int, "members drawn (with replacement) to pick each parent"),
+    ("cycles", int, "cycles per block step"),
+    ("children", int, "children per cycle (evaluated in one batched pass)"),
+    ("passes", int, "sweeps over all blocks, last to first"),
+    ("strategy", str, "evolution, or random (the null baseline: parents and survivors drawn at random)"),
+    ("mutation", str, "absolute: |s + U(-r, r)| (the release); relative: s * exp(U(-r, r))"),
+    ("mutation-range", float, "r for weight scales (default: 1e-3 at <=4 bits else 1e-4 absolute; 0.05 relative)"),
+    ("act-mutation-range", float, "r for activation scales (default: as weights absolute; 0.1 relative)"),
+    ("loss", str, "fitness: contrastive (InfoNCE), kl, mse or cosine"),
+    ("temperature", float, "softmax temperature of contrastive and kl"),
+    ("features", str, "compare logits or prelogits (the features before the head)"),
+    ("select", str, "result: last step, best-loss step, or best-heldout step (the base counts as step 0)"),
+)
+_CHOICES = {"strategy": STRATEGIES, "mutation": MUTATIONS, "loss": LOSS_NAMES, "features": FEATURES,
+            "select": SELECTIONS}
+
+
+def add_search_args(parser: argparse.ArgumentParser) -> None:
+    """The search flags; each overrides the chosen preset only when given."""
+    group = parser.add_argument_group("search (flags override the preset)")
+    group.add_argument("--preset", choices=list(PRESETS), default="default",
+                       help="default (ours), release (the CPT-V release's recipe), random (null baseline of default)")
+    for flag, kind, text in _FLAGS:
+        dest = flag.replace("-", "_")
+        group.add_argument(f"--{flag}", dest=dest, type=kind, default=None, choices=_CHOICES.get(dest), help=text)
+
+
+def search_config_from_args(args: argparse.Namespace) -> SearchConfig:
+    overrides = {flag.replace("-", "_"): getattr(args, flag.replace("-", "_"), None) for flag, _, _ in _FLAGS}
+    return replace(PRESETS[args.preset], **{k: v for k, v in overrides.items() if v is not None})

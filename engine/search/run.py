@@ -1,0 +1,253 @@
+"""The whole CPT-V search as a generator of events (DESIGN §2, §4).
+
+``run_search`` prepares the model (pipeline.prepare), then ``search_prepared`` runs the search:
+blocks last to first, ``passes`` times; after every block step the held-out top-1 is measured, the
+selection rule is updated and a checkpoint may be written. The test split is read once, after the
+last step, for the final report.
+
+Consumers pause by not pulling the next event and stop with ``generator.close()``; no lock is
+held across a ``yield`` and the search time excludes the time spent outside the generator.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Generator, Iterator
+
+import numpy as np
+
+from ..evaluate import top1
+from ..pipeline import Prepared, RunSpec, prepare
+from ..quant import ScaleSet
+from ..runrecord import RunRecord
+from .checkpoint import SearchState, load_checkpoint, save_checkpoint
+from .config import SearchConfig
+from .evaluator import CachedEvaluator, Fitness, reference_outputs
+from .events import BlockDone, Evaluated, Event, Finished, PassDone, Stage, Started
+from .evolution import BlockResult, EvolutionParams, evolve_block
+from .losses import get_loss
+from .segments import model_segments
+from .space import BlockSpace, block_space
+
+log = logging.getLogger(__name__)
+
+SEARCH_STREAM = 0xC977  # the search's RNG stream: independent of the calibration draw of the same seed
+
+
+class Stopwatch:
+    """Search time without the consumer's pauses: stopped around every yield."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds, self._since = seconds, time.perf_counter()
+
+    def read(self) -> float:
+        return self.seconds + time.perf_counter() - self._since
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        self.seconds += time.perf_counter() - self._since
+        try:
+            yield
+        finally:
+            self._since = time.perf_counter()
+
+
+def run_search(spec: RunSpec, config: SearchConfig, checkpoint: Path | None = None,
+               resume: Path | None = None) -> Iterator[Event]:
+    """Prepare ``spec`` (load, calibrate) then search; see ``search_prepared``."""
+    yield Stage(f"loading {spec.model} and calibrating {spec.quant.quantizer} {spec.quant.bits_label}")
+    yield from search_prepared(prepare(spec), config, checkpoint, resume)
+
+
+def schedule(passes: int, n_blocks: int) -> list[tuple[int, int]]:
+    """(pass, block) of every block step: blocks last to first, ``passes`` times."""
+    return [(p, b) for p in range(passes) for b in reversed(range(n_blocks))]
+
+
+def scales_fingerprint(scales: ScaleSet) -> str:
+    """sha256 over every point's name, scale and zero-point: a resume must start from the same base."""
+    digest = hashlib.sha256()
+    for name, role, params in scales.points():
+        digest.update(f"{name}/{role}".encode())
+        digest.update(np.ascontiguousarray(params.scale).tobytes())
+        digest.update(np.ascontiguousarray(params.zero_point).tobytes())
+    return digest.hexdigest()
+
+
+def _identity(prepared: Prepared, config: SearchConfig, base: ScaleSet) -> dict:
+    spec = prepared.spec.to_dict()
+    spec.pop("device")  # the same run may continue on another device (results then differ in the last bits)
+    return {"spec": spec, "config": config.to_dict(), "base_sha256": scales_fingerprint(base)}
+
+
+def _check_identity(saved: dict, expected: dict, path: Path) -> None:
+    for key in ("spec", "config", "base_sha256"):
+        if saved.get(key) != expected[key]:
+            differing = key
+            if isinstance(expected[key], dict):
+                differing = next((f"{key}.{k}" for k in expected[key] if saved.get(key, {}).get(k) != expected[key][k]),
+                                 key)
+            raise ValueError(f"checkpoint {path} belongs to another run ({differing} differs); "
+                             "resume with the same model, data, quantizer, seed and search options")
+
+
+def _selection_score(config: SearchConfig, loss: float, heldout: float) -> float:
+    """Higher is better; ``last`` always takes the newest step."""
+    if config.select == "best-loss":
+        return -loss
+    if config.select == "best-heldout":
+        return heldout
+    return float("inf")
+
+
+def _record_step(state: SearchState, config: SearchConfig, pass_index: int, block_index: int, heldout: float) -> None:
+    state.step += 1
+    state.step_heldout.append(heldout)
+    state.step_loss.append(state.current_loss)
+    state.step_block.append(block_index)
+    state.step_pass.append(pass_index)
+    score = _selection_score(config, state.current_loss, heldout)
+    if config.select == "last" or score > state.selected_score:   # ties keep the earlier step
+        state.selected_step, state.selected_score = state.step, score
+        state.selected_vectors = [v.copy() for v in state.vectors] if config.select != "last" else []
+
+
+def _evolution_params(config: SearchConfig, space: BlockSpace, prepared: Prepared) -> EvolutionParams:
+    w_range, a_range = config.resolved_ranges(prepared.qmodel.config.w_bits, prepared.qmodel.config.a_bits)
+    return EvolutionParams(config.population, config.tournament, config.cycles, config.children, config.strategy,
+                           config.mutation, space.ranges(w_range, a_range))
+
+
+def _fresh_state(prepared: Prepared, config: SearchConfig, spaces: list[BlockSpace],
+                 evaluator: CachedEvaluator, rng: np.random.Generator) -> SearchState:
+    qmodel, heldout = prepared.qmodel, prepared.splits.heldout
+    with qmodel.full_precision():
+        heldout_fp = top1(qmodel, heldout, prepared.spec.batch_size, prepared.device).top1
+    heldout_base = top1(qmodel, heldout, prepared.spec.batch_size, prepared.device).top1
+    vectors = [space.read(qmodel) for space in spaces]
+    evaluator.begin_pass()
+    base_loss = float(evaluator.evaluate(len(spaces) - 1, spaces[-1], vectors[-1][None])[0])
+    state = SearchState(vectors=vectors, rng_state=rng.bit_generator.state, base_loss=base_loss,
+                        heldout_fp_top1=heldout_fp, heldout_base_top1=heldout_base, current_loss=base_loss)
+    state.selected_score = _selection_score(config, base_loss, heldout_base)
+    state.eval_loss.append(base_loss)
+    state.eval_pass.append(-1)   # the base evaluation belongs to no pass or block
+    state.eval_block.append(-1)
+    return state
+
+
+def _search_block(state: SearchState, search: Generator, pass_index: int, block_index: int,
+                  watch: Stopwatch) -> Generator[Evaluated, None, BlockResult]:
+    """Relay one block step's children as Evaluated events (recording each in the history)."""
+    while True:
+        try:
+            child = next(search)
+        except StopIteration as done:
+            return done.value
+        state.evaluations += 1
+        state.eval_loss.append(child.loss)
+        state.eval_pass.append(pass_index)
+        state.eval_block.append(block_index)
+        with watch.paused():
+            yield Evaluated(evaluation=state.evaluations, pass_index=pass_index, block_index=block_index,
+                            cycle=child.cycle, loss=child.loss, best_loss=float(child.population_losses.min()),
+                            population_losses=child.population_losses)
+
+
+def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path | None = None,
+                    resume: Path | None = None) -> Iterator[Event]:
+    """The search on an already prepared model; yields Stage, Started, Evaluated, BlockDone,
+    PassDone and finally Finished(run=RunRecord)."""
+    qmodel, spec = prepared.qmodel, prepared.spec
+    segments = model_segments(qmodel.model)
+    names = [name for name, _ in qmodel.blocks()]
+    spaces = [block_space(qmodel, name, config.scope) for name in names]
+    base = qmodel.scale_set()
+    identity = _identity(prepared, config, base)
+    yield Stage("computing the FP reference on the calibration images")
+    pre_logits = config.features == "prelogits"
+    fitness = Fitness(get_loss(config.loss), config.temperature, pre_logits,
+                      reference_outputs(qmodel, segments, prepared.calib, pre_logits))
+    evaluator = CachedEvaluator(qmodel, segments, prepared.calib, fitness)
+    rng = np.random.default_rng([SEARCH_STREAM, spec.seed])
+    if resume is not None:
+        state, saved_identity = load_checkpoint(resume)
+        _check_identity(saved_identity, identity, Path(resume))
+        rng.bit_generator.state = state.rng_state
+        for space, vector in zip(spaces, state.vectors):
+            space.write(qmodel, vector)
+        log.info("resuming %s after block step %d", resume, state.step)
+    else:
+        yield Stage("measuring the base on the held-out split")
+        state = _fresh_state(prepared, config, spaces, evaluator, rng)
+    watch = Stopwatch(state.seconds)
+    with watch.paused():
+        yield Started(block_names=tuple(names), passes=config.passes,
+                      total_evaluations=config.evaluations(len(spaces)), heldout_fp_top1=state.heldout_fp_top1,
+                      heldout_base_top1=state.heldout_base_top1, base_loss=state.base_loss,
+                      device=str(prepared.device), resumed_from_step=state.step,
+                      evaluations_done=state.evaluations)
+    steps = schedule(config.passes, len(spaces))
+    cached_pass = 0 if resume is None else None   # block inputs stay valid for a whole pass
+    for pass_index, block_index in steps[state.step:]:
+        if cached_pass != pass_index:
+            evaluator.begin_pass()
+            cached_pass = pass_index
+        space = spaces[block_index]
+        evolution = evolve_block(state.vectors[block_index], state.current_loss,
+                                 lambda vectors, b=block_index, s=space: evaluator.evaluate(b, s, vectors),
+                                 _evolution_params(config, space, prepared), rng)
+        result = yield from _search_block(state, evolution, pass_index, block_index, watch)
+        space.write(qmodel, result.vector)
+        state.vectors[block_index] = result.vector
+        state.current_loss = result.loss
+        heldout = top1(qmodel, prepared.splits.heldout, spec.batch_size, prepared.device).top1
+        _record_step(state, config, pass_index, block_index, heldout)
+        state.rng_state = rng.bit_generator.state
+        state.seconds = watch.read()
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, state, identity)
+        with watch.paused():
+            yield BlockDone(step=state.step, pass_index=pass_index, block_index=block_index, best_loss=result.loss,
+                            heldout_top1=heldout, evaluations=state.evaluations)
+            if block_index == 0:
+                yield PassDone(pass_index=pass_index, best_loss=state.current_loss)
+    seconds = watch.read()
+    yield Stage("final report: reading the test split")
+    yield Finished(run=_final_record(prepared, config, spaces, base, state, seconds))
+
+
+def _final_record(prepared: Prepared, config: SearchConfig, spaces: list[BlockSpace], base: ScaleSet,
+                  state: SearchState, seconds: float) -> RunRecord:
+    """Apply the selected step, then read the test split (once) for FP, base and refined top-1."""
+    qmodel, spec, info = prepared.qmodel, prepared.spec, prepared.info
+    if config.select != "last" and state.selected_step == 0:
+        qmodel.load_scale_set(base)
+    else:
+        for space, vector in zip(spaces, state.vectors if config.select == "last" else state.selected_vectors):
+            space.write(qmodel, vector)
+    refined = qmodel.scale_set()
+    test = prepared.splits.test
+    with qmodel.full_precision():
+        fp = top1(qmodel, test, spec.batch_size, prepared.device)
+    refined_acc = top1(qmodel, test, spec.batch_size, prepared.device)
+    qmodel.load_scale_set(base)
+    base_acc = top1(qmodel, test, spec.batch_size, prepared.device)
+    qmodel.load_scale_set(refined)
+    step = state.selected_step
+    metrics = {
+        "fp_top1": fp.top1, "base_top1": base_acc.top1, "refined_top1": refined_acc.top1, "n_test": fp.n,
+        "heldout_fp_top1": state.heldout_fp_top1, "heldout_base_top1": state.heldout_base_top1,
+        "heldout_refined_top1": state.step_heldout[step - 1] if step else state.heldout_base_top1,
+        "base_loss": state.base_loss, "refined_loss": state.step_loss[step - 1] if step else state.base_loss,
+        "selected_step": step, "evaluations": state.evaluations, "search_seconds": seconds,
+        "device": str(prepared.device), "calibration_seconds": prepared.calibration_seconds,
+    }
+    w_range, a_range = config.resolved_ranges(qmodel.config.w_bits, qmodel.config.a_bits)
+    search = {**config.to_dict(), "resolved_mutation_range": w_range, "resolved_act_mutation_range": a_range}
+    return RunRecord(model_name=info.name, model_source=info.source, weights_sha256=info.weights_sha256,
+                     quant=qmodel.config, calibration=prepared.calibration_meta(), scales=refined, seed=spec.seed,
+                     base=base, search=search, history=state.history(), metrics=metrics)

@@ -1,0 +1,151 @@
+"""The whole search on a tiny synthetic setup: events, loss, resume, determinism, test-split hygiene,
+and the random null's budget."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch.utils.data import Dataset
+
+from engine.data import Splits, TensorImages
+from engine.models import ModelInfo
+from engine.pipeline import Prepared, RunSpec
+from engine.quant import QuantConfig, quantize
+from engine.search.checkpoint import load_checkpoint
+from engine.search.config import PRESETS, SearchConfig
+from engine.search.events import BlockDone, Evaluated, Finished, PassDone, Stage, Started
+from engine.search.run import search_prepared
+
+TINY = replace(PRESETS["default"], passes=1, cycles=2, children=3, population=6, tournament=3)
+BATCH = 32
+
+
+class SpyImages(Dataset):
+    """A dataset that remembers whether anything read it."""
+
+    def __init__(self, inner: TensorImages) -> None:
+        self.inner, self.reads = inner, 0
+
+    def __len__(self) -> int:
+        self.reads += 1
+        return len(self.inner)
+
+    def __getitem__(self, index: int):
+        self.reads += 1
+        return self.inner[index]
+
+
+def tiny_prepared(seed: int = 0, spy: bool = False) -> Prepared:
+    """A random 3-block ViT at W3A4 whose labels are its own FP predictions (FP top-1 = 100 %)."""
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=3,
+                              num_heads=2, mlp_ratio=2.0).eval()
+
+    def images(n: int, offset: int) -> TensorImages:
+        x = torch.randn((n, 1, 16, 16), generator=torch.Generator().manual_seed(offset))
+        with torch.no_grad():
+            return TensorImages(x, model(x).argmax(-1), torch.arange(n))
+
+    calib, heldout, test = images(96, 1), images(64, 2), images(64, 3)
+    splits = Splits("synthetic", calib, heldout, SpyImages(test) if spy else test, (1, 16, 16), (0.0,), (1.0,),
+                    64, 64, tuple(str(c) for c in range(10)))
+    spec = RunSpec(model="tiny-vit", quant=QuantConfig("percentile", 3, 4), calib_size=96, batch_size=BATCH,
+                   seed=seed, device="cpu")
+    batches = [calib.images[i:i + BATCH] for i in range(0, 96, BATCH)]
+    info = ModelInfo("tiny-vit", "random-init", "0" * 64, (1, 16, 16), (0.0,), (1.0,), 10)
+    return Prepared(spec, info, splits, torch.device("cpu"), quantize(model, spec.quant, batches), batches, 0.0)
+
+
+def run_all(prepared: Prepared, config: SearchConfig, **kwargs) -> list:
+    return list(search_prepared(prepared, config, **kwargs))
+
+
+def final(events) -> Finished:
+    assert isinstance(events[-1], Finished)
+    return events[-1]
+
+
+def scales_of(events) -> list[np.ndarray]:
+    return [p.scale for _, _, p in final(events).run.scales.points()]
+
+
+def test_tiny_search_events_and_calibration_loss():
+    events = run_all(tiny_prepared(), TINY)
+    kinds = [type(e) for e in events]
+    assert kinds[0] is Stage and Started in kinds
+    started = next(e for e in events if isinstance(e, Started))
+    evaluated = [e for e in events if isinstance(e, Evaluated)]
+    done = [e for e in events if isinstance(e, BlockDone)]
+    assert len(evaluated) == 3 * 2 * 3 and started.total_evaluations == 1 + len(evaluated)
+    assert [e.block_index for e in done] == [2, 1, 0] and kinds.count(PassDone) == 1
+    assert [e.evaluation for e in evaluated] == list(range(2, 2 + len(evaluated)))
+    run = final(events).run
+    m = run.metrics
+    assert m["refined_loss"] <= m["base_loss"]                      # the best member is kept: never worse
+    assert [e.best_loss for e in done] == sorted((e.best_loss for e in done), reverse=True)
+    assert m["evaluations"] == started.total_evaluations
+    assert m["fp_top1"] == 100.0 and m["n_test"] == 64
+    assert len(run.history.loss) == m["evaluations"] and len(run.history.heldout_top1) == 3
+    assert not run.scales.equals(run.base)
+    assert all(isinstance(e.population_losses, np.ndarray) for e in evaluated)
+
+
+def test_same_seed_same_scales_and_another_seed_differs():
+    a = scales_of(run_all(tiny_prepared(0), TINY))
+    b = scales_of(run_all(tiny_prepared(0), TINY))
+    c = scales_of(run_all(tiny_prepared(1), TINY))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    config = replace(TINY, passes=2, select="best-loss")
+    uninterrupted = run_all(tiny_prepared(), config)
+    checkpoint = tmp_path / "run.ckpt"
+    events = search_prepared(tiny_prepared(), config, checkpoint=checkpoint)
+    for event in events:                         # stop in the middle of the 4th block step
+        if isinstance(event, Evaluated) and event.evaluation > 3 * 6 + 2:
+            events.close()
+    state, _ = load_checkpoint(checkpoint)
+    assert state.step == 3
+    resumed = run_all(tiny_prepared(), config, checkpoint=checkpoint, resume=checkpoint)
+    assert next(e for e in resumed if isinstance(e, Started)).resumed_from_step == 3
+    assert all(np.array_equal(x, y) for x, y in zip(scales_of(resumed), scales_of(uninterrupted)))
+    a, b = final(resumed).run, final(uninterrupted).run
+    np.testing.assert_array_equal(a.history.loss, b.history.loss)
+    np.testing.assert_array_equal(a.history.heldout_top1, b.history.heldout_top1)
+    assert a.metrics["refined_top1"] == b.metrics["refined_top1"]
+
+
+def test_resume_refuses_another_run(tmp_path):
+    checkpoint = tmp_path / "run.ckpt"
+    run_all(tiny_prepared(), TINY, checkpoint=checkpoint)
+    with pytest.raises(ValueError, match="config.cycles"):
+        run_all(tiny_prepared(), replace(TINY, cycles=3), resume=checkpoint)
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read"):
+        run_all(tiny_prepared(), TINY, resume=tmp_path / "junk.ckpt")
+
+
+def test_test_split_is_read_only_at_the_end():
+    prepared = tiny_prepared(spy=True)
+    spy = prepared.splits.test
+    for event in search_prepared(prepared, replace(TINY, select="best-heldout")):
+        if not isinstance(event, Finished):
+            assert spy.reads == 0, f"test split read before the end (at {type(event).__name__})"
+    assert spy.reads > 0
+
+
+@pytest.mark.parametrize("select", ["last", "best-loss", "best-heldout"])
+def test_random_null_spends_the_same_budget_under_the_same_rule(select):
+    search = replace(TINY, select=select)
+    null = replace(search, strategy="random")
+    a, b = final(run_all(tiny_prepared(), search)).run, final(run_all(tiny_prepared(), null)).run
+    assert a.metrics["evaluations"] == b.metrics["evaluations"]
+    assert b.search["select"] == select
+    if select == "best-heldout":
+        # best-heldout counts the base as step 0, so it can never be below the base on held-out.
+        assert b.metrics["heldout_refined_top1"] >= b.metrics["heldout_base_top1"]
