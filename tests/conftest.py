@@ -1,6 +1,10 @@
 """Shared fixtures. Keep them cheap; anything mutable (models get wrapped in place) is per test."""
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # GUI tests run headless (CI has no display)
+
 from pathlib import Path
 
 import pytest
