@@ -8,11 +8,16 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # GUI tests run headless 
 from pathlib import Path
 
 import pytest
+import torch
 from torch import nn
 
 from engine.data import Splits, load_splits
 from engine.models import ModelInfo, create_model
 from helpers import make_image_folder
+
+# The demo model is tiny: one intra-op thread beats two (OpenMP spin-waits dominate), and it keeps
+# the suite's timing stable on a shared 2-core machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
