@@ -90,6 +90,8 @@ def lis_params() -> QuantParams:
 
 
 class FQViT:
+    """Observer for plain activations; PTF and LIS on or off, as the release's flags."""
+
     def __init__(self, observer: str = "minmax", ptf: bool = True, lis: bool = True) -> None:
         self.observer, self.ptf, self.lis = observer, ptf, lis
 

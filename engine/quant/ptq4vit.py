@@ -31,6 +31,7 @@ Where we differ, and why:
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
@@ -52,6 +53,7 @@ from .schemes import get_scheme
 log = logging.getLogger(__name__)
 
 CHUNK_ELEMENTS = 1 << 23          # layer outputs evaluated at once: candidates x output size
+CAPTURE_BATCH = 8                 # images per forward/backward while capturing a block
 SPLITS = [2.0**-i for i in range(20)]
 INITIAL_SPLIT = 0.01
 
@@ -66,7 +68,7 @@ class PTQ4ViTOptions:
     twin: bool = True
     conv_per_channel: bool = True
     n_images: int = 32
-    max_rows: int = 512
+    max_rows: int = 256
 
 
 BASE_PTQ = PTQ4ViTOptions(metric="cosine", rounds=1, alpha=0.5, twin=False, conv_per_channel=False)
@@ -300,32 +302,37 @@ def capture(qmodel: QuantizedModel, images: torch.Tensor, fp_probs: torch.Tensor
     """Run the model as it stands, recording ``taps``; ∂KL/∂tensor for ``grad_taps``.
 
     Backward starts at the group's root (its input is detached) and passes rounding straight
-    through every quantizer.
+    through every quantizer. Images go through CAPTURE_BATCH at a time, which bounds the autograd
+    graph and changes no gradient: each image's KL term depends on its own activations only.
     """
     modules = dict(qmodel.model.named_modules())
-    store: dict[tuple[str, str], torch.Tensor] = {}
+    current: dict[tuple[str, str], torch.Tensor] = {}
 
     def record(key):
         if key[1] == "in":
-            return modules[key[0]].register_forward_pre_hook(lambda m, args: store.__setitem__(key, args[0]))
-        return modules[key[0]].register_forward_hook(lambda m, args, out: store.__setitem__(key, out))
+            return modules[key[0]].register_forward_pre_hook(lambda m, args: current.__setitem__(key, args[0]))
+        return modules[key[0]].register_forward_hook(lambda m, args, out: current.__setitem__(key, out))
 
     handles = []
     if grad_taps:
         handles.append(modules[root].register_forward_pre_hook(_detached_input))
         handles += [q.register_forward_hook(_straight_through) for q in qmodel.quantizers().values()]
     handles += [record(key) for key in dict.fromkeys(taps)]
+    stored, grads = defaultdict(list), defaultdict(list)
     try:
         with torch.set_grad_enabled(bool(grad_taps)), frozen_parameters(qmodel):
-            logits = qmodel(images)
-            grads = {}
-            if grad_taps:
-                loss = F.kl_div(F.log_softmax(logits, dim=-1), fp_probs, reduction="sum")
-                grads = dict(zip(grad_taps, torch.autograd.grad(loss, [store[k] for k in grad_taps])))
+            for part, target in zip(images.split(CAPTURE_BATCH), fp_probs.split(CAPTURE_BATCH)):
+                logits = qmodel(part)
+                if grad_taps:
+                    loss = F.kl_div(F.log_softmax(logits, dim=-1), target, reduction="sum")
+                    for key, grad in zip(grad_taps, torch.autograd.grad(loss, [current[k] for k in grad_taps])):
+                        grads[key].append(grad)
+                for key, value in current.items():
+                    stored[key].append(value.detach())
     finally:
         for handle in handles:
             handle.remove()
-    return {k: v.detach() for k, v in store.items()}, grads
+    return {k: torch.cat(v) for k, v in stored.items()}, {k: torch.cat(v) for k, v in grads.items()}
 
 
 def spread(n: int, limit: int, device: torch.device) -> torch.Tensor:
@@ -333,6 +340,15 @@ def spread(n: int, limit: int, device: torch.device) -> torch.Tensor:
     if n <= limit:
         return torch.arange(n, device=device)
     return torch.linspace(0, n - 1, limit, device=device).round().long()
+
+
+def query_rows(slices: int, n: int, per_slice: int, device: torch.device) -> torch.Tensor:
+    """(slices, per_slice) evenly spaced query rows of each (image, head), shifted by one row from
+    slice to slice so that together they cover every token position."""
+    if per_slice >= n:
+        return torch.arange(n, device=device).expand(slices, n)
+    base = torch.arange(per_slice, device=device) * n // per_slice
+    return (base[None, :] + torch.arange(slices, device=device)[:, None]) % n
 
 
 def linear_layer(unit: Unit, modules, store, grads, options: PTQ4ViTOptions) -> Layer:
@@ -375,7 +391,8 @@ def matmul_layer(unit: Unit, modules, store, grads, options: PTQ4ViTOptions) -> 
     attn = modules[unit.owner]
     probs = store[(f"{unit.owner}.probs_quant", "in")]
     batch, heads, n = probs.shape[:3]
-    keep = spread(n, max(1, options.max_rows // (batch * heads)), probs.device)  # query rows of each head
+    slices = torch.arange(batch * heads, device=probs.device)[:, None]
+    keep = query_rows(batch * heads, n, max(1, options.max_rows // (batch * heads)), probs.device)
     if unit.kind == "qk":
         left, right = store[(f"{unit.owner}.q_quant", "in")], store[(f"{unit.owner}.k_quant", "in")].transpose(-2, -1)
         left_q, right_q, pre = attn.q_quant, attn.k_quant, attn.scale
@@ -389,9 +406,9 @@ def matmul_layer(unit: Unit, modules, store, grads, options: PTQ4ViTOptions) -> 
         grad = grads.get((f"{unit.owner}.proj", "in"))
         if grad is not None:
             grad = grad.reshape(batch, n, heads, -1).transpose(1, 2)
-    left = left.flatten(0, 1)[:, keep]
+    left = left.flatten(0, 1)[slices, keep]
     right = right.flatten(0, 1)
-    grad = None if grad is None else grad.flatten(0, 1)[:, keep]
+    grad = None if grad is None else grad.flatten(0, 1)[slices, keep]
     operands = []
     for q, raw in ((left_q, left), (right_q, right)):
         if q.scheme == "twin_softmax":

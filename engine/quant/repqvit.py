@@ -51,16 +51,14 @@ def percentile_affine(rows: torch.Tensor, qmax: int) -> tuple[torch.Tensor, torc
     rows = rows.float()
     if rows.numel() > QUANTILE_LIMIT:
         rows = rows[:, :: -(-rows.numel() // QUANTILE_LIMIT)]
-    best_err = best_scale = best_zp = None
-    for p in PERCENTILES:  # ascending, and a tie keeps the earlier one, like the release's strict '<'
-        bounds = torch.quantile(rows, torch.tensor([1 - p, p], device=rows.device), dim=1)
-        scale = ((bounds[1] - bounds[0]) / qmax).clamp_min(1e-8)
-        zero_point = torch.round(-bounds[0] / scale)
-        fq = uniform_affine(rows, scale[:, None], zero_point[:, None], 0, qmax, {})
-        err = (fq - rows).pow(2).mean(dim=1)
-        if best_err is None:
-            best_err, best_scale, best_zp = err, scale, zero_point
-            continue
+    best_err = torch.full(rows.shape[:1], float("inf"), device=rows.device)
+    best_scale, best_zp = torch.ones_like(best_err), torch.zeros_like(best_err)
+    levels = torch.tensor([1 - p for p in PERCENTILES] + list(PERCENTILES), device=rows.device)
+    bounds = torch.quantile(rows, levels, dim=1).reshape(2, len(PERCENTILES), -1)   # one sort for all
+    for lo, hi in zip(bounds[0], bounds[1]):  # a tie keeps the earlier percentile, like the release's '<'
+        scale = ((hi - lo) / qmax).clamp_min(1e-8)
+        zero_point = torch.round(-lo / scale)
+        err = (uniform_affine(rows, scale[:, None], zero_point[:, None], 0, qmax, {}) - rows).pow(2).mean(dim=1)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_scale = torch.where(better, scale, best_scale)
