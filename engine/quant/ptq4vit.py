@@ -297,13 +297,22 @@ def _detached_input(module, args):
     return (args[0].detach().requires_grad_(True),) + tuple(args[1:])
 
 
+class _GroupDone(Exception):
+    """Raised after the group's root ran when no gradient is needed: the rest of the forward is moot."""
+
+
+def _stop_forward(module, args, out):
+    raise _GroupDone
+
+
 def capture(qmodel: QuantizedModel, images: torch.Tensor, fp_probs: torch.Tensor, root: str,
             taps: list[tuple[str, str]], grad_taps: list[tuple[str, str]]):
     """Run the model as it stands, recording ``taps``; ∂KL/∂tensor for ``grad_taps``.
 
     Backward starts at the group's root (its input is detached) and passes rounding straight
-    through every quantizer. Images go through CAPTURE_BATCH at a time, which bounds the autograd
-    graph and changes no gradient: each image's KL term depends on its own activations only.
+    through every quantizer; without gradients the forward stops after the root. Images go
+    through CAPTURE_BATCH at a time, which bounds the autograd graph and changes no gradient: each
+    image's KL term depends on its own activations only.
     """
     modules = dict(qmodel.model.named_modules())
     current: dict[tuple[str, str], torch.Tensor] = {}
@@ -313,16 +322,20 @@ def capture(qmodel: QuantizedModel, images: torch.Tensor, fp_probs: torch.Tensor
             return modules[key[0]].register_forward_pre_hook(lambda m, args: current.__setitem__(key, args[0]))
         return modules[key[0]].register_forward_hook(lambda m, args, out: current.__setitem__(key, out))
 
-    handles = []
+    handles = [record(key) for key in dict.fromkeys(taps)]
     if grad_taps:
         handles.append(modules[root].register_forward_pre_hook(_detached_input))
         handles += [q.register_forward_hook(_straight_through) for q in qmodel.quantizers().values()]
-    handles += [record(key) for key in dict.fromkeys(taps)]
+    else:
+        handles.append(modules[root].register_forward_hook(_stop_forward))
     stored, grads = defaultdict(list), defaultdict(list)
     try:
         with torch.set_grad_enabled(bool(grad_taps)), frozen_parameters(qmodel):
             for part, target in zip(images.split(CAPTURE_BATCH), fp_probs.split(CAPTURE_BATCH)):
-                logits = qmodel(part)
+                try:
+                    logits = qmodel(part)
+                except _GroupDone:
+                    pass
                 if grad_taps:
                     loss = F.kl_div(F.log_softmax(logits, dim=-1), target, reduction="sum")
                     for key, grad in zip(grad_taps, torch.autograd.grad(loss, [current[k] for k in grad_taps])):
