@@ -1,0 +1,113 @@
+"""File ▸ Save scales…, Open run…, Evaluate scales…, Recent files: the main window's file actions.
+
+A mixin of MainWindow (it uses the window's state, runner, results card and error dialogs).
+Reading and writing run files is quick HDF5 I/O done on the GUI thread; anything that needs the
+model (Evaluate scales…) runs in the worker thread.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from . import errors, files
+from .run_state import RunState
+from .worker import Outcome, SearchRunner
+
+log = logging.getLogger("app.main_window")
+
+
+class FileActions:
+    def save_scales(self, path: str | Path | None = None) -> Path | None:
+        """Save scales…: write the shown run (base + refined scales, history, metrics) to HDF5."""
+        if self.state.run is None:
+            return None
+        path = Path(path) if path else files.ask_save_run(self, files.suggested_run_name(self.state.run))
+        if path is None:
+            return None
+        from engine.scalefile import save_run
+        try:
+            written = Path(save_run(path, self.state.run) or path)
+        except (OSError, ValueError) as exc:
+            self._error(exc, "Save scales")
+            return None
+        self.recent.add(written)
+        log.info("saved the run to %s", written)
+        self.statusBar().showMessage(f"Saved {written}", 8000)
+        return written
+
+    def open_run(self, path: str | Path | None = None) -> bool:
+        """Open run…: show a run file's history plots and results card (no model work)."""
+        if self._busy():
+            return False
+        path = Path(path) if path else files.ask_open_run(self)
+        if path is None:
+            return False
+        from engine.scalefile import load_run
+        try:
+            run = load_run(path)
+        except (OSError, ValueError, KeyError) as exc:
+            self._error(exc, f"Open {path.name}")
+            return False
+        self.state = RunState.from_record(run, str(path))
+        self._last = None
+        self.results.show_run(run, str(path))
+        self.recent.add(path)
+        self._refresh()
+        return True
+
+    def evaluate_scales(self, path: str | Path | None = None) -> bool:
+        """Evaluate scales…: measure a run file's scales on the selected model, in the worker thread."""
+        if self._busy():
+            return False
+        path = Path(path) if path else files.ask_open_run(self)
+        if path is None:
+            return False
+        try:
+            spec = self.run_panel.spec()
+        except ValueError as exc:
+            self._error(exc, "Evaluate scales")
+            return False
+        from .jobs import evaluate_scales
+        self.runner = SearchRunner(lambda: evaluate_scales(spec, path), kind="evaluate", parent=self)
+        self.evaluation = None
+        log.info("evaluating the scales of %s on %s", path, spec.model)
+        self.runner.start()
+        self._refresh()
+        return True
+
+    def _evaluation_tick(self, items: list) -> None:
+        from .jobs import ScalesEvaluated
+        for item in items:
+            if isinstance(item, ScalesEvaluated):
+                self.evaluation = item
+            elif isinstance(item, Outcome):
+                runner, self.runner = self.runner, None
+                runner.wait(5000)
+                runner.deleteLater()
+                result = self.evaluation
+                if item.kind == "finished" and result is not None:
+                    text = (f"{Path(result.path).name} on {result.model} ({result.bits}): test top-1 "
+                            f"{result.quant_top1:.2f}% (full precision {result.fp_top1:.2f}%, n={result.n_test:,})")
+                    log.info("%s", text)
+                    self.controls.status.setText(text)
+                elif item.kind == "failed":
+                    self.controls.status.setText(f"Evaluating the scales failed: {errors.describe(item.error).title}")
+                    self._error(item.error, "Evaluate scales")
+                self._refresh()
+                self.evaluation_ended.emit(item.kind)
+                if self._close_when_stopped:
+                    self.close()
+                return
+            elif hasattr(item, "message"):
+                self.controls.status.setText(f"Evaluating scales: {item.message}…")
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        items = self.recent.list()
+        for item in items:
+            action = self.recent_menu.addAction(item)
+            handler = self.resume_run if item.endswith(".ckpt") else self.open_run
+            action.triggered.connect(lambda _c=False, p=item, h=handler: h(p))
+        if not items:
+            self.recent_menu.addAction("(none)").setEnabled(False)
+

@@ -1,0 +1,337 @@
+"""The main window: a thin view over the engine's search events, and the app's entry point (``launch``)."""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QTimer, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QSplitter, QVBoxLayout, QWidget
+
+from engine.search.events import BlockDone, Stage, Started
+
+from . import errors, files
+from .controls import ControlBar
+from .file_actions import FileActions
+from .log_panel import LogPanel
+from .plots import PlotsPanel
+from .results_card import ResultsCard
+from .run_panel import RunPanel
+from .run_state import FAILED, FINISHED, PAUSED, PREPARING, RUNNING, STOPPED, STOPPING, RunState
+from .worker import Outcome, PauseChanged, SearchRunner
+
+log = logging.getLogger(__name__)
+REDRAW_MS = 50   # 20 Hz
+INTRO = ("<b>CPT-V</b> improves an already-quantized Vision Transformer by nudging its quantization scales, "
+         "one transformer block at a time, with an evolutionary search whose fitness is how closely the "
+         "quantized model's outputs match the full-precision model's. Lower loss is better; the bars show "
+         "whether accuracy comes back.")
+
+
+def default_search_fn() -> Callable[..., Any]:
+    from engine.search.run import run_search
+    return run_search
+
+
+class MainWindow(FileActions, QMainWindow):
+    """``search_fn(spec, config, checkpoint=..., resume=...)`` yields engine events (the engine's run_search)."""
+
+    run_finished = Signal(object)     # the RunRecord
+    run_stopped = Signal()
+    run_failed = Signal(object)       # the exception
+    run_ended = Signal(str)           # "finished" | "stopped" | "failed"
+    evaluation_ended = Signal(str)    # Evaluate scales…: "finished" | "failed"
+
+    def __init__(self, search_fn: Callable[..., Any] | None = None, interactive: bool = True) -> None:
+        super().__init__()
+        self.setWindowTitle("CPT-V Studio")
+        self.setObjectName("mainWindow")
+        self.interactive = interactive       # False: errors are logged, never a modal dialog (--quit-when-done)
+        self._search_fn = search_fn
+        self.state = RunState()
+        self.runner: SearchRunner | None = None
+        self._last: tuple[Any, Any, Path] | None = None   # (spec, config, checkpoint) of the last run
+        self._close_when_stopped = False
+        self._pausing = False
+        self.evaluation = None
+        self.recent = files.RecentFiles()
+        self._build()
+        self._timer = QTimer(self)
+        self._timer.setInterval(REDRAW_MS)
+        self._timer.timeout.connect(self._tick)
+        self._timer.start()
+        self._refresh()
+
+    # ------------------------------------------------------------------ layout
+
+    def _build(self) -> None:
+        self.run_panel = RunPanel()
+        self.controls = ControlBar()
+        self.results = ResultsCard()
+        self.plots = PlotsPanel()
+        self.log_panel = LogPanel()
+        intro = QLabel(INTRO, objectName="intro")
+        intro.setWordWrap(True)
+
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(6, 6, 6, 0)
+        right_layout.setSpacing(6)
+        right_layout.addWidget(intro)
+        right_layout.addWidget(self.controls)
+        right_layout.addWidget(self.results)
+        right_layout.addWidget(self.plots, 1)
+
+        vertical = QSplitter(Qt.Orientation.Vertical)
+        vertical.addWidget(right)
+        vertical.addWidget(self.log_panel)
+        vertical.setStretchFactor(0, 5)
+        vertical.setStretchFactor(1, 1)
+        vertical.setSizes([760, 130])
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.addWidget(self.run_panel)
+        splitter.addWidget(vertical)
+        splitter.setStretchFactor(0, 0)
+        splitter.setStretchFactor(1, 1)
+        self.setCentralWidget(splitter)
+
+        self.controls.start.clicked.connect(self.start)
+        self.controls.pause.clicked.connect(self.pause)
+        self.controls.resume.clicked.connect(self.resume)
+        self.controls.stop.clicked.connect(self.stop)
+        self._build_menus()
+        self.statusBar().showMessage("Built-in demo selected: press Start to see a search on handwritten digits.")
+        self.resize(1440, 900)
+
+    def _build_menus(self) -> None:
+        menu = self.menuBar().addMenu("&File")
+        self.open_action = self._action(menu, "&Open run…", self.open_run, QKeySequence.StandardKey.Open,
+                                        "Show a saved run file's plots and results without re-running it.")
+        self.resume_action = self._action(menu, "&Resume run…", self.resume_run, "Ctrl+Shift+R",
+                                          "Continue a stopped run from its checkpoint.")
+        self.save_action = self._action(menu, "&Save scales…", self.save_scales, QKeySequence.StandardKey.Save,
+                                        "Write the run (base and refined scales, history, metrics) to an HDF5 file.")
+        self.evaluate_action = self._action(menu, "&Evaluate scales on the selected model…", self.evaluate_scales,
+                                            None, "Put a run file's refined scales into the model and data selected "
+                                            "on the left and measure test top-1 (like engine eval --scales).")
+        self.recent_menu = menu.addMenu("Recent files")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        menu.addSeparator()
+        self._action(menu, "&Quit", self.close, QKeySequence.StandardKey.Quit, "Close the window.")
+        run = self.menuBar().addMenu("&Run")
+        self._action(run, "&Start", self.start, "Ctrl+R", "Start a search with the settings on the left.")
+        self._action(run, "&Pause", self.pause, "Ctrl+P", "Pause after the current evaluation.")
+        self._action(run, "Res&ume", self.resume, "Ctrl+U", "Continue a paused or stopped run.")
+        self._action(run, "S&top", self.stop, "Ctrl+.", "Stop; the checkpoint is kept.")
+        helpm = self.menuBar().addMenu("&Help")
+        self._action(helpm, "&About CPT-V Studio", self._about, None, "")
+
+    def _action(self, menu, text, slot, shortcut, tip) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.setStatusTip(tip)
+        action.setToolTip(tip)
+        action.triggered.connect(lambda _checked=False: slot())
+        menu.addAction(action)
+        return action
+
+    # ------------------------------------------------------------------ run control
+
+    def start(self) -> bool:
+        """Start a new run with the form's settings; False (after a dialog) if they are invalid."""
+        if self._busy():
+            return False
+        try:
+            spec, config = self.run_panel.spec(), self.run_panel.search_config()
+        except ValueError as exc:
+            self._error(exc, "Start")
+            return False
+        checkpoint = files.new_checkpoint_path(spec)
+        self.state = RunState()
+        self.results.clear()
+        return self._launch(spec, config, checkpoint, resume=None)
+
+    def resume(self) -> bool:
+        """Continue a paused run, or the last stopped/failed run from its checkpoint."""
+        if self.runner is not None and self.runner.paused:
+            self.runner.resume()
+            self._pausing = False
+            return True
+        if self._busy() or self._last is None:
+            return False
+        spec, config, checkpoint = self._last
+        return self._launch(spec, config, checkpoint, resume=checkpoint if checkpoint.exists() else None)
+
+    def resume_run(self, path: str | Path | None = None) -> bool:
+        """Resume run…: continue a checkpoint chosen in a file dialog (or given)."""
+        if self._busy():
+            return False
+        path = Path(path) if path else files.ask_resume(self)
+        if path is None:
+            return False
+        try:
+            if not path.exists():
+                raise FileNotFoundError(f"checkpoint not found: {path}")
+            spec, config, history = files.read_checkpoint(path)
+        except (OSError, ValueError) as exc:
+            self._error(exc, f"Resume {path.name}")
+            return False
+        spec = replace(spec, device=self.run_panel.spec().device)   # continue on the device chosen now
+        self.run_panel.set_values(spec, config)
+        self.recent.add(path)
+        self.state = RunState()
+        self.state.load_history(history)          # the steps done before the stop, drawn at once
+        self.results.clear()
+        return self._launch(spec, config, path, resume=path)
+
+    def _launch(self, spec: Any, config: Any, checkpoint: Path, resume: Path | None) -> bool:
+        search_fn = self._search_fn or default_search_fn()
+        self._last = (spec, config, checkpoint)
+        self.runner = SearchRunner(lambda: search_fn(spec, config, checkpoint=checkpoint, resume=resume), parent=self)
+        self.state.mark(PREPARING)
+        self.state.stage = "resuming from the checkpoint" if resume else "starting"
+        log.info("%s %s, %s %s, preset %s; checkpoint %s", "resuming" if resume else "starting", spec.model,
+                 spec.quant.quantizer, spec.quant.bits_label, getattr(config, "preset", "?"), checkpoint)
+        self.runner.start()
+        self._refresh()
+        return True
+
+    def pause(self) -> None:
+        if self.runner is not None and self.state.status in (PREPARING, RUNNING) and not self.runner.paused:
+            self.runner.pause()
+            self._pausing = True
+            self._refresh()
+
+    def stop(self) -> None:
+        if self.runner is not None and not self.runner.stop_requested:
+            self.runner.stop()
+            if self.runner.kind != "search":
+                return
+            self._pausing = False
+            self.state.mark(STOPPING)
+            self._refresh()
+
+    def _busy(self) -> bool:
+        return self.runner is not None
+
+    # ------------------------------------------------------------------ the redraw timer
+
+    def _tick(self) -> None:
+        self.log_panel.drain()
+        if self.runner is None:
+            return
+        if self.runner.kind == "evaluate":
+            self._evaluation_tick(self.runner.drain())
+            return
+        outcome = None
+        for item in self.runner.drain():
+            if isinstance(item, Outcome):
+                outcome = item
+            elif isinstance(item, PauseChanged):
+                self.state.mark(PAUSED if item.paused else RUNNING)
+                self._pausing = False
+            else:
+                self.state.apply(item)
+                _log_event(item, self.state)
+                if self.state.status == RUNNING and self.runner.stop_requested:
+                    self.state.status = STOPPING
+        if outcome is not None:
+            self._ended(outcome)
+        self._refresh()
+
+    def _ended(self, outcome: Outcome) -> None:
+        runner, self.runner = self.runner, None
+        runner.wait(5000)             # the worker has already left the generator; this is the thread's exit
+        runner.deleteLater()
+        self._pausing = False
+        self.log_panel.drain()
+        if outcome.kind == "finished" and self.state.run is not None:
+            self.state.mark(FINISHED)
+            self.results.show_run(self.state.run)
+            self._refresh()
+            self.run_finished.emit(self.state.run)
+        elif outcome.kind == "stopped" or (outcome.kind == "finished" and self.state.run is None):
+            self.state.mark(STOPPED)
+            self._refresh()
+            self.run_stopped.emit()
+        else:
+            problem = errors.describe(outcome.error)
+            self.state.mark(FAILED, f"{problem.title}: {problem.message}")
+            self._refresh()
+            self._error(outcome.error, "The search")
+            self.run_failed.emit(outcome.error)
+        self.run_ended.emit(outcome.kind if outcome.kind != "finished" or self.state.run is not None else "stopped")
+        if self._close_when_stopped:
+            self.close()
+
+    def _refresh(self) -> None:
+        can_resume = self._last is not None and self.state.status in (STOPPED, FAILED)
+        evaluating = self.runner is not None and self.runner.kind == "evaluate"
+        self.controls.set_buttons(self.state.status, can_resume)
+        if evaluating:
+            self.controls.start.setEnabled(False)
+            self.controls.resume.setEnabled(False)
+        else:
+            self.controls.update_from(self.state, self._pausing)
+        self.plots.update_from(self.state, force=self.state.status not in (RUNNING, PREPARING))
+        self.run_panel.set_editable(self.runner is None)
+        self.save_action.setEnabled(self.state.run is not None)
+        self.open_action.setEnabled(self.runner is None)
+        self.resume_action.setEnabled(self.runner is None)
+        self.evaluate_action.setEnabled(self.runner is None)
+
+    # ------------------------------------------------------------------ errors, closing
+
+    def _error(self, exc: BaseException, context: str) -> None:
+        errors.show_error(self, exc, context, interactive=self.interactive)
+
+    def _about(self) -> None:
+        QMessageBox.about(self, "About CPT-V Studio", INTRO + "<br><br>Method: CPT-V (arXiv 2211.09643), "
+                          "released as Evol-Q (ICCV 2023). Everything the window does, <code>python -m engine</code> "
+                          "does headless.")
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if self.runner is None:
+            self._timer.stop()
+            self.log_panel.detach()
+            event.accept()
+            return
+        if not self._close_when_stopped:
+            if self.interactive:
+                answer = QMessageBox.question(
+                    self, "Stop the search?",
+                    "A search is running. Stop it and close the window?\n\nThe checkpoint of the last finished "
+                    f"block step is kept in\n{files.checkpoint_dir()}\nso File ▸ Resume run… can continue it later.",
+                    QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+                if answer != QMessageBox.StandardButton.Yes:
+                    event.ignore()
+                    return
+            self._close_when_stopped = True
+            self.stop()
+        event.ignore()   # closes itself once the worker has left the generator (see _ended)
+
+
+def _log_event(event: Any, state: RunState) -> None:
+    """One log line per milestone (the log panel then tells the run's story), never per candidate."""
+    if isinstance(event, BlockDone):
+        name = state.block_names[event.block_index] if 0 <= event.block_index < state.n_blocks else "?"
+        log.info("block step %d: pass %d, %s: best loss %.5g, held-out top-1 %.2f%% (before the search %.2f%%)",
+                 event.step, event.pass_index + 1, name, event.best_loss, event.heldout_top1, state.heldout_base_top1)
+    elif isinstance(event, Started):
+        log.info("search started on %s: %d blocks, %d passes, %d evaluations%s; held-out top-1 FP %.2f%%, "
+                 "quantized %.2f%%", event.device, len(event.block_names), event.passes, event.total_evaluations,
+                 f", resumed after step {event.resumed_from_step}" if event.resumed_from_step else "",
+                 event.heldout_fp_top1, event.heldout_base_top1)
+    elif isinstance(event, Stage):
+        log.info("%s", event.message)
+
+
+def launch(argv: list[str] | None = None) -> int:
+    """The gui-script entry point (``cptv-studio``); ``main.py`` adds the headless options."""
+    from .application import run_app
+    return run_app(sys.argv[1:] if argv is None else argv)

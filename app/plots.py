@@ -1,0 +1,325 @@
+"""Live plots (pyqtgraph), redrawn from a RunState on the GUI timer, never once per event.
+
+- Loss per candidate evaluation, with the best-so-far line, the base model's loss and dashed lines
+  between block steps.
+- Held-out top-1 per block: one bar per transformer block (its latest block step), with the
+  full-precision and the base (quantized, unrefined) accuracy as reference lines.
+- The population's loss spread in the block under search: min–max band, median, current members.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtGui import QColor, QFont
+from PySide6.QtWidgets import QGridLayout, QWidget
+
+from .run_state import RunState
+
+pg.setConfigOptions(antialias=True, background="w", foreground="#333333")
+
+INK = "#333333"
+LOSS = QColor(52, 101, 164, 110)
+BEST = "#c0392b"
+BASE = "#7f8c8d"
+FP = "#27ae60"
+BOUNDARY = QColor(140, 140, 140, 110)
+WON = "#2e86c1"      # a block step at or above the base accuracy
+LOST = "#e67e22"     # below it
+
+
+class RangeKeeper:
+    """Keeps a plot's view range still while the data stays inside it and fills a fair part of it.
+
+    pyqtgraph's auto-range moves the view on every new point, which re-lays out the axis ticks
+    each redraw; this moves it only when needed. A user's zoom or pan switches it off until
+    ``reset()`` (a new run), and the plot's own "A" button gives back pyqtgraph's auto-range.
+    """
+
+    def __init__(self, plot: pg.PlotItem) -> None:
+        self.view = plot.getViewBox()
+        self.view.disableAutoRange()
+        self.user = False
+        self.view.sigRangeChangedManually.connect(self._manual)
+
+    def _manual(self, *_args) -> None:
+        self.user = True
+
+    def reset(self) -> None:
+        self.user = False
+        self.view.disableAutoRange()
+
+    def fit(self, x: tuple[float, float] | None, y: tuple[float, float] | None) -> None:
+        if self.user or any(self.view.autoRangeEnabled()):
+            return
+        current = self.view.viewRange()
+        new = {}
+        for key, wanted, (c0, c1) in (("xRange", x, current[0]), ("yRange", y, current[1])):
+            if wanted is None or not all(map(math.isfinite, wanted)):
+                continue
+            lo, hi = wanted
+            span = max(hi - lo, abs(hi) * 1e-3, 1e-9)
+            if not (c0 <= lo and hi <= c1 and (c1 - c0) <= 2.5 * span):
+                pad = 0.0 if key == "xRange" else 0.08 * span
+                new[key] = (lo - pad, hi + pad)
+        if new:
+            self.view.setRange(padding=0, **new)
+
+
+def _style_plot(plot: pg.PlotItem, title: str, bottom: str, left: str) -> None:
+    font = QFont()
+    font.setPointSize(10)
+    plot.setTitle(f'<span style="font-size:11pt; font-weight:600">{title}</span>', color=INK)
+    for name, text in (("bottom", bottom), ("left", left)):
+        axis = plot.getAxis(name)
+        axis.setLabel(text, **{"font-size": "10pt", "color": INK})
+        axis.setTickFont(font)
+        axis.setTextPen(INK)
+        axis.enableAutoSIPrefix(False)
+    plot.showGrid(x=True, y=True, alpha=0.15)
+    plot.getAxis("left").setWidth(62)
+
+
+class PlotsPanel(QWidget):
+    """Three plots; ``update_from(state)`` redraws from the latest state."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("plotsPanel")
+        layout = QGridLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(6)
+
+        self.loss_widget = pg.PlotWidget(objectName="lossPlot")
+        self.loss_plot = self.loss_widget.getPlotItem()
+        _style_plot(self.loss_plot, "Fitness loss of each candidate (lower = closer to full precision)",
+                    "candidate evaluation", "loss")
+        self.loss_widget.setToolTip("Every dot is one candidate set of scales the search tried. The red line is the "
+                                    "best loss so far; grey dashed lines separate block steps; the flat grey line "
+                                    "is the loss of the quantized model before the search.")
+        legend = self.loss_plot.addLegend(offset=(-10, 10), labelTextSize="9pt")
+        legend.setBrush(pg.mkBrush(255, 255, 255, 200))
+        self.boundaries = pg.PlotDataItem(pen=pg.mkPen(BOUNDARY, width=1, style=pg.QtCore.Qt.PenStyle.DashLine),
+                                          connect="pairs")
+        self.loss_plot.addItem(self.boundaries, ignoreBounds=True)
+        self.base_loss_line = pg.InfiniteLine(angle=0, pen=pg.mkPen(BASE, width=1.5, style=pg.QtCore.Qt.PenStyle.DotLine))
+        self.base_loss_line.setVisible(False)
+        self.loss_plot.addItem(self.base_loss_line)
+        # Candidates as a thin line, not symbols: a curve is several times cheaper to update and paint.
+        self.loss_points = self.loss_plot.plot([], [], pen=pg.mkPen(LOSS, width=1), name="candidate loss")
+        self.best_curve = self.loss_plot.plot([], [], pen=pg.mkPen(BEST, width=2.2), name="best so far",
+                                              stepMode=None)
+        legend.addItem(pg.PlotDataItem(pen=pg.mkPen(BASE, width=1.5, style=pg.QtCore.Qt.PenStyle.DotLine)),
+                       "before the search")
+        legend.addItem(pg.PlotDataItem(pen=pg.mkPen(BOUNDARY, width=1, style=pg.QtCore.Qt.PenStyle.DashLine)),
+                       "next block step")
+
+        self.acc_widget = pg.PlotWidget(objectName="accuracyPlot")
+        self.acc_plot = self.acc_widget.getPlotItem()
+        _style_plot(self.acc_plot, "Held-out top-1 after each block's step", "transformer block", "top-1 (%)")
+        self.acc_widget.setToolTip("Accuracy on held-out images (never the test split) measured after the search "
+                                   "finished a block. Green line: full-precision model; grey: quantized model "
+                                   "before the search. Blue bars: at or above the grey line (accuracy won back); "
+                                   "orange: below it.")
+        self.acc_plot.setMouseEnabled(x=False, y=True)
+        self.bars = pg.BarGraphItem(x=[], height=[], width=0.7, brush=WON)
+        self.acc_plot.addItem(self.bars)
+        fp_pen = pg.mkPen(FP, width=2)
+        base_pen = pg.mkPen(BASE, width=2, style=pg.QtCore.Qt.PenStyle.DashLine)
+        self.fp_line = pg.InfiniteLine(angle=0, pen=fp_pen)
+        self.base_line = pg.InfiniteLine(angle=0, pen=base_pen)
+        for line in (self.fp_line, self.base_line):
+            line.setVisible(False)
+            self.acc_plot.addItem(line)
+        self.acc_legend = self.acc_plot.addLegend(offset=(-4, 4), labelTextSize="9pt", colCount=2)
+        self.acc_legend.setBrush(pg.mkBrush(255, 255, 255, 220))
+        self._fp_key = pg.PlotDataItem(pen=fp_pen)
+        self._base_key = pg.PlotDataItem(pen=base_pen)
+        self._legend_values: tuple = ()
+        self.bar_labels: list[pg.TextItem] = []
+
+        self.pop_widget = pg.PlotWidget(objectName="populationPlot")
+        self.pop_plot = self.pop_widget.getPlotItem()
+        _style_plot(self.pop_plot, "Population in the current block", "evaluation within this block step", "loss")
+        self.pop_widget.setToolTip("The candidates kept for the block under search: the shaded band spans the worst "
+                                   "to the best member's loss, the thick line is the median. A narrowing band "
+                                   "means the population converges.")
+        self.pop_min = self.pop_plot.plot([], [], pen=pg.mkPen("#8e44ad", width=1))
+        self.pop_max = self.pop_plot.plot([], [], pen=pg.mkPen("#8e44ad", width=1))
+        self.pop_band = pg.FillBetweenItem(self.pop_min, self.pop_max, brush=pg.mkBrush(142, 68, 173, 50))
+        self.pop_plot.addItem(self.pop_band)
+        for curve in (self.pop_min, self.pop_max):
+            curve.setZValue(1)
+        self.pop_median = self.pop_plot.plot([], [], pen=pg.mkPen("#6c3483", width=2))
+        self.pop_note = pg.TextItem("", color=BASE, anchor=(0.5, 0.5))
+        self.pop_plot.addItem(self.pop_note)
+
+        layout.addWidget(self.loss_widget, 0, 0, 1, 2)
+        layout.addWidget(self.acc_widget, 1, 0)
+        layout.addWidget(self.pop_widget, 1, 1)
+        layout.setRowStretch(0, 5)
+        layout.setRowStretch(1, 4)
+        layout.setColumnStretch(0, 3)
+        layout.setColumnStretch(1, 2)
+        self._drawn_version = -1
+        self._n_blocks = -1
+        self._pop_key: tuple = ()
+        self._acc_key: tuple = ()
+        self._state_id = 0
+        self._n_edges = -1
+        self._drawn_at = 0.0
+        self.loss_range = RangeKeeper(self.loss_plot)
+        self.pop_range = RangeKeeper(self.pop_plot)
+
+    # ---------------------------------------------------------------- redraw
+
+    MIN_INTERVAL_S = 0.1   # plots redraw at 10 Hz at most during a search (text and progress at 20 Hz)
+
+    def update_from(self, state: RunState, force: bool = False) -> bool:
+        """Redraw if the state changed since the last call; returns whether it drew."""
+        if state.version == self._drawn_version:
+            return False
+        now = time.monotonic()
+        if not force and now - self._drawn_at < self.MIN_INTERVAL_S and id(state) == self._state_id:
+            return False
+        self._drawn_version, self._drawn_at = state.version, now
+        if id(state) != self._state_id:           # a new run or a file: fit the views again
+            self._state_id = id(state)
+            self._n_edges = -1
+            self.loss_range.reset()
+            self.pop_range.reset()
+        self._draw_loss(state)
+        self._draw_accuracy(state)
+        self._draw_population(state)
+        return True
+
+    def _draw_loss(self, state: RunState) -> None:
+        x, loss, best = state.eval_number.view(), state.loss.view(), state.best_loss.view()
+        self.loss_points.setData(x, loss)
+        self.best_curve.setData(x, best)
+        edges = state.block_boundaries()
+        if len(edges) != self._n_edges:           # lines reach far beyond any loss; the view clips them
+            self._n_edges = len(edges)
+            self.boundaries.setData(np.repeat(edges, 2), np.tile([-1e12, 1e12], len(edges)))
+        finite = loss[np.isfinite(loss)]
+        if len(finite):
+            low, high = float(finite.min()), float(finite.max())
+            if math.isfinite(state.base_loss):
+                low, high = min(low, state.base_loss), max(high, state.base_loss)
+            self.loss_range.fit((0.0, float(max(state.total_evaluations, x[-1]))), (low, high))
+        if math.isfinite(state.base_loss):
+            self.base_loss_line.setValue(state.base_loss)
+            self.base_loss_line.setVisible(True)
+        else:
+            self.base_loss_line.setVisible(False)
+
+    def _draw_accuracy(self, state: RunState) -> None:
+        key = (len(state.steps), state.steps[-1].heldout_top1 if state.steps else None, state.n_blocks,
+               state.heldout_fp_top1, state.heldout_base_top1, id(state))
+        if key == self._acc_key:
+            return                                # the bars change once per block step only
+        self._acc_key = key
+        top1, _ = state.latest_heldout_per_block()
+        n = state.n_blocks
+        if n != self._n_blocks:
+            self._n_blocks = n
+            ticks = [(i, _short_block(name)) for i, name in enumerate(state.block_names)]
+            self.acc_plot.getAxis("bottom").setTicks([ticks])
+            self.acc_plot.setXRange(-0.6, max(n, 1) - 0.4, padding=0)
+            for label in self.bar_labels:
+                self.acc_plot.removeItem(label)
+            self.bar_labels = []
+            for i in range(n):
+                label = pg.TextItem("", color=INK, anchor=(0.5, 1.0))
+                label.setFont(_small_font())
+                self.acc_plot.addItem(label)
+                self.bar_labels.append(label)
+        done = np.isfinite(top1)
+        x = np.flatnonzero(done)
+        heights = top1[done]
+        refs = [v for v in (state.heldout_fp_top1, state.heldout_base_top1) if math.isfinite(v)]
+        for line, value in ((self.fp_line, state.heldout_fp_top1), (self.base_line, state.heldout_base_top1)):
+            line.setVisible(math.isfinite(value))
+            if math.isfinite(value):
+                line.setValue(value)
+        legend_values = (state.heldout_fp_top1, state.heldout_base_top1)
+        if legend_values != self._legend_values:
+            self._legend_values = legend_values
+            self.acc_legend.clear()
+            if math.isfinite(state.heldout_fp_top1):
+                self.acc_legend.addItem(self._fp_key, f"full precision {state.heldout_fp_top1:.2f}")
+            if math.isfinite(state.heldout_base_top1):
+                self.acc_legend.addItem(self._base_key, f"before the search {state.heldout_base_top1:.2f}")
+        values = list(heights) + refs
+        bottom = 0.0
+        if values:
+            low, high = min(values), max(values)
+            span = max(high - low, 1.0)
+            # Zoom in on the range that matters (the axis says where it starts); bars rise from its bottom.
+            bottom, top = max(0.0, low - 0.6 * span), high + 0.6 * span   # headroom for the legend
+            self.acc_plot.setYRange(bottom, top, padding=0)
+        base = state.heldout_base_top1
+        brushes = [pg.mkBrush(WON if not math.isfinite(base) or h >= base else LOST) for h in heights]
+        self.bars.setOpts(x=x, y0=bottom, height=heights - bottom, width=0.7, brushes=brushes or None,
+                          brush=WON, pen=pg.mkPen(None), pens=None)
+        for i, label in enumerate(self.bar_labels):
+            if i < len(top1) and math.isfinite(top1[i]):
+                label.setText(f"{top1[i]:.1f}")
+                label.setPos(i, top1[i])
+            else:
+                label.setText("")
+
+    def _draw_population(self, state: RunState) -> None:
+        x = state.pop_x.view() - (state.pop_x.view()[0] - 1 if len(state.pop_x) else 0)
+        self.pop_min.setData(x, state.pop_min.view())
+        self.pop_max.setData(x, state.pop_max.view())
+        self.pop_median.setData(x, state.pop_median.view())
+        live = bool(len(x))
+        if live:
+            steps = max(state.passes * state.n_blocks, 1)
+            per_step = max((state.total_evaluations - 1) // steps, len(x), 2)
+            self.pop_range.fit((1.0, float(per_step)), (float(state.pop_min.view().min()),
+                                                        float(state.pop_max.view().max())))
+        key = (live, state.block_index, state.pass_index, state.run is not None)
+        if key == self._pop_key:
+            return
+        self._pop_key = key                       # titles and ranges change once per block step only
+        if live:
+            name = state.block_names[state.block_index] if 0 <= state.block_index < state.n_blocks else ""
+            self.pop_plot.setTitle(f'<span style="font-size:11pt; font-weight:600">Population in {name} '
+                                   f'(pass {state.pass_index + 1})</span>', color=INK)
+            self.pop_note.setVisible(False)
+        else:
+            self.pop_plot.setTitle('<span style="font-size:11pt; font-weight:600">Population in the current block'
+                                   '</span>', color=INK)
+            self.pop_note.setText("shown live during a search" if state.run is not None else "")
+            self.pop_note.setVisible(True)
+            self.pop_note.setPos(0.5, 0.5)
+            self.pop_plot.getViewBox().setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+
+    # ---------------------------------------------------------------- data access (tests, export)
+
+    def data(self) -> dict[str, np.ndarray]:
+        """The arrays currently drawn."""
+        bars = self.bars.opts
+        y0 = bars.get("y0", 0) or 0
+        heights = np.asarray(bars.get("height", []), float)
+        return {"loss_x": self.loss_points.xData if self.loss_points.xData is not None else np.zeros(0),
+                "loss": self.loss_points.yData if self.loss_points.yData is not None else np.zeros(0),
+                "best": self.best_curve.yData if self.best_curve.yData is not None else np.zeros(0),
+                "bar_x": np.asarray(bars.get("x", []), float), "bar_top1": heights + y0,
+                "population_median": self.pop_median.yData if self.pop_median.yData is not None else np.zeros(0)}
+
+
+def _short_block(name: str) -> str:
+    """'blocks.11' -> '11', 'layers.2.blocks.1' -> '2.1'."""
+    parts = [p for p in name.split(".") if p.isdigit()]
+    return ".".join(parts) if parts else name
+
+
+def _small_font() -> QFont:
+    font = QFont()
+    font.setPointSize(8)
+    return font

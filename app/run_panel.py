@@ -1,0 +1,399 @@
+"""The run panel: a form that builds the engine's RunSpec and SearchConfig.
+
+Search options are generated from the engine's ``SearchConfig`` dataclass, so the form offers
+exactly the options of ``python -m engine search`` (labels and hints for the known ones below,
+a generic widget for any new field). Choosing a preset loads its values; edits then override it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea, QSpinBox,
+                               QToolButton, QVBoxLayout, QWidget)
+
+from engine.models import DEMO_MODEL
+from engine.pipeline import RunSpec
+from engine.quant import QuantConfig, available_quantizers
+from engine.search import config as search_config
+
+DEMO_LABEL = f"{DEMO_MODEL}  (built-in demo)"
+SUGGESTED_MODELS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "vit_base_patch16_224",
+                    "swin_tiny_patch4_window7_224")
+DEFAULT_QUANTIZER, DEFAULT_W_BITS, DEFAULT_A_BITS = "percentile", 2, 3   # the demo's hard setting
+
+
+@dataclass(frozen=True)
+class Option:
+    label: str
+    hint: str
+    minimum: float = 0
+    maximum: float = 1_000_000
+    decimals: int = 6
+    choices: tuple[str, ...] = ()
+    advanced: bool = False
+
+
+# Labels and hints for SearchConfig fields; choices fall back to the engine's own constants.
+OPTIONS: dict[str, Option] = {
+    "passes": Option("Passes", "Sweeps over all transformer blocks (each sweep visits them last to first).", 1, 1000),
+    "cycles": Option("Cycles per block", "Evolution cycles per block step: pick parents, mutate, keep the best.", 1, 10000),
+    "population": Option("Population", "Candidate scale sets kept per block (the paper uses 15).", 2, 10000),
+    "children": Option("Children per cycle", "New candidates evaluated in each cycle (batched together).", 1, 10000),
+    "tournament": Option("Tournament size", "Members drawn (with replacement) to pick each parent.", 1, 10000,
+                         advanced=True),
+    "scope": Option("Searched scales", "Which scales the search may change, joined by '+': attn = weight scales of "
+                    "qkv and proj (the paper), mlp = weight scales of fc1 and fc2, act = the block's activation "
+                    "clip ranges; all = everything.",
+                    choices=("attn+act", "attn", "attn+mlp", "attn+mlp+act", "act", "mlp", "all")),
+    "strategy": Option("Strategy", "evolution = the CPT-V search; random = a null baseline that spends the same "
+                       "evaluations on random changes accepted at random.", advanced=True),
+    "loss": Option("Fitness loss", "How far the quantized model's outputs are from the full-precision ones. "
+                   "contrastive = InfoNCE of the paper; kl = KL divergence to the FP softmax."),
+    "temperature": Option("Temperature", "Softmax temperature T of the contrastive and kl losses (paper: 3).", 1e-4, 1e4, 4,
+                          advanced=True),
+    "mutation": Option("Mutation", "absolute: scale + U(-r, r) (the paper); relative: scale × exp(U(-r, r)).",
+                       advanced=True),
+    "mutation_range": Option("Weight mutation r", "Size of each random change of a weight scale. Empty = automatic "
+                             "(absolute: 1e-3 at <= 4 bits, else 1e-4; relative: 0.05).", 0, 10, 6, advanced=True),
+    "act_mutation_range": Option("Activation mutation r", "Size of each random change of an activation clip "
+                                 "scale. Empty = automatic (absolute: as weights; relative: 0.1).", 0, 10, 6,
+                                 advanced=True),
+    "select": Option("Result taken from", "Which block step's scales become the result. last / best-loss are "
+                     "label-free; best-heldout selects on held-out top-1 (never on the test split)."),
+    "features": Option("Compared outputs", "Compare logits or pre-logit features with the FP model.",
+                       advanced=True),
+}
+HIDDEN_FIELDS = {"preset", "seed", "device", "calib_size", "batch_size"}
+ENUM_CONSTANTS = {"loss": ("LOSS_NAMES",), "select": ("SELECTIONS",), "mutation": ("MUTATIONS",),
+                  "features": ("FEATURES",), "strategy": ("STRATEGIES",)}
+
+
+def _choices(name: str, current: Any) -> list[str]:
+    for const in ENUM_CONSTANTS.get(name, ()) + (name.upper() + "S", name.upper() + "_CHOICES"):
+        values = getattr(search_config, const, None)
+        if values:
+            return [str(v) for v in values]
+    values = {str(getattr(p, name)) for p in search_config.PRESETS.values() if getattr(p, name, None) is not None}
+    return sorted(values | {str(current)}) if current is not None else sorted(values)
+
+
+def _base_type(annotation: Any, default: Any) -> tuple[type, bool]:
+    """(int|float|str|bool, optional?) of a dataclass field."""
+    if isinstance(annotation, str):
+        optional = "None" in annotation
+        for name, kind in (("bool", bool), ("int", int), ("float", float), ("str", str)):
+            if annotation.replace("None", "").strip(" |").startswith(name):
+                return kind, optional
+    args = typing.get_args(annotation)
+    if args:
+        kinds = [a for a in args if a is not type(None)]
+        return (kinds[0] if kinds else str), type(None) in args
+    if default is not None:
+        return type(default), False
+    return str, True
+
+
+class _Field:
+    """One SearchConfig field's widget, with get/set."""
+
+    def __init__(self, name: str, kind: type, optional: bool, option: Option, value: Any) -> None:
+        self.name, self.kind, self.optional = name, kind, optional
+        if kind is bool:
+            self.widget = QCheckBox()
+        elif option.choices or kind is str:
+            self.widget = QComboBox()
+            self.widget.addItems(list(option.choices) or _choices(name, value))
+        elif kind is int and not optional:
+            self.widget = QSpinBox()
+            self.widget.setRange(int(option.minimum), int(min(option.maximum, 2**31 - 1)))
+        elif kind is float and not optional:
+            self.widget = QDoubleSpinBox()
+            self.widget.setDecimals(option.decimals)
+            self.widget.setRange(option.minimum, option.maximum)
+        else:
+            self.widget = QLineEdit()
+            self.widget.setPlaceholderText("automatic")
+        self.widget.setObjectName(f"search_{name}")
+        self.widget.setToolTip(option.hint)
+        self.set(value)
+
+    def set(self, value: Any) -> None:
+        w = self.widget
+        if isinstance(w, QCheckBox):
+            w.setChecked(bool(value))
+        elif isinstance(w, QComboBox):
+            text = "" if value is None else str(value)
+            if w.findText(text) < 0:
+                w.addItem(text)
+            w.setCurrentText(text)
+        elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
+            w.setValue(value if value is not None else w.minimum())
+        else:
+            w.setText("" if value is None else f"{value:g}" if isinstance(value, float) else str(value))
+
+    def get(self) -> Any:
+        w = self.widget
+        if isinstance(w, QCheckBox):
+            return w.isChecked()
+        if isinstance(w, QComboBox):
+            return w.currentText() or (None if self.optional else "")
+        if isinstance(w, (QSpinBox, QDoubleSpinBox)):
+            return w.value()
+        text = w.text().strip()
+        if not text:
+            if self.optional:
+                return None
+            raise ValueError(f"{OPTIONS.get(self.name, Option(self.name, '')).label} needs a value")
+        try:
+            return self.kind(text)
+        except ValueError:
+            raise ValueError(f"{OPTIONS.get(self.name, Option(self.name, '')).label}: {text!r} is not a number") from None
+
+
+def available_devices() -> list[tuple[str, str | None]]:
+    """(label, value) pairs: auto, cpu and each CUDA device torch can see."""
+    import torch
+    cuda = torch.cuda.is_available()
+    auto = "auto  (CUDA GPU)" if cuda else "auto  (no CUDA GPU found: CPU)"
+    devices: list[tuple[str, str | None]] = [(auto, None), ("cpu", "cpu")]
+    if cuda:
+        for i in range(torch.cuda.device_count()):
+            devices.append((f"cuda:{i}  {torch.cuda.get_device_name(i)}", f"cuda:{i}"))
+    return devices
+
+
+class RunPanel(QScrollArea):
+    """Model, data, quantization, search and device settings; ``spec()`` / ``search_config()`` read them."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("runPanel")
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        body = QWidget()
+        body.setObjectName("runPanelBody")
+        layout = QVBoxLayout(body)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addWidget(self._model_group())
+        layout.addWidget(self._quant_group())
+        layout.addWidget(self._search_group())
+        layout.addStretch(1)
+        self.setWidget(body)
+        self.setMinimumWidth(body.sizeHint().width() + 24)
+
+    # ---------------------------------------------------------------- groups
+
+    def _model_group(self) -> QGroupBox:
+        box = QGroupBox("Model and data")
+        form = _form(box, "The quantized Vision Transformer to refine, and the images it sees.")
+        self.model = QComboBox(objectName="model")
+        self.model.setEditable(True)
+        self.model.addItems([DEMO_LABEL, *SUGGESTED_MODELS])
+        self.model.setToolTip("A timm model name, or the built-in digits demo (works offline).")
+        form.addRow(_label("Model", self.model), self.model)
+        self.weights = QLineEdit(objectName="weights")
+        self.weights.setPlaceholderText("built-in / random weights")
+        self.weights.setToolTip("Optional local weights file (.safetensors or .pth state dict) for the model.")
+        form.addRow(_label("Weights", self.weights), _with_browse(self.weights, self._browse_weights))
+        self.pretrained = QCheckBox("Download timm's pretrained weights (online)", objectName="pretrained")
+        self.pretrained.setToolTip("Use timm's own pretrained weights; needs a network connection the first time.")
+        form.addRow("", self.pretrained)
+        self.data = QLineEdit(objectName="data")
+        self.data.setPlaceholderText("built-in digits")
+        self.data.setToolTip("An ImageNet-style folder: train/<class>/* (calibration, held-out) and val/<class>/* (test).")
+        form.addRow(_label("Data folder", self.data), _with_browse(self.data, self._browse_data))
+        self.calib_size = _spin(1, 1_000_000, 1000, "calib_size",
+                                "Calibration images (drawn from train, seeded). The search's fitness is measured on them.")
+        form.addRow(_label("Calibration images", self.calib_size), self.calib_size)
+        self.batch_size = _spin(1, 100_000, 100, "batch_size", "Images per forward pass. Lower it if memory runs out.")
+        form.addRow(_label("Batch size", self.batch_size), self.batch_size)
+        self.device = QComboBox(objectName="device")
+        for label, value in available_devices():
+            self.device.addItem(label, value)
+        self.device.setToolTip("Where the model runs. auto = the CUDA GPU when there is one, else the CPU.")
+        form.addRow(_label("Device", self.device), self.device)
+        return box
+
+    def _quant_group(self) -> QGroupBox:
+        box = QGroupBox("Quantization (the starting point)")
+        form = _form(box, "How the model is quantized before the search. Fewer bits = larger accuracy loss.")
+        self.quantizer = QComboBox(objectName="quantizer")
+        self.quantizer.addItems(available_quantizers())
+        if self.quantizer.findText(DEFAULT_QUANTIZER) >= 0:
+            self.quantizer.setCurrentText(DEFAULT_QUANTIZER)
+        self.quantizer.setToolTip("The post-training quantizer that sets the initial scales (the 'base' model).")
+        form.addRow(_label("Quantizer", self.quantizer), self.quantizer)
+        self.w_bits = _spin(1, 16, DEFAULT_W_BITS, "w_bits", "Bits of every weight (Linear layers, patch embedding).")
+        self.a_bits = _spin(2, 16, DEFAULT_A_BITS, "a_bits", "Bits of every activation (inputs of the Linear layers).")
+        self.attn_bits = _spin(1, 16, 1, "attn_bits", "Bits of q, k, v and the attention probabilities.")
+        self.attn_bits.setSpecialValueText("same as A")
+        self.attn_bits.setMinimum(1)
+        self.attn_bits.setValue(1)
+        row = QHBoxLayout()
+        for text, spin in (("W", self.w_bits), ("A", self.a_bits)):
+            row.addWidget(QLabel(text))
+            row.addWidget(spin)
+        form.addRow(_label("Bits", self.w_bits), row)
+        form.addRow(_label("Attention bits", self.attn_bits), self.attn_bits)
+        return box
+
+    def _search_group(self) -> QGroupBox:
+        box = QGroupBox("CPT-V search")
+        form = _form(box, "The search nudges the quantization scales, block by block, so the quantized "
+                          "model's outputs get closer to the full-precision model's.")
+        self.preset = QComboBox(objectName="preset")
+        self.preset.addItems(list(search_config.PRESETS))
+        self.preset.setToolTip("default: our search (activation clip ranges too); release: the paper's exact "
+                               "recipe; random: a null baseline with the same budget (random acceptance).")
+        form.addRow(_label("Preset", self.preset), self.preset)
+        self.seed = _spin(0, 2**31 - 1, 0, "seed", "One seed drives calibration sampling and the search: same seed, same result.")
+        form.addRow(_label("Seed", self.seed), self.seed)
+        self.fields: dict[str, _Field] = {}
+        defaults = search_config.PRESETS[self.preset.currentText()]
+        hints = typing.get_type_hints(search_config.SearchConfig) if _safe_hints() else {}
+        advanced = QWidget()
+        advanced_form = QFormLayout(advanced)
+        advanced_form.setContentsMargins(0, 0, 0, 0)
+        for f in dataclasses.fields(search_config.SearchConfig):
+            if f.name in HIDDEN_FIELDS or not f.init:
+                continue
+            option = OPTIONS.get(f.name, Option(f.name.replace("_", " ").capitalize(), f"Search option {f.name}.",
+                                                advanced=True))
+            kind, optional = _base_type(hints.get(f.name, f.type), getattr(defaults, f.name))
+            if kind not in (bool, int, float, str):
+                continue
+            field = _Field(f.name, kind, optional, option, getattr(defaults, f.name))
+            self.fields[f.name] = field
+            (advanced_form if option.advanced else form).addRow(_label(option.label, field.widget), field.widget)
+        self.more = QToolButton(objectName="moreOptions", text="More search options", checkable=True)
+        self.more.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.more.setArrowType(Qt.ArrowType.RightArrow)
+        self.more.toggled.connect(lambda on: (advanced.setVisible(on), self.more.setArrowType(
+            Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)))
+        advanced.setVisible(False)
+        form.addRow(self.more)
+        form.addRow(advanced)
+        self.preset.currentTextChanged.connect(self.apply_preset)
+        return box
+
+    # ---------------------------------------------------------------- values
+
+    def apply_preset(self, name: str) -> None:
+        preset = search_config.PRESETS[name]
+        for field in self.fields.values():
+            field.set(getattr(preset, field.name))
+        self.changed.emit()
+
+    def model_name(self) -> str:
+        text = self.model.currentText().strip()
+        return DEMO_MODEL if text in (DEMO_LABEL, "") else text.split()[0]
+
+    def spec(self) -> RunSpec:
+        attn = self.attn_bits.value()
+        quant = QuantConfig(self.quantizer.currentText(), self.w_bits.value(), self.a_bits.value(),
+                            None if attn == self.attn_bits.minimum() else attn)
+        return RunSpec(model=self.model_name(), weights=self.weights.text().strip() or None,
+                       pretrained=self.pretrained.isChecked(), data=self.data.text().strip() or None,
+                       quant=quant, calib_size=self.calib_size.value(), batch_size=self.batch_size.value(),
+                       seed=self.seed.value(), device=self.device.currentData())
+
+    def search_config(self) -> Any:
+        values = {name: field.get() for name, field in self.fields.items()}
+        names = {f.name for f in dataclasses.fields(search_config.SearchConfig)}
+        if "seed" in names:
+            values["seed"] = self.seed.value()
+        base = search_config.PRESETS[self.preset.currentText()]
+        return dataclasses.replace(base, **values)
+
+    def set_values(self, spec: RunSpec | None = None, config: Any = None) -> None:
+        """Show the settings of a run (opened or resumed)."""
+        if spec is not None:
+            self.model.setCurrentText(DEMO_LABEL if spec.model == DEMO_MODEL else spec.model)
+            self.weights.setText(spec.weights or "")
+            self.pretrained.setChecked(bool(spec.pretrained))
+            self.data.setText(spec.data or "")
+            self.calib_size.setValue(spec.calib_size)
+            self.batch_size.setValue(spec.batch_size)
+            self.seed.setValue(spec.seed)
+            self.quantizer.setCurrentText(spec.quant.quantizer)
+            self.w_bits.setValue(spec.quant.w_bits)
+            self.a_bits.setValue(spec.quant.a_bits)
+            self.attn_bits.setValue(spec.quant.attn_bits or self.attn_bits.minimum())
+            index = self.device.findData(spec.device)
+            if index >= 0:
+                self.device.setCurrentIndex(index)
+        if config is not None:
+            preset = getattr(config, "preset", None)
+            if preset in search_config.PRESETS:
+                self.preset.blockSignals(True)
+                self.preset.setCurrentText(preset)
+                self.preset.blockSignals(False)
+            for field in self.fields.values():
+                field.set(getattr(config, field.name))
+
+    def set_editable(self, on: bool) -> None:
+        self.widget().setEnabled(on)
+
+    # ---------------------------------------------------------------- browse
+
+    def _browse_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model weights", "", "Weights (*.safetensors *.pth *.pt);;All files (*)")
+        if path:
+            self.weights.setText(path)
+
+    def _browse_data(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "ImageNet-style data folder (train/, val/)")
+        if path:
+            self.data.setText(path)
+
+
+def _safe_hints() -> bool:
+    try:
+        typing.get_type_hints(search_config.SearchConfig)
+        return True
+    except Exception:
+        return False
+
+
+def _form(box: QGroupBox, hint: str) -> QFormLayout:
+    form = QFormLayout(box)
+    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+    note = QLabel(hint)
+    note.setWordWrap(True)
+    note.setObjectName("hint")
+    form.addRow(note)
+    return form
+
+
+def _label(text: str, buddy: QWidget) -> QLabel:
+    label = QLabel(text)
+    label.setBuddy(buddy)
+    label.setToolTip(buddy.toolTip())
+    return label
+
+
+def _spin(low: int, high: int, value: int, name: str, tip: str) -> QSpinBox:
+    spin = QSpinBox(objectName=name)
+    spin.setRange(low, high)
+    spin.setValue(value)
+    spin.setToolTip(tip)
+    return spin
+
+
+def _with_browse(edit: QLineEdit, slot) -> QWidget:
+    holder = QWidget()
+    row = QHBoxLayout(holder)
+    row.setContentsMargins(0, 0, 0, 0)
+    row.addWidget(edit, 1)
+    button = QPushButton("Browse…")
+    button.setToolTip("Choose with a file dialog")
+    button.clicked.connect(slot)
+    row.addWidget(button)
+    return holder

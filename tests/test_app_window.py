@@ -1,0 +1,175 @@
+"""The desktop app driven like a user would (pytest-qt, offscreen, the real engine on the built-in demo):
+Start → results card, plots, Save scales… / Open run…, responsiveness, Pause/Resume, Stop/Resume,
+closing mid-search.
+
+One short search (1 pass, 25 evaluations) started with the Start button is shared by the tests that
+only look at its outcome; Pause/Resume and Stop/Resume run their own and must end on its scales.
+"""
+from __future__ import annotations
+
+import app_conftest_helpers as helpers  # offscreen Qt, isolated settings; before Qt
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from app.responsiveness import StallProbe
+from app.run_state import FINISHED, PAUSED, STOPPED
+from engine.scalefile import load_run
+
+STALL_LIMIT_MS = 250.0
+
+
+@pytest.fixture(scope="module")
+def finished(qapp):
+    """One demo search from the Start button to the end, with a stall probe on the GUI thread."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        dialogs = helpers.record_dialogs(monkeypatch)
+        win = helpers.new_window()
+        probe = StallProbe(interval_ms=10)
+        probe.start()
+        kind = helpers.run_to_end(win, win.controls.start)
+        probe.stop()
+        yield {"window": win, "kind": kind, "run": win.state.run, "probe": probe, "dialogs": dialogs}
+        win.close()
+
+
+@pytest.fixture
+def dialogs(monkeypatch):
+    return helpers.record_dialogs(monkeypatch)
+
+
+@pytest.fixture
+def window(qtbot, dialogs):
+    win = helpers.make_window(qtbot)
+    yield win
+    helpers.shut(qtbot, win)
+
+
+def test_start_button_to_results_card(qtbot, finished):
+    win, run = finished["window"], finished["run"]
+    assert finished["kind"] == "finished" and not finished["dialogs"], win.state.error
+    qtbot.wait(150)   # a redraw tick
+    assert win.state.status == FINISHED
+    for row in ("test", "heldout"):
+        for column in ("Full precision", "Quantized", "After search", "Won back"):
+            assert win.results.value(row, column) != "–"
+    assert win.results.value("test", "After search") == f"{run.metrics['refined_top1']:.2f}"
+    assert win.controls.start.isEnabled() and not win.controls.pause.isEnabled()
+    assert not win.controls.stop.isEnabled() and win.save_action.isEnabled()
+    assert "engine.search.run" in win.log_panel.toPlainText() or "engine" in win.log_panel.toPlainText()
+
+
+def test_plots_hold_data_after_the_run(finished):
+    win, run = finished["window"], finished["run"]
+    data = win.plots.data()
+    n_evals = len(run.history.loss)
+    assert n_evals == run.metrics["evaluations"] and len(data["loss"]) == n_evals
+    assert np.all(np.isfinite(data["loss"]))
+    assert data["best"][-1] == pytest.approx(np.min(run.history.loss))
+    n_blocks = win.state.n_blocks
+    assert n_blocks == 6 and len(data["bar_x"]) == n_blocks                   # one bar per block
+    np.testing.assert_allclose(np.sort(data["bar_top1"]), np.sort(run.history.heldout_top1[-n_blocks:]))
+    assert len(data["population_median"]) > 0
+    assert win.plots.fp_line.isVisible() and win.plots.base_line.isVisible()
+    assert win.plots.fp_line.value() == pytest.approx(run.metrics["heldout_fp_top1"])
+    assert len(win.state.block_boundaries()) >= n_blocks - 1
+
+
+def test_gui_thread_never_stalls_during_a_search(finished):
+    probe = finished["probe"]
+    print(f"\nlongest GUI event-loop stall during a demo search: {probe.max_stall_ms:.1f} ms "
+          f"(p99 {probe.percentile_ms(99):.1f} ms, {probe.ticks} ticks of 10 ms)")
+    assert probe.ticks > 100
+    assert probe.max_stall_ms < STALL_LIMIT_MS
+
+
+def test_save_scales_writes_a_file_the_engine_loads(qtbot, finished, tmp_path, monkeypatch):
+    win, run = finished["window"], finished["run"]
+    target = tmp_path / "refined"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), ""))
+    win.save_action.trigger()
+    saved = tmp_path / "refined.h5"
+    loaded = load_run(saved)
+    helpers.assert_same_scales(loaded.scales, run.scales)
+    helpers.assert_same_scales(loaded.base, run.base)
+    assert loaded.metrics["refined_top1"] == pytest.approx(run.metrics["refined_top1"])
+    assert str(saved.resolve()) in win.recent.list()
+
+    # Open run… shows it again, plots and card, without running anything.
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(saved), ""))
+    shown = win.state
+    win.open_action.trigger()
+    qtbot.wait(150)
+    assert win.runner is None and win.state is not shown and win.state.source_path == str(saved)
+    assert win.results.value("test", "After search") == f"{run.metrics['refined_top1']:.2f}"
+    data = win.plots.data()
+    assert len(data["loss"]) == len(run.history.loss) and len(data["bar_x"]) == win.state.n_blocks
+
+
+def test_pause_then_resume_ends_on_the_same_scales(qtbot, window, finished):
+    qtbot.mouseClick(window.controls.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.state.evaluations >= 4, timeout=300_000)
+    qtbot.mouseClick(window.controls.pause, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: window.state.status == PAUSED, timeout=60_000)
+    assert window.controls.resume.isEnabled() and not window.controls.pause.isEnabled()
+    assert window.controls.stop.isEnabled()
+    held = window.state.evaluations
+    qtbot.wait(800)
+    assert window.state.evaluations == held                                  # nothing moves while paused
+    run = helpers.click_until_finished(qtbot, window, window.controls.resume)
+    assert window.state.evaluations > held
+    helpers.assert_same_scales(run.scales, finished["run"].scales)
+
+
+def test_stop_then_resume_gives_the_uninterrupted_scales(qtbot, window, finished):
+    reference = finished["run"]
+    qtbot.mouseClick(window.controls.start, Qt.MouseButton.LeftButton)
+    # Stop inside the second block step: one step checkpointed, one interrupted.
+    qtbot.waitUntil(lambda: len(window.state.steps) >= 1
+                    and window.state.evaluations > window.state.steps[0].evaluations, timeout=300_000)
+    with qtbot.waitSignal(window.run_stopped, timeout=60_000):
+        qtbot.mouseClick(window.controls.stop, Qt.MouseButton.LeftButton)
+    assert window.state.status == STOPPED
+    checkpoint = window._last[2]
+    assert checkpoint.exists()                                               # the checkpoint is kept
+    assert window.controls.resume.isEnabled() and window.controls.start.isEnabled()
+    resumed = helpers.click_until_finished(qtbot, window, window.controls.resume)
+    helpers.assert_same_scales(resumed.scales, reference.scales)
+    assert resumed.metrics["refined_top1"] == reference.metrics["refined_top1"]
+    assert len(window.plots.data()["loss"]) == len(reference.history.loss)
+
+
+def test_resume_run_from_a_checkpoint_file(qtbot, window, finished, monkeypatch):
+    """File ▸ Resume run… restores the run's settings from the checkpoint and continues it."""
+    qtbot.mouseClick(window.controls.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(window.state.steps) >= 2, timeout=300_000)
+    with qtbot.waitSignal(window.run_stopped, timeout=60_000):
+        qtbot.mouseClick(window.controls.stop, Qt.MouseButton.LeftButton)
+    checkpoint = window._last[2]
+    window.run_panel.fields["cycles"].set(7)                                 # the form is restored
+    window.run_panel.model.setCurrentText("deit_tiny_patch16_224")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(checkpoint), ""))
+    with qtbot.waitSignal(window.run_finished, timeout=300_000) as blocker:
+        window.resume_action.trigger()
+        assert window.state.steps and len(window.state.loss) > 0             # the history so far, at once
+    assert window.run_panel.fields["cycles"].get() == helpers.FAST["cycles"]
+    assert window.run_panel.model_name() == "digits-vit"
+    helpers.assert_same_scales(blocker.args[0].scales, finished["run"].scales)
+
+
+def test_closing_mid_search_asks_stops_cleanly_and_keeps_the_checkpoint(qtbot, dialogs, monkeypatch):
+    win = helpers.make_window(qtbot)
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda *a, **k: asked.append(a[1]) or QMessageBox.StandardButton.Yes)
+    qtbot.mouseClick(win.controls.start, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(win.state.steps) >= 1, timeout=300_000)
+    runner = win.runner
+    win.close()
+    assert asked and win.isVisible()                   # asked; closes once the worker has left the engine
+    qtbot.waitUntil(lambda: not win.isVisible(), timeout=60_000)
+    assert not runner.is_running()
+    assert win._last[2].exists()
+    assert not dialogs
