@@ -34,6 +34,7 @@ class BenchResult:
     naive_evals_per_s: float
     opt_evals_per_s: float
     speedup: float
+    cpu_speedup: float          # the same ratio in process CPU time
     max_rel_loss_diff: float
     model: str
     device: str
@@ -57,15 +58,16 @@ def _candidates(qmodel: QuantizedModel, config: SearchConfig, n: int, seed: int)
     return out
 
 
-def _timed(device: torch.device, fn, *args):
-    """(result, seconds), waiting for queued GPU work on both ends."""
+def _timed(device: torch.device, fn, *args) -> tuple[object, float, float]:
+    """(result, wall seconds, process CPU seconds), waiting for queued GPU work on both ends.
+    CPU time is the robust figure on a shared machine: other processes' load does not count."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     result = fn(*args)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return result, time.perf_counter() - start
+    return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
 def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: SearchConfig, model_name: str,
@@ -81,23 +83,25 @@ def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: Sea
 
     naive = NaiveEvaluator(qmodel, segments, calib, fitness)
     cached = CachedEvaluator(qmodel, segments, calib, fitness)
-    opt_s = _timed(device, cached.begin_pass)[1]
-    naive_s, naive_losses, opt_losses = 0.0, [], []
+    _, opt_s, opt_cpu = _timed(device, cached.begin_pass)
+    naive_s = naive_cpu = 0.0
+    naive_losses, opt_losses = [], []
     for index, space, vectors in work:   # interleaved per block, so load changes hit both paths alike
-        losses, seconds = _timed(device, naive.evaluate, space, vectors)
+        losses, wall, cpu = _timed(device, naive.evaluate, space, vectors)
         naive_losses.append(losses)
-        naive_s += seconds
+        naive_s, naive_cpu = naive_s + wall, naive_cpu + cpu
         for i in range(0, len(vectors), config.children):
-            losses, seconds = _timed(device, cached.evaluate, index, space, vectors[i:i + config.children])
+            losses, wall, cpu = _timed(device, cached.evaluate, index, space, vectors[i:i + config.children])
             opt_losses.append(losses)
-            opt_s += seconds
+            opt_s, opt_cpu = opt_s + wall, opt_cpu + cpu
     naive_losses, opt_losses = np.concatenate(naive_losses), np.concatenate(opt_losses)
-    log.info("%d evaluations: naive %.1f s, optimised %.1f s", n_evals, naive_s, opt_s)
+    log.info("%d evaluations: naive %.1f s (CPU %.1f s), optimised %.1f s (CPU %.1f s)", n_evals, naive_s,
+             naive_cpu, opt_s, opt_cpu)
 
     rel = np.abs(opt_losses - naive_losses) / np.maximum(np.abs(naive_losses), np.finfo(np.float64).tiny)
     return BenchResult(naive_evals_per_s=n_evals / naive_s, opt_evals_per_s=n_evals / opt_s, speedup=naive_s / opt_s,
-                       max_rel_loss_diff=float(rel.max()), model=model_name, device=str(device),
-                       evaluations=n_evals, n_calib=sum(len(b) for b in calib), blocks=len(work))
+                       cpu_speedup=naive_cpu / opt_cpu, max_rel_loss_diff=float(rel.max()), model=model_name,
+                       device=str(device), evaluations=n_evals, n_calib=sum(len(b) for b in calib), blocks=len(work))
 
 
 def bench_inputs(spec: RunSpec) -> tuple[QuantizedModel, list[torch.Tensor], torch.device]:

@@ -1,7 +1,8 @@
-"""The whole search on a tiny synthetic setup: events, loss, resume, determinism, test-split hygiene,
-and the random null's budget."""
+"""The whole search on a tiny synthetic setup (events, loss, resume, determinism, test-split hygiene,
+the random null's budget), and the search command on the demo."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -10,10 +11,12 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import Dataset
 
+from engine.cli import main
 from engine.data import Splits, TensorImages
 from engine.models import ModelInfo
 from engine.pipeline import Prepared, RunSpec
 from engine.quant import QuantConfig, quantize
+from engine.scalefile import load_run
 from engine.search.checkpoint import load_checkpoint
 from engine.search.config import PRESETS, SearchConfig
 from engine.search.events import BlockDone, Evaluated, Finished, PassDone, Stage, Started
@@ -149,3 +152,21 @@ def test_random_null_spends_the_same_budget_under_the_same_rule(select):
     if select == "best-heldout":
         # best-heldout counts the base as step 0, so it can never be below the base on held-out.
         assert b.metrics["heldout_refined_top1"] >= b.metrics["heldout_base_top1"]
+
+
+@pytest.mark.slow
+def test_search_command_writes_a_run_file_that_eval_reads(tmp_path, capsys):
+    out = tmp_path / "run.h5"
+    assert main(["search", "--quantizer", "minmax", "--bits", "W4A4", "--calib-size", "100", "--passes", "1",
+                 "--cycles", "1", "--children", "2", "--device", "cpu", "--out", str(out), "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) == {"fp_top1", "base_top1", "refined_top1", "heldout_base_top1", "heldout_refined_top1",
+                           "n_test", "evaluations", "seconds", "out"}
+    assert result["evaluations"] == 1 + 6 * 2 and result["n_test"] == 4500
+    record = load_run(out)
+    assert record.base is not None and record.search["preset"] == "default"
+    assert len(record.history.loss) == result["evaluations"] and len(record.history.heldout_top1) == 6
+    assert record.metrics["refined_top1"] == result["refined_top1"]
+    assert main(["eval", "--scales", str(out), "--split", "heldout", "--calib-size", "100", "--device", "cpu",
+                 "--json", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["quant_top1"] == result["heldout_refined_top1"]

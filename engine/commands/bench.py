@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_bench(qmodel, calib, search_config_from_args(args), spec.model, device, args.candidates, args.seed)
     emit(args, result.to_dict(),
          f"{result.model} on {result.device}: naive {result.naive_evals_per_s:.2f} evals/s, optimised "
-         f"{result.opt_evals_per_s:.2f} evals/s, speedup {result.speedup:.2f}x, "
+         f"{result.opt_evals_per_s:.2f} evals/s, speedup {result.speedup:.2f}x (CPU time {result.cpu_speedup:.2f}x), "
          f"max relative loss difference {result.max_rel_loss_diff:.1e} ({result.evaluations} evaluations, "
          f"{result.n_calib} images, {result.blocks} blocks)")
     return 0

@@ -29,7 +29,7 @@ from .space import BlockSpace
 # Upper bound on (stacked images) x (tokens x width) per batched call. On a GPU large calls
 # amortise launches; on a CPU, calls whose activations stay in cache are up to 2.5x faster than
 # whole-batch calls (measured on deit_tiny and the digits ViT), so the budget is much smaller there.
-STACK_ELEMENTS = {"cuda": 1 << 26, "cpu": 1 << 19}
+STACK_ELEMENTS = {"cuda": 1 << 26, "cpu": 1 << 20}
 
 
 @dataclass(frozen=True)

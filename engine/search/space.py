@@ -88,8 +88,8 @@ def block_space(qmodel: QuantizedModel, block_name: str, scope: str) -> BlockSpa
 
 def mutate(parent: np.ndarray, ranges: np.ndarray, mode: str, rng: np.random.Generator) -> np.ndarray:
     """One child: every element perturbed. ``absolute``: |s + U(-r, r)| (the release);
-    ``relative``: s·exp(U(-r, r)), which keeps the step proportional to each scale, so tiny
-    activation-free weight scales and large clip ranges move by comparable fractions."""
+    ``relative``: s·exp(U(-r, r)), a step proportional to each scale, so weight scales (~1e-3)
+    and activation clip scales (~1e-1) move by comparable fractions and never reach zero."""
     noise = rng.uniform(-1.0, 1.0, size=parent.shape) * ranges
     parent = parent.astype(np.float64)
     if mode == "absolute":
