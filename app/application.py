@@ -20,6 +20,7 @@ ORGANIZATION, APPLICATION = "CPT-V", "CPT-V Studio"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python main.py", description="CPT-V Studio: refine quantized ViTs.")
+    from engine.quant import available_quantizers
     from engine.search.config import PRESETS
 
     parser.add_argument("--run-demo", action="store_true",
@@ -29,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--children", type=int, default=None, help="children per cycle (default: the preset's)")
     parser.add_argument("--calib-size", type=int, default=None, help="calibration images (default 1000)")
     parser.add_argument("--preset", choices=list(PRESETS), default=None, help="search preset (default: default)")
+    parser.add_argument("--quantizer", choices=available_quantizers(), default=None,
+                        help="preselect a base quantizer (default: the demo's hard setting)")
     parser.add_argument("--model", default=None, help="preselect a timm model name instead of the demo")
     parser.add_argument("--weights", default=None, help="preselect a local weights file")
     parser.add_argument("--data", default=None, help="preselect an ImageNet-style data folder")
@@ -99,6 +102,8 @@ def run_app(argv: list[str]) -> int:
         panel.data.setText(args.data)
     if args.preset:
         panel.preset.setCurrentText(args.preset)
+    if args.quantizer:
+        panel.quantizer.setCurrentText(args.quantizer)
     if args.open is not None:
         window.open_run(args.open)
     if args.run_demo:

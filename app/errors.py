@@ -15,7 +15,7 @@ class Problem:
     title: str        # short: the dialog's title and first line
     message: str      # the engine's own words (names the file / layer / model)
     hint: str         # what to try next
-    kind: str         # "model" | "weights" | "data" | "scales" | "memory" | "file" | "other"
+    kind: str         # "model" | "weights" | "data" | "scales" | "checkpoint" | "memory" | "file" | "other"
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -74,6 +74,10 @@ def describe(exc: BaseException) -> Problem:
     if isinstance(exc, OSError):
         return Problem("A file could not be read or written", text, "Check the path, the disk space and "
                        "that the file is a CPT-V run file (.h5).", "file")
+    if isinstance(exc, ValueError) and "checkpoint" in text.lower():
+        return Problem("The checkpoint cannot continue this run", text,
+                       "Choose the checkpoint of the run you want to continue (File ▸ Resume run… restores its "
+                       "settings), or press Start for a new run.", "checkpoint")
     if isinstance(exc, ValueError):
         return Problem("Invalid setting", text, "Check the settings in the run panel.", "other")
     return Problem(f"Unexpected error ({type(exc).__name__})", text,

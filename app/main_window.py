@@ -197,6 +197,7 @@ class MainWindow(FileActions, QMainWindow):
         self.state.stage = "resuming from the checkpoint" if resume else "starting"
         log.info("%s %s, %s %s, preset %s; checkpoint %s", "resuming" if resume else "starting", spec.model,
                  spec.quant.quantizer, spec.quant.bits_label, getattr(config, "preset", "?"), checkpoint)
+        self.statusBar().clearMessage()
         self.runner.start()
         self._refresh()
         return True
@@ -320,8 +321,8 @@ def _log_event(event: Any, state: RunState) -> None:
     """One log line per milestone (the log panel then tells the run's story), never per candidate."""
     if isinstance(event, BlockDone):
         name = state.block_names[event.block_index] if 0 <= event.block_index < state.n_blocks else "?"
-        log.info("block step %d: pass %d, %s: best loss %.5g, held-out top-1 %.2f%% (before the search %.2f%%)",
-                 event.step, event.pass_index + 1, name, event.best_loss, event.heldout_top1, state.heldout_base_top1)
+        log.info("step %d (pass %d, %s): loss %.5g, held-out top-1 %.2f%% (base %.2f%%)", event.step,
+                 event.pass_index + 1, name, event.best_loss, event.heldout_top1, state.heldout_base_top1)
     elif isinstance(event, Started):
         log.info("search started on %s: %d blocks, %d passes, %d evaluations%s; held-out top-1 FP %.2f%%, "
                  "quantized %.2f%%", event.device, len(event.block_names), event.passes, event.total_evaluations,

@@ -26,6 +26,7 @@ BEST = "#c0392b"
 BASE = "#7f8c8d"
 FP = "#27ae60"
 BOUNDARY = QColor(140, 140, 140, 110)
+ACC_TITLE = "Held-out top-1 after each block's step"
 WON = "#2e86c1"      # a block step at or above the base accuracy
 LOST = "#e67e22"     # below it
 
@@ -62,7 +63,7 @@ class RangeKeeper:
             lo, hi = wanted
             span = max(hi - lo, abs(hi) * 1e-3, 1e-9)
             if not (c0 <= lo and hi <= c1 and (c1 - c0) <= 2.5 * span):
-                pad = 0.0 if key == "xRange" else 0.08 * span
+                pad = 0.0 if key == "xRange" else 0.12 * span
                 new[key] = (lo - pad, hi + pad)
         if new:
             self.view.setRange(padding=0, **new)
@@ -99,7 +100,7 @@ class PlotsPanel(QWidget):
         self.loss_widget.setToolTip("Every dot is one candidate set of scales the search tried. The red line is the "
                                     "best loss so far; grey dashed lines separate block steps; the flat grey line "
                                     "is the loss of the quantized model before the search.")
-        legend = self.loss_plot.addLegend(offset=(-10, 10), labelTextSize="9pt")
+        legend = self.loss_plot.addLegend(offset=(10, -10), labelTextSize="9pt")   # bottom left: losses fall
         legend.setBrush(pg.mkBrush(255, 255, 255, 200))
         self.boundaries = pg.PlotDataItem(pen=pg.mkPen(BOUNDARY, width=1, style=pg.QtCore.Qt.PenStyle.DashLine),
                                           connect="pairs")
@@ -118,7 +119,7 @@ class PlotsPanel(QWidget):
 
         self.acc_widget = pg.PlotWidget(objectName="accuracyPlot")
         self.acc_plot = self.acc_widget.getPlotItem()
-        _style_plot(self.acc_plot, "Held-out top-1 after each block's step", "transformer block", "top-1 (%)")
+        _style_plot(self.acc_plot, ACC_TITLE, "transformer block", "top-1 (%)")
         self.acc_widget.setToolTip("Accuracy on held-out images (never the test split) measured after the search "
                                    "finished a block. Green line: full-precision model; grey: quantized model "
                                    "before the search. Blue bars: at or above the grey line (accuracy won back); "
@@ -126,17 +127,11 @@ class PlotsPanel(QWidget):
         self.acc_plot.setMouseEnabled(x=False, y=True)
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.7, brush=WON)
         self.acc_plot.addItem(self.bars)
-        fp_pen = pg.mkPen(FP, width=2)
-        base_pen = pg.mkPen(BASE, width=2, style=pg.QtCore.Qt.PenStyle.DashLine)
-        self.fp_line = pg.InfiniteLine(angle=0, pen=fp_pen)
-        self.base_line = pg.InfiniteLine(angle=0, pen=base_pen)
+        self.fp_line = pg.InfiniteLine(angle=0, pen=pg.mkPen(FP, width=2))
+        self.base_line = pg.InfiniteLine(angle=0, pen=pg.mkPen(BASE, width=2, style=pg.QtCore.Qt.PenStyle.DashLine))
         for line in (self.fp_line, self.base_line):
             line.setVisible(False)
             self.acc_plot.addItem(line)
-        self.acc_legend = self.acc_plot.addLegend(offset=(-4, 4), labelTextSize="9pt", colCount=2)
-        self.acc_legend.setBrush(pg.mkBrush(255, 255, 255, 220))
-        self._fp_key = pg.PlotDataItem(pen=fp_pen)
-        self._base_key = pg.PlotDataItem(pen=base_pen)
         self._legend_values: tuple = ()
         self.bar_labels: list[pg.TextItem] = []
 
@@ -245,20 +240,23 @@ class PlotsPanel(QWidget):
             if math.isfinite(value):
                 line.setValue(value)
         legend_values = (state.heldout_fp_top1, state.heldout_base_top1)
-        if legend_values != self._legend_values:
+        if legend_values != self._legend_values:   # the reference lines are explained in the title
             self._legend_values = legend_values
-            self.acc_legend.clear()
+            keys = []
             if math.isfinite(state.heldout_fp_top1):
-                self.acc_legend.addItem(self._fp_key, f"full precision {state.heldout_fp_top1:.2f}")
+                keys.append(f'<span style="color:{FP}">━ full precision {state.heldout_fp_top1:.2f}</span>')
             if math.isfinite(state.heldout_base_top1):
-                self.acc_legend.addItem(self._base_key, f"before the search {state.heldout_base_top1:.2f}")
+                keys.append(f'<span style="color:{BASE}">╍ before the search {state.heldout_base_top1:.2f}</span>')
+            subtitle = f'<br><span style="font-size:9pt">{" &nbsp; ".join(keys)}</span>' if keys else ""
+            self.acc_plot.setTitle(f'<span style="font-size:11pt; font-weight:600">{ACC_TITLE}</span>{subtitle}',
+                                   color=INK)
         values = list(heights) + refs
         bottom = 0.0
         if values:
             low, high = min(values), max(values)
             span = max(high - low, 1.0)
             # Zoom in on the range that matters (the axis says where it starts); bars rise from its bottom.
-            bottom, top = max(0.0, low - 0.6 * span), high + 0.6 * span   # headroom for the legend
+            bottom, top = max(0.0, low - 0.6 * span), high + 0.2 * span   # room for the value labels
             self.acc_plot.setYRange(bottom, top, padding=0)
         base = state.heldout_base_top1
         brushes = [pg.mkBrush(WON if not math.isfinite(base) or h >= base else LOST) for h in heights]

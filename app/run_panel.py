@@ -24,7 +24,7 @@ from engine.search import config as search_config
 DEMO_LABEL = f"{DEMO_MODEL}  (built-in demo)"
 SUGGESTED_MODELS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "vit_base_patch16_224",
                     "swin_tiny_patch4_window7_224")
-DEFAULT_QUANTIZER, DEFAULT_W_BITS, DEFAULT_A_BITS = "percentile", 2, 3   # the demo's hard setting
+DEFAULT_QUANTIZER, DEFAULT_W_BITS, DEFAULT_A_BITS = "omse", 4, 3   # the demo's hard setting (README)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 
 FAST = dict(passes=1, cycles=2, children=2)   # a short search (25 evaluations) on the demo
 CALIB_SIZE = 100                              # one calibration batch
+QUANTIZER = "minmax"                          # the cheapest calibration (the default omse searches clip ranges)
 
 
 def search_fn():
@@ -34,6 +35,7 @@ def configure(win, calib_size: int = CALIB_SIZE, **fields) -> None:
     for name, value in {**FAST, **fields}.items():
         panel.fields[name].set(value)
     panel.calib_size.setValue(calib_size)
+    panel.quantizer.setCurrentText(QUANTIZER)
 
 
 def new_window(**fields):

@@ -74,6 +74,15 @@ def test_unreadable_run_file(qtbot, window, dialogs, tmp_path, monkeypatch):
     assert window.controls.start.isEnabled() and window.state.run is None
 
 
+def test_unreadable_checkpoint(qtbot, window, dialogs, tmp_path, monkeypatch):
+    bad = tmp_path / "not-a-checkpoint.ckpt"
+    bad.write_text("nothing to resume here")
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(bad), ""))
+    window.resume_action.trigger()
+    assert [d[2] for d in dialogs] == ["checkpoint"] and "not-a-checkpoint.ckpt" in dialogs[0][1]
+    assert window.runner is None and window.controls.start.isEnabled()
+
+
 def _demo_scale_file(path, model_name: str):
     """A scale file of the demo's calibrated scales, labelled as made for ``model_name``."""
     from engine.pipeline import RunSpec, prepare
