@@ -20,6 +20,7 @@ from .log_panel import LogPanel
 from .plots import PlotsPanel
 from .results_card import ResultsCard
 from .run_panel import RunPanel
+from .sweep_actions import SweepActions
 from .run_state import FAILED, FINISHED, PAUSED, PREPARING, RUNNING, STOPPED, STOPPING, RunState
 from .worker import Outcome, PauseChanged, SearchRunner
 
@@ -36,7 +37,7 @@ def default_search_fn() -> Callable[..., Any]:
     return run_search
 
 
-class MainWindow(FileActions, QMainWindow):
+class MainWindow(FileActions, SweepActions, QMainWindow):
     """``search_fn(spec, config, checkpoint=..., resume=...)`` yields engine events (the engine's run_search)."""
 
     run_finished = Signal(object)     # the RunRecord
@@ -44,6 +45,9 @@ class MainWindow(FileActions, QMainWindow):
     run_failed = Signal(object)       # the exception
     run_ended = Signal(str)           # "finished" | "stopped" | "failed"
     evaluation_ended = Signal(str)    # Evaluate scales…: "finished" | "failed"
+    sweep_progress = Signal(str, int, int)   # text, runs done, runs in the sweep
+    sweep_run_done = Signal(str)      # a sweep wrote this run file
+    sweep_ended = Signal(str)         # "finished" | "stopped" | "failed"
 
     def __init__(self, search_fn: Callable[..., Any] | None = None, interactive: bool = True) -> None:
         super().__init__()
@@ -127,6 +131,7 @@ class MainWindow(FileActions, QMainWindow):
         self._action(run, "&Pause", self.pause, "Ctrl+P", "Pause after the current evaluation.")
         self._action(run, "Res&ume", self.resume, "Ctrl+U", "Continue a paused or stopped run.")
         self._action(run, "S&top", self.stop, "Ctrl+.", "Stop; the checkpoint is kept.")
+        self._build_library_menu()
         helpm = self.menuBar().addMenu("&Help")
         self._action(helpm, "&About CPT-V Studio", self._about, None, "")
 
@@ -211,7 +216,7 @@ class MainWindow(FileActions, QMainWindow):
     def stop(self) -> None:
         if self.runner is not None and not self.runner.stop_requested:
             self.runner.stop()
-            if self.runner.kind != "search":
+            if self.runner.kind == "evaluate":
                 return
             self._pausing = False
             self.state.mark(STOPPING)
@@ -228,6 +233,10 @@ class MainWindow(FileActions, QMainWindow):
             return
         if self.runner.kind == "evaluate":
             self._evaluation_tick(self.runner.drain())
+            return
+        if self.runner.kind == "sweep":
+            self._sweep_tick(self.runner.drain())
+            self._refresh()
             return
         outcome = None
         for item in self.runner.drain():
@@ -285,6 +294,7 @@ class MainWindow(FileActions, QMainWindow):
         self.open_action.setEnabled(self.runner is None)
         self.resume_action.setEnabled(self.runner is None)
         self.evaluate_action.setEnabled(self.runner is None)
+        self.sweep_action.setEnabled(self.runner is None)
 
     # ------------------------------------------------------------------ errors, closing
 

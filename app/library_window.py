@@ -1,0 +1,153 @@
+"""The run library window: the workspace's runs and the views that put them next to each other.
+
+Tabs: Runs (the table), Accuracy vs bit-width and Quantizer × bits (over every readable run),
+Side by side and Layer (over the runs selected in the table). The window only wires the pieces:
+numbers come from ``engine.compare``, files from ``engine.library``, sweeps from the main window.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtWidgets import QMainWindow, QMessageBox, QTabWidget, QWidget
+
+from engine.compare import NamedRun
+from engine.library import LibraryRow
+from engine.scalefile import load_run
+
+from .bits_views import AccuracyVsBitsView, BitsMatrixView
+from .library_panel import LibraryPanel
+from .run_views import LayerDetailView, SideBySideView
+from .sweep_dialog import SweepDialog
+
+log = logging.getLogger(__name__)
+
+
+class LibraryWindow(QMainWindow):
+    """``main``: the MainWindow that opens runs and runs sweeps (None: a read-only library)."""
+
+    def __init__(self, main: Any = None, workspace: str | Path | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("libraryWindow")
+        self.setWindowTitle("CPT-V Studio: run library")
+        self.main = main
+        self.panel = LibraryPanel()
+        self.accuracy = AccuracyVsBitsView()
+        self.matrix = BitsMatrixView()
+        self.side = SideBySideView()
+        self.layer = LayerDetailView()
+        self.tabs = QTabWidget(objectName="libraryTabs")
+        for widget, title in ((self.panel, "Runs"), (self.accuracy, "Accuracy vs bit-width"),
+                              (self.matrix, "Quantizer × bits"), (self.side, "Side by side"), (self.layer, "Layer")):
+            self.tabs.addTab(widget, title)
+        self.setCentralWidget(self.tabs)
+        self._records: dict[str, tuple[float, Any]] = {}     # file -> (mtime, RunRecord)
+        self._selected: list[LibraryRow] = []
+        self._drawn: dict[str, tuple] = {}                   # view -> the selection it shows
+        self.sweep_dialog: SweepDialog | None = None
+
+        self.panel.rows_changed.connect(self._rows_changed)
+        self.panel.selection_changed.connect(self._selection_changed)
+        self.panel.open_requested.connect(self.open_run)
+        self.panel.sweep_requested.connect(self.show_sweep_dialog)
+        self.matrix.cell_activated.connect(self.select_runs)
+        self.tabs.currentChanged.connect(lambda _i: self._update_selection_views())
+        if main is not None:
+            main.sweep_progress.connect(self.panel.set_sweep_status)
+            main.sweep_run_done.connect(lambda _path: self.panel.refresh())
+            main.sweep_ended.connect(lambda _kind: self.panel.refresh())
+        else:
+            self.panel.buttons["sweep"].setEnabled(False)
+            self.panel.buttons["open"].setToolTip("Open runs from the main window's library.")
+        if workspace is not None:
+            self.panel.set_workspace(workspace, remember=False)
+        else:
+            self.panel.refresh()
+        self.resize(1400, 850)
+
+    # ---------------------------------------------------------------- data
+
+    def records(self, rows: list[LibraryRow]) -> list[NamedRun]:
+        """The runs behind readable rows, read once per file version."""
+        runs = []
+        for row in rows:
+            path = self.panel.path_of(row)
+            try:
+                mtime = path.stat().st_mtime
+                cached = self._records.get(row.file)
+                if cached is None or cached[0] != mtime:
+                    cached = self._records[row.file] = (mtime, load_run(path))
+                runs.append((row.file, cached[1]))
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("%s left out of the comparison: %s", path, exc)
+        return runs
+
+    def _rows_changed(self, rows: list[LibraryRow]) -> None:
+        self.accuracy.show_rows(rows)
+        self.matrix.show_rows(rows)
+        names = {row.file for row in rows}
+        self._records = {k: v for k, v in self._records.items() if k in names}
+
+    def _selection_changed(self, rows: list[LibraryRow]) -> None:
+        self._selected = list(rows)
+        self._update_selection_views()
+
+    def _update_selection_views(self) -> None:
+        """Redraw the side-by-side or layer view when it is on screen and the selection changed."""
+        current = self.tabs.currentWidget()
+        key = tuple(self.panel.path_of(r) for r in self._selected)
+        for name, view in (("side", self.side), ("layer", self.layer)):
+            if current is view and self._drawn.get(name) != key:
+                self._drawn[name] = key
+                view.show_runs(self.records(self._selected))
+
+    # ---------------------------------------------------------------- actions
+
+    def select_runs(self, files) -> int:
+        """Select these run files in the table and show it (a matrix cell was double-clicked)."""
+        self.panel.filter.clear()
+        n = self.panel.select_files(files)
+        self.tabs.setCurrentWidget(self.panel)
+        return n
+
+    def show_tab(self, view: QWidget) -> None:
+        self.tabs.setCurrentWidget(view)
+        self._update_selection_views()
+
+    def open_run(self, path: Path) -> bool:
+        if self.main is None:
+            return False
+        if self.main.runner is not None:
+            QMessageBox.information(self, "Busy", "A search or sweep is running; open the run when it has ended.")
+            return False
+        opened = self.main.open_run(path)
+        if opened:
+            self.main.raise_()
+            self.main.activateWindow()
+        return opened
+
+    def show_sweep_dialog(self) -> SweepDialog | None:
+        """The sweep form, filled from the run panel; Start hands the grid to the main window."""
+        if self.main is None:
+            return None
+        try:
+            spec, config = self.main.run_panel.spec(), self.main.run_panel.search_config()
+        except ValueError as exc:
+            self.main._error(exc, "Sweep")
+            return None
+        dialog = self.sweep_dialog = SweepDialog(spec, config, self.panel.workspace, self)
+        dialog.accepted.connect(lambda: self._start_sweep(dialog))
+        dialog.open()
+        return dialog
+
+    def _start_sweep(self, dialog: SweepDialog) -> bool:
+        try:
+            grid = dialog.grid()
+        except ValueError as exc:
+            self.main._error(exc, "Sweep")
+            return False
+        started = self.main.start_sweep(grid, self.panel.workspace)
+        if started:
+            self.panel.set_sweep_status("Sweep starting…", 0, len(grid.cells()))
+        return started

@@ -1,0 +1,113 @@
+"""The sweep form: which quantizers × bit-widths × seeds to search into the workspace folder.
+
+Everything else a run needs (model, data, calibration size, preset and search options, device) is
+shared by every run of the sweep and taken from the main window's run panel, so there is one
+place to set it. The form only builds an ``engine.sweep.SweepGrid``; the main window runs it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QListWidget,
+                               QListWidgetItem, QVBoxLayout, QWidget)
+
+from engine.pipeline import RunSpec
+from engine.quant import available_quantizers
+from engine.sweep import SweepGrid, plan_sweep
+
+DEFAULT_QUANTIZERS = ("minmax", "percentile", "omse")
+DEFAULT_BITS = "W8A8, W4A8, W4A3"
+DEFAULT_SEEDS = "0, 1"
+
+
+class SweepDialog(QDialog):
+    """Collects a SweepGrid; ``accepted`` means "start it" (``grid()`` then returns it)."""
+
+    def __init__(self, spec: RunSpec, config: Any, workspace: Path, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("sweepDialog")
+        self.setWindowTitle("New sweep")
+        self.spec, self.config, self.workspace = spec, config, Path(workspace)
+        layout = QVBoxLayout(self)
+        intro = QLabel("Search every combination below, one run after another, each into its own run file in "
+                       "the workspace. Runs already in the folder are skipped, so starting the same sweep again "
+                       "resumes it.", objectName="hint")
+        intro.setWordWrap(True)
+        layout.addWidget(intro)
+        form = QFormLayout()
+        self.quantizers = QListWidget(objectName="sweepQuantizers")
+        self.quantizers.setToolTip("Base quantizers to compare (tick one or more).")
+        for name in available_quantizers():
+            item = QListWidgetItem(name)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if name in DEFAULT_QUANTIZERS else Qt.CheckState.Unchecked)
+            self.quantizers.addItem(item)
+        self.quantizers.setMaximumHeight(150)
+        form.addRow("Quantizers", self.quantizers)
+        self.bits = QLineEdit(DEFAULT_BITS, objectName="sweepBits")
+        self.bits.setToolTip("Bit-widths separated by commas: W<weight bits>A<activation bits>.")
+        form.addRow("Bit-widths", self.bits)
+        self.seeds = QLineEdit(DEFAULT_SEEDS, objectName="sweepSeeds")
+        self.seeds.setToolTip("Seeds separated by commas; the views show the mean and spread over them.")
+        form.addRow("Seeds", self.seeds)
+        layout.addLayout(form)
+        shared = QLabel(self._shared_text(), objectName="sweepShared")
+        shared.setWordWrap(True)
+        shared.setTextFormat(Qt.TextFormat.RichText)
+        layout.addWidget(shared)
+        self.plan = QLabel("", objectName="sweepPlan")
+        self.plan.setWordWrap(True)
+        layout.addWidget(self.plan)
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
+        self.start = self.buttons.addButton("Start sweep", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.start.setObjectName("sweepStart")
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        layout.addWidget(self.buttons)
+        for signal in (self.bits.textChanged, self.seeds.textChanged, self.quantizers.itemChanged):
+            signal.connect(lambda *_a: self._update_plan())
+        self._update_plan()
+        self.resize(560, 520)
+
+    def _shared_text(self) -> str:
+        spec, config = self.spec, self.config
+        data = spec.data or "built-in digits"
+        return (f"<b>Shared by every run</b> (from the run panel): model {spec.model}, data {data}, "
+                f"{spec.calib_size:,} calibration images, preset {config.preset}: {config.passes} passes × "
+                f"{config.cycles} cycles × {config.children} children per block step, device "
+                f"{spec.device or 'auto'}.<br><b>Workspace</b>: {self.workspace}")
+
+    def checked_quantizers(self) -> list[str]:
+        return [self.quantizers.item(i).text() for i in range(self.quantizers.count())
+                if self.quantizers.item(i).checkState() == Qt.CheckState.Checked]
+
+    def set_grid(self, quantizers: list[str], bits: str, seeds: str) -> None:
+        """Fill the form (tests, and re-running a sweep)."""
+        for i in range(self.quantizers.count()):
+            item = self.quantizers.item(i)
+            item.setCheckState(Qt.CheckState.Checked if item.text() in quantizers else Qt.CheckState.Unchecked)
+        self.bits.setText(bits)
+        self.seeds.setText(seeds)
+
+    def grid(self) -> SweepGrid:
+        """The grid typed in; ValueError names what is wrong."""
+        return SweepGrid.parse(",".join(self.checked_quantizers()), self.bits.text(), self.seeds.text(),
+                               self.spec.quant.attn_bits)
+
+    def _update_plan(self) -> None:
+        try:
+            grid = self.grid()
+            runs = plan_sweep(grid, self.spec, self.config, self.workspace) if self.workspace.is_dir() else None
+        except ValueError as exc:
+            self.plan.setText(f'<span style="color:#c0392b">{exc}</span>')
+            self.start.setEnabled(False)
+            return
+        total = len(grid.cells())
+        done = sum(run.done for run in runs) if runs else 0
+        left = total - done
+        self.plan.setText(f"{total} run{'s' if total != 1 else ''}: {len(grid.quantizers)} quantizer(s) × "
+                          f"{len(grid.bits)} bit-width(s) × {len(grid.seeds)} seed(s)"
+                          + (f"; {done} already in the workspace (skipped), {left} to search." if done else "."))
+        self.start.setEnabled(left > 0)
