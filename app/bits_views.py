@@ -117,7 +117,8 @@ class AccuracyVsBitsView(_SettingCard):
                 name = f"{quantizer}" if kind == "refined" else None
                 plot.plot(xs, mean, pen=pg.mkPen(ink, width=width, style=dash), symbol=symbol, symbolSize=8,
                           symbolBrush=ink if kind == "refined" else "w", symbolPen=pg.mkPen(ink, width=1.4), name=name)
-        legend.addItem(pg.PlotDataItem(pen=pg.mkPen("#555555", width=2.4)), "after the search")
+        legend.addItem(pg.PlotDataItem(pen=pg.mkPen("#555555", width=2.4), symbol="o", symbolBrush="#555555",
+                                       symbolPen="#555555"), "after the search")
         legend.addItem(pg.PlotDataItem(pen=pg.mkPen("#555555", width=1.6, style=Qt.PenStyle.DashLine),
                                        symbol="t", symbolBrush="w", symbolPen="#555555"), "base quantizer")
         plot.getAxis("bottom").setTicks([list(enumerate(bits))])
