@@ -149,5 +149,6 @@ class LibraryWindow(QMainWindow):
             return False
         started = self.main.start_sweep(grid, self.panel.workspace)
         if started:
+            dialog.remember()
             self.panel.set_sweep_status("Sweep starting…", 0, len(grid.cells()))
         return started

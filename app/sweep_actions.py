@@ -35,7 +35,7 @@ class SweepActions:
         """The run library window (one per main window, created on first use)."""
         if self.library_window is None:
             from .library_window import LibraryWindow
-            self.library_window = LibraryWindow(main=self)
+            self.library_window = LibraryWindow(main=self, parent=self)   # a window of its own, closed with this one
         self.library_window.show()
         self.library_window.raise_()
         return self.library_window

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QListWidget,
                                QListWidgetItem, QVBoxLayout, QWidget)
 
@@ -20,6 +20,7 @@ from engine.sweep import SweepGrid, plan_sweep
 DEFAULT_QUANTIZERS = ("minmax", "percentile", "omse")
 DEFAULT_BITS = "W8A8, W4A8, W4A3"
 DEFAULT_SEEDS = "0, 1"
+SETTINGS_KEY = "sweep/last"           # the last grid started: starting it again resumes it
 
 
 class SweepDialog(QDialog):
@@ -39,17 +40,20 @@ class SweepDialog(QDialog):
         form = QFormLayout()
         self.quantizers = QListWidget(objectName="sweepQuantizers")
         self.quantizers.setToolTip("Base quantizers to compare (tick one or more).")
+        last = QSettings().value(SETTINGS_KEY)
+        last = last if isinstance(last, dict) else {}
+        chosen = str(last.get("quantizers", "")).split(",") if last else DEFAULT_QUANTIZERS
         for name in available_quantizers():
             item = QListWidgetItem(name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if name in DEFAULT_QUANTIZERS else Qt.CheckState.Unchecked)
+            item.setCheckState(Qt.CheckState.Checked if name in chosen else Qt.CheckState.Unchecked)
             self.quantizers.addItem(item)
         self.quantizers.setMaximumHeight(150)
         form.addRow("Quantizers", self.quantizers)
-        self.bits = QLineEdit(DEFAULT_BITS, objectName="sweepBits")
+        self.bits = QLineEdit(str(last.get("bits", DEFAULT_BITS)), objectName="sweepBits")
         self.bits.setToolTip("Bit-widths separated by commas: W<weight bits>A<activation bits>.")
         form.addRow("Bit-widths", self.bits)
-        self.seeds = QLineEdit(DEFAULT_SEEDS, objectName="sweepSeeds")
+        self.seeds = QLineEdit(str(last.get("seeds", DEFAULT_SEEDS)), objectName="sweepSeeds")
         self.seeds.setToolTip("Seeds separated by commas; the views show the mean and spread over them.")
         form.addRow("Seeds", self.seeds)
         layout.addLayout(form)
@@ -95,6 +99,11 @@ class SweepDialog(QDialog):
         """The grid typed in; ValueError names what is wrong."""
         return SweepGrid.parse(",".join(self.checked_quantizers()), self.bits.text(), self.seeds.text(),
                                self.spec.quant.attn_bits)
+
+    def remember(self) -> None:
+        """Keep the grid for the next time the form opens (to resume or extend the sweep)."""
+        QSettings().setValue(SETTINGS_KEY, {"quantizers": ",".join(self.checked_quantizers()),
+                                            "bits": self.bits.text(), "seeds": self.seeds.text()})
 
     def _update_plan(self) -> None:
         try:

@@ -86,6 +86,10 @@ def test_sweep_from_the_gui_ends_with_both_runs_in_the_library(swept, qtbot):
     assert win.state.status == FINISHED and win.runner is None and win.sweep_action.isEnabled()
     assert win.results.value("test", "After search") != "–"   # the last run's card
     assert not (swept["workspace"] / ".checkpoints" / "digits-vit_minmax_W4A8_s0.ckpt").exists()
+    again = win.new_sweep()                                   # the form remembers the grid: nothing left to do
+    assert again.checked_quantizers() == ["minmax"] and again.bits.text() == "W8A8, W4A8"
+    assert "2 already in the workspace" in again.plan.text() and not again.start.isEnabled()
+    again.reject()
 
 
 def test_accuracy_and_matrix_views_draw_the_run_files(swept):
