@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.library_screenshots")
     parser.add_argument("runs", type=Path, help="a folder of run files (e.g. a sweep's --out-dir)")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where the PNGs go (default docs/)")
-    parser.add_argument("--select", default="omse_W2A3_s0,percentile_W2A3_s0,minmax_W2A3_s0",
+    parser.add_argument("--select", default="omse_W4A3_s0,percentile_W4A3_s0,minmax_W4A3_s0",
                         help="comma-separated parts of the file names to compare side by side")
     args = parser.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
