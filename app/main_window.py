@@ -20,8 +20,8 @@ from .log_panel import LogPanel
 from .plots import PlotsPanel
 from .results_card import ResultsCard
 from .run_panel import RunPanel
-from .sweep_actions import SweepActions
 from .run_state import FAILED, FINISHED, PAUSED, PREPARING, RUNNING, STOPPED, STOPPING, RunState
+from .sweep_actions import SweepActions
 from .worker import Outcome, PauseChanged, SearchRunner
 
 log = logging.getLogger(__name__)

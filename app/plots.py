@@ -80,7 +80,7 @@ def _style_plot(plot: pg.PlotItem, title: str, bottom: str, left: str) -> None:
         axis.setTextPen(INK)
         axis.enableAutoSIPrefix(False)
     plot.showGrid(x=True, y=True, alpha=0.15)
-    plot.getAxis("left").setWidth(62)
+    plot.getAxis("left").setWidth(74)   # room for five-digit losses next to the label
 
 
 class PlotsPanel(QWidget):
