@@ -35,11 +35,15 @@ class FileActions:
         self.statusBar().showMessage(f"Saved {written}", 8000)
         return written
 
+    def _run_file(self, path: str | Path | None) -> Path | None:
+        """The run file to act on: ``path``, else the user's pick; None when busy or cancelled."""
+        if self._busy():
+            return None
+        return Path(path) if path else files.ask_open_run(self)
+
     def open_run(self, path: str | Path | None = None) -> bool:
         """Open run…: show a run file's history plots and results card (no model work)."""
-        if self._busy():
-            return False
-        path = Path(path) if path else files.ask_open_run(self)
+        path = self._run_file(path)
         if path is None:
             return False
         from engine.scalefile import load_run
@@ -57,9 +61,7 @@ class FileActions:
 
     def evaluate_scales(self, path: str | Path | None = None) -> bool:
         """Evaluate scales…: measure a run file's scales on the selected model, in the worker thread."""
-        if self._busy():
-            return False
-        path = Path(path) if path else files.ask_open_run(self)
+        path = self._run_file(path)
         if path is None:
             return False
         try:

@@ -14,6 +14,7 @@ os.environ["XDG_DATA_HOME"] = os.path.join(_HOME, "data")
 os.environ["XDG_CONFIG_HOME"] = os.path.join(_HOME, "config")
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 # ---------------------------------------------------------------------- window helpers
@@ -129,3 +130,16 @@ def click_until_finished(qtbot, win, button, timeout_ms: int = 300_000):
     assert blocker.args[0] == "finished", f"run ended {blocker.args[0]}: {win.state.error}"
     return win.state.run
 
+
+
+@pytest.fixture
+def dialogs(monkeypatch):
+    """Every error dialog the app would show, recorded instead of shown."""
+    return record_dialogs(monkeypatch)
+
+
+@pytest.fixture
+def window(qtbot, dialogs):
+    win = make_window(qtbot)
+    yield win
+    shut(qtbot, win)

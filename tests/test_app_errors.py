@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import app_conftest_helpers as helpers  # noqa: F401  (offscreen Qt, isolated settings; before Qt)
+from app_conftest_helpers import dialogs, window  # noqa: F401  (shared fixtures)
 
 import pytest
 import torch
@@ -11,18 +12,6 @@ from PySide6.QtWidgets import QFileDialog
 from app.run_state import FAILED
 
 FAIL_TIMEOUT_MS = 60_000
-
-
-@pytest.fixture
-def dialogs(monkeypatch):
-    return helpers.record_dialogs(monkeypatch)
-
-
-@pytest.fixture
-def window(qtbot, dialogs):
-    win = helpers.make_window(qtbot)
-    yield win
-    helpers.shut(qtbot, win)
 
 
 def _start_expect_failure(qtbot, win):

@@ -8,6 +8,7 @@ only look at its outcome; Pause/Resume and Stop/Resume run their own and must en
 from __future__ import annotations
 
 import app_conftest_helpers as helpers  # offscreen Qt, isolated settings; before Qt
+from app_conftest_helpers import dialogs, window  # noqa: F401  (shared fixtures)
 
 import numpy as np
 import pytest
@@ -33,18 +34,6 @@ def finished(qapp):
         probe.stop()
         yield {"window": win, "kind": kind, "run": win.state.run, "probe": probe, "dialogs": dialogs}
         win.close()
-
-
-@pytest.fixture
-def dialogs(monkeypatch):
-    return helpers.record_dialogs(monkeypatch)
-
-
-@pytest.fixture
-def window(qtbot, dialogs):
-    win = helpers.make_window(qtbot)
-    yield win
-    helpers.shut(qtbot, win)
 
 
 def test_start_button_to_results_card(qtbot, finished):
