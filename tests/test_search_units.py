@@ -42,6 +42,14 @@ def test_release_preset_is_the_release_recipe():
     assert r.resolved_ranges(8, 8)[0] == 1e-4
 
 
+def test_default_relative_ranges_shrink_above_four_bits_only():
+    d = PRESETS["default"]
+    assert d.resolved_ranges(4, 3) == d.resolved_ranges(2, 4) == (0.05, 0.1)   # the hard settings keep the prototypes'
+    assert d.resolved_ranges(4, 8) == (0.05, 0.1 / 16)
+    assert d.resolved_ranges(6, 6) == (0.05 / 4, 0.1 / 4)
+    assert replace(d, mutation_range=0.2).resolved_ranges(8, 8)[0] == 0.2      # an explicit range is used as given
+
+
 def test_random_preset_is_the_null_of_default():
     assert replace(PRESETS["random"], preset="default", strategy="evolution") == PRESETS["default"]
     assert PRESETS["random"].evaluations(6) == PRESETS["default"].evaluations(6)

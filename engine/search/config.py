@@ -23,9 +23,17 @@ SELECTIONS = ("last", "best-loss", "best-heldout")
 ABSOLUTE_RANGE_LOW_BITS = 1e-3
 ABSOLUTE_RANGE_HIGH_BITS = 1e-4
 LOW_BITS = 4
-# Relative noise scale·exp(U(-s, s)): the prototypes' sizes for weights and activations.
+# Relative noise scale·exp(U(-s, s)): the prototypes' sizes for weights and activations, at <= 4 bits.
 RELATIVE_RANGE_WEIGHTS = 0.05
 RELATIVE_RANGE_ACTIVATIONS = 0.1
+
+
+def relative_range_factor(bits: int) -> float:
+    """1 at <= 4 bits, halved per bit above. Scaling a b-bit grid by exp(u) moves its outermost level
+    by about u·2^(b-1) steps; this keeps that move the same at every bit-width, so an 8-bit search
+    perturbs as gently (in grid steps) as a 4-bit one. The release shrinks its noise tenfold at 8
+    bits for the same reason."""
+    return 2.0 ** -max(0, bits - LOW_BITS)
 
 
 def scope_parts(scope: str) -> frozenset[str]:
@@ -79,7 +87,8 @@ class SearchConfig:
             w_default = ABSOLUTE_RANGE_LOW_BITS if w_bits <= LOW_BITS else ABSOLUTE_RANGE_HIGH_BITS
             a_default = ABSOLUTE_RANGE_LOW_BITS if a_bits <= LOW_BITS else ABSOLUTE_RANGE_HIGH_BITS
         else:
-            w_default, a_default = RELATIVE_RANGE_WEIGHTS, RELATIVE_RANGE_ACTIVATIONS
+            w_default = RELATIVE_RANGE_WEIGHTS * relative_range_factor(w_bits)
+            a_default = RELATIVE_RANGE_ACTIVATIONS * relative_range_factor(a_bits)
         return (self.mutation_range if self.mutation_range is not None else w_default,
                 self.act_mutation_range if self.act_mutation_range is not None else a_default)
 
@@ -121,8 +130,10 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("passes", int, "sweeps over all blocks, last to first"),
     ("strategy", str, "evolution, or random (the null baseline: parents and survivors drawn at random)"),
     ("mutation", str, "absolute: |s + U(-r, r)| (the release); relative: s * exp(U(-r, r))"),
-    ("mutation-range", float, "r for weight scales (default: 1e-3 at <=4 bits else 1e-4 absolute; 0.05 relative)"),
-    ("act-mutation-range", float, "r for activation scales (default: as weights absolute; 0.1 relative)"),
+    ("mutation-range", float, "r for weight scales (default: 1e-3 at <=4 bits else 1e-4 absolute; 0.05 relative, "
+                              "halved per bit above 4)"),
+    ("act-mutation-range", float, "r for activation scales (default: as weights absolute; 0.1 relative, "
+                                  "halved per bit above 4)"),
     ("loss", str, "fitness: contrastive (InfoNCE), kl, mse or cosine"),
     ("temperature", float, "softmax temperature of contrastive and kl"),
     ("features", str, "compare logits or prelogits (the features before the head)"),
