@@ -22,10 +22,14 @@ def affine_from_range(lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int) 
     return scale.float(), zero_point.float()
 
 
-def _fake_quant_rows(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+def _quant_error_rows(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    """Per row, the mean squared error of fake-quantizing ``x`` to [lo, hi]. In place on one fresh
+    buffer: the same arithmetic as ``(clamp(round(x / s) + z) - z) * s - x``, without the seven
+    temporaries that made OMSE calibration most of a search's start-up."""
     scale, zp = affine_from_range(lo, hi, qmin, qmax)
     scale, zp = scale.unsqueeze(-1), zp.unsqueeze(-1)
-    return (torch.clamp(torch.round(x / scale) + zp, qmin, qmax) - zp) * scale
+    error = torch.div(x, scale).round_().add_(zp).clamp_(qmin, qmax).sub_(zp).mul_(scale).sub_(x)
+    return error.pow_(2).mean(dim=-1)
 
 
 def omse_range(rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int):
@@ -35,7 +39,7 @@ def omse_range(rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, qmin: int
     for step in range(OMSE_STEPS):
         shrink = 1.0 - 0.01 * step
         c_lo, c_hi = lo * shrink, hi * shrink
-        err = (_fake_quant_rows(rows, c_lo, c_hi, qmin, qmax) - rows).pow(2).mean(dim=-1)
+        err = _quant_error_rows(rows, c_lo, c_hi, qmin, qmax)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_lo = torch.where(better, c_lo, best_lo)
