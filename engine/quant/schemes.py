@@ -36,10 +36,11 @@ def get_scheme(name: str) -> SchemeFn:
 def uniform_affine(x, scale, zero_point, qmin, qmax, extra):
     """ONNX QuantizeLinear followed by DequantizeLinear (round half to even, like torch.round).
 
-    Mostly in place: the search spends a large share of its time here, and two buffers instead of
-    six save about a third of it. Only fresh tensors are modified, so autograd and vmap (batched
-    scales) see the textbook ``(clamp(round(x / s) + z, qmin, qmax) - z) * s``. ``clamp`` stays out
-    of place because vmap has no batching rule for ``clamp_``.
+    In place on one fresh buffer: the search spends a large share of its time here, and every
+    temporary of this size costs an allocation and page faults. Only the fresh tensor is modified,
+    so autograd and vmap (batched scales) see the textbook ``(clamp(round(x / s) + z, qmin, qmax)
+    - z) * s``. The clamp is ``clamp_min_``/``clamp_max_`` because vmap has batching rules for those
+    but not for ``clamp_`` (same values: both keep NaN).
     """
     q = torch.div(x, scale).round_().add_(zero_point)
-    return torch.clamp(q, qmin, qmax).sub_(zero_point).mul_(scale)
+    return q.clamp_min_(qmin).clamp_max_(qmax).sub_(zero_point).mul_(scale)
