@@ -61,7 +61,7 @@ class RangeKeeper:
             if wanted is None or not all(map(math.isfinite, wanted)):
                 continue
             lo, hi = wanted
-            span = max(hi - lo, abs(hi) * 1e-3, 1e-9)
+            span = max(hi - lo, abs(hi) * 1e-2, 1e-9)   # a flat curve gets ticks of at most 4 significant digits
             if not (c0 <= lo and hi <= c1 and (c1 - c0) <= 2.5 * span):
                 pad = 0.0 if key == "xRange" else 0.12 * span
                 new[key] = (lo - pad, hi + pad)

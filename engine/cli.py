@@ -13,6 +13,7 @@ import logging
 import sys
 from typing import Any, Sequence
 
+from .allocator import keep_freed_memory
 from .data import DataError
 from .models import DEMO_MODEL, ModelLoadError
 from .quant import QuantConfig, ScaleMismatch, available_quantizers
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

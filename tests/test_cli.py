@@ -1,9 +1,11 @@
 """The headless CLI end to end: quantize / eval / inspect on the demo and on real timm architectures."""
 import json
+import sys
 
 import pytest
 import timm
 
+from engine.allocator import keep_freed_memory
 from engine.cli import main
 from helpers import make_image_folder, save_random_timm_model
 from test_quant_core import expected_points
@@ -68,3 +70,10 @@ def test_scale_file_of_another_model_is_refused(tmp_path, capsys):
                    "--quantizer", "minmax", "--bits", "W8A8", "--calib-size", "2", "--out", str(out), "--quiet")[0] == 0
     code, _, err = run_cli(capsys, "eval", "--scales", str(out))  # default model: digits-vit
     assert code == 2 and "deit_tiny_patch16_224" in err and "digits-vit" in err
+
+
+def test_entry_points_keep_freed_memory_on_glibc():
+    """The CLI and the app fix glibc's malloc thresholds (a random 1.7x slowdown otherwise)."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc only")
+    assert keep_freed_memory()

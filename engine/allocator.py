@@ -1,0 +1,28 @@
+"""Keep freed CPU memory in the process (glibc), so the search's large temporaries reuse it.
+
+A search allocates and frees tensors of a few MB thousands of times. By default glibc adapts its
+mmap and trim thresholds at run time and, depending on the order of allocations, may hand freed
+heap back to the OS, so that every new tensor page-faults its memory in again. On the demo that
+made the same candidate evaluations cost 42.6 s instead of 24.7 s of CPU time, at random from one
+process to the next. Fixed thresholds make the reuse deterministic. Elsewhere this does nothing.
+"""
+from __future__ import annotations
+
+import ctypes
+import sys
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 32 << 20   # glibc's upper limit; larger blocks are mapped and unmapped as usual
+TRIM_THRESHOLD = 1 << 30    # free heap kept before any is returned to the OS
+
+
+def keep_freed_memory() -> bool:
+    """Set glibc's thresholds; True when they were set. Entry points call it once at start-up."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):   # not glibc (e.g. musl)
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
