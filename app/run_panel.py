@@ -59,10 +59,11 @@ OPTIONS: dict[str, Option] = {
     "mutation": Option("Mutation", "absolute: scale + U(-r, r) (the paper); relative: scale × exp(U(-r, r)).",
                        advanced=True),
     "mutation_range": Option("Weight mutation r", "Size of each random change of a weight scale. Empty = automatic "
-                             "(absolute: 1e-3 at <= 4 bits, else 1e-4; relative: 0.05).", 0, 10, 6, advanced=True),
-    "act_mutation_range": Option("Activation mutation r", "Size of each random change of an activation clip "
-                                 "scale. Empty = automatic (absolute: as weights; relative: 0.1).", 0, 10, 6,
-                                 advanced=True),
+                             "(absolute: 1e-3 at <= 4 bits, else 1e-4; relative: 0.05, halved per bit above 4).",
+                             0, 10, 6, advanced=True),
+    "act_mutation_range": Option("Activation mutation r", "Size of each random change of an activation clip scale. "
+                                 "Empty = automatic (absolute: as weights; relative: 0.1, halved per bit above 4).",
+                                 0, 10, 6, advanced=True),
     "select": Option("Result taken from", "Which block step's scales become the result. last / best-loss are "
                      "label-free; best-heldout selects on held-out top-1 (never on the test split)."),
     "features": Option("Compared outputs", "Compare logits or pre-logit features with the FP model.",
