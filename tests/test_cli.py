@@ -72,8 +72,12 @@ def test_scale_file_of_another_model_is_refused(tmp_path, capsys):
     assert code == 2 and "deit_tiny_patch16_224" in err and "digits-vit" in err
 
 
-def test_entry_points_keep_freed_memory_on_glibc():
-    """The CLI and the app fix glibc's malloc thresholds (a random 1.7x slowdown otherwise)."""
+def test_cli_keeps_freed_memory_on_glibc(tmp_path, capsys, monkeypatch):
+    """The CLI fixes glibc's malloc thresholds before any command runs (a random 1.7x slowdown otherwise)."""
     if not sys.platform.startswith("linux"):
         pytest.skip("glibc only")
     assert keep_freed_memory()
+    calls = []
+    monkeypatch.setattr("engine.cli.keep_freed_memory", lambda: calls.append(True))
+    assert run_cli(capsys, "eval", "--scales", str(tmp_path / "missing.h5"))[0] == 2
+    assert calls == [True]

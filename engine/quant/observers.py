@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from .schemes import uniform_affine
+
 PERCENTILE = 0.99999
 OMSE_STEPS = 90          # FQ-ViT shrinks the range in 1 % steps
 OMSE_SAMPLE = 1 << 20    # values kept per activation for the OMSE error
@@ -23,12 +25,10 @@ def affine_from_range(lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int) 
 
 
 def _quant_error_rows(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
-    """Per row, the mean squared error of fake-quantizing ``x`` to [lo, hi]. In place on one fresh
-    buffer: the same arithmetic as ``(clamp(round(x / s) + z) - z) * s - x``, without the seven
-    temporaries that made OMSE calibration most of a search's start-up."""
+    """Per row, the mean squared error of fake-quantizing ``x`` to [lo, hi], in place on the
+    scheme's one fresh buffer (temporaries made OMSE calibration most of a search's start-up)."""
     scale, zp = affine_from_range(lo, hi, qmin, qmax)
-    scale, zp = scale.unsqueeze(-1), zp.unsqueeze(-1)
-    error = torch.div(x, scale).round_().add_(zp).clamp_(qmin, qmax).sub_(zp).mul_(scale).sub_(x)
+    error = uniform_affine(x, scale.unsqueeze(-1), zp.unsqueeze(-1), qmin, qmax, {}).sub_(x)
     return error.pow_(2).mean(dim=-1)
 
 
