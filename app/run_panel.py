@@ -7,8 +7,6 @@ a generic widget for any new field). Choosing a preset loads its values; edits t
 from __future__ import annotations
 
 import dataclasses
-import typing
-from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -21,82 +19,12 @@ from engine.pipeline import RunSpec
 from engine.quant import QuantConfig, available_quantizers
 from engine.search import config as search_config
 
+from .search_options import HIDDEN_FIELDS, OPTIONS, Option, base_type, choices, field_types
+
 DEMO_LABEL = f"{DEMO_MODEL}  (built-in demo)"
 SUGGESTED_MODELS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "vit_base_patch16_224",
                     "swin_tiny_patch4_window7_224")
 DEFAULT_QUANTIZER, DEFAULT_W_BITS, DEFAULT_A_BITS = "omse", 4, 3   # the demo's hard setting (README)
-
-
-@dataclass(frozen=True)
-class Option:
-    label: str
-    hint: str
-    minimum: float = 0
-    maximum: float = 1_000_000
-    decimals: int = 6
-    choices: tuple[str, ...] = ()
-    advanced: bool = False
-
-
-# Labels and hints for SearchConfig fields; choices fall back to the engine's own constants.
-OPTIONS: dict[str, Option] = {
-    "passes": Option("Passes", "Sweeps over all transformer blocks (each sweep visits them last to first).", 1, 1000),
-    "cycles": Option("Cycles per block", "Evolution cycles per block step: pick parents, mutate, keep the best.", 1, 10000),
-    "population": Option("Population", "Candidate scale sets kept per block (the paper uses 15).", 2, 10000),
-    "children": Option("Children per cycle", "New candidates evaluated in each cycle (batched together).", 1, 10000),
-    "tournament": Option("Tournament size", "Members drawn (with replacement) to pick each parent.", 1, 10000,
-                         advanced=True),
-    "scope": Option("Searched scales", "Which scales the search may change, joined by '+': attn = weight scales of "
-                    "qkv and proj (the paper), mlp = weight scales of fc1 and fc2, act = the block's activation "
-                    "clip ranges; all = everything.",
-                    choices=("attn+act", "attn", "attn+mlp", "attn+mlp+act", "act", "mlp", "all")),
-    "strategy": Option("Strategy", "evolution = the CPT-V search; random = a null baseline that spends the same "
-                       "evaluations on random changes accepted at random.", advanced=True),
-    "loss": Option("Fitness loss", "How far the quantized model's outputs are from the full-precision ones. "
-                   "contrastive = InfoNCE of the paper; kl = KL divergence to the FP softmax."),
-    "temperature": Option("Temperature", "Softmax temperature T of the contrastive and kl losses (paper: 3).", 1e-4, 1e4, 4,
-                          advanced=True),
-    "mutation": Option("Mutation", "absolute: scale + U(-r, r) (the paper); relative: scale × exp(U(-r, r)).",
-                       advanced=True),
-    "mutation_range": Option("Weight mutation r", "Size of each random change of a weight scale. Empty = automatic "
-                             "(absolute: 1e-3 at <= 4 bits, else 1e-4; relative: 0.05, halved per bit above 4).",
-                             0, 10, 6, advanced=True),
-    "act_mutation_range": Option("Activation mutation r", "Size of each random change of an activation clip scale. "
-                                 "Empty = automatic (absolute: as weights; relative: 0.1, halved per bit above 4).",
-                                 0, 10, 6, advanced=True),
-    "select": Option("Result taken from", "Which block step's scales become the result. last / best-loss are "
-                     "label-free; best-heldout selects on held-out top-1 (never on the test split)."),
-    "features": Option("Compared outputs", "Compare logits or pre-logit features with the FP model.",
-                       advanced=True),
-}
-HIDDEN_FIELDS = {"preset", "seed", "device", "calib_size", "batch_size"}
-ENUM_CONSTANTS = {"loss": ("LOSS_NAMES",), "select": ("SELECTIONS",), "mutation": ("MUTATIONS",),
-                  "features": ("FEATURES",), "strategy": ("STRATEGIES",)}
-
-
-def _choices(name: str, current: Any) -> list[str]:
-    for const in ENUM_CONSTANTS.get(name, ()) + (name.upper() + "S", name.upper() + "_CHOICES"):
-        values = getattr(search_config, const, None)
-        if values:
-            return [str(v) for v in values]
-    values = {str(getattr(p, name)) for p in search_config.PRESETS.values() if getattr(p, name, None) is not None}
-    return sorted(values | {str(current)}) if current is not None else sorted(values)
-
-
-def _base_type(annotation: Any, default: Any) -> tuple[type, bool]:
-    """(int|float|str|bool, optional?) of a dataclass field."""
-    if isinstance(annotation, str):
-        optional = "None" in annotation
-        for name, kind in (("bool", bool), ("int", int), ("float", float), ("str", str)):
-            if annotation.replace("None", "").strip(" |").startswith(name):
-                return kind, optional
-    args = typing.get_args(annotation)
-    if args:
-        kinds = [a for a in args if a is not type(None)]
-        return (kinds[0] if kinds else str), type(None) in args
-    if default is not None:
-        return type(default), False
-    return str, True
 
 
 class _Field:
@@ -108,7 +36,7 @@ class _Field:
             self.widget = QCheckBox()
         elif option.choices or kind is str:
             self.widget = QComboBox()
-            self.widget.addItems(list(option.choices) or _choices(name, value))
+            self.widget.addItems(list(option.choices) or choices(name, value))
         elif kind is int and not optional:
             self.widget = QSpinBox()
             self.widget.setRange(int(option.minimum), int(min(option.maximum, 2**31 - 1)))
@@ -258,7 +186,7 @@ class RunPanel(QScrollArea):
         form.addRow(_label("Seed", self.seed), self.seed)
         self.fields: dict[str, _Field] = {}
         defaults = search_config.PRESETS[self.preset.currentText()]
-        hints = typing.get_type_hints(search_config.SearchConfig) if _safe_hints() else {}
+        hints = field_types()
         advanced = QWidget()
         advanced_form = QFormLayout(advanced)
         advanced_form.setContentsMargins(0, 0, 0, 0)
@@ -267,7 +195,7 @@ class RunPanel(QScrollArea):
                 continue
             option = OPTIONS.get(f.name, Option(f.name.replace("_", " ").capitalize(), f"Search option {f.name}.",
                                                 advanced=True))
-            kind, optional = _base_type(hints.get(f.name, f.type), getattr(defaults, f.name))
+            kind, optional = base_type(hints.get(f.name, f.type), getattr(defaults, f.name))
             if kind not in (bool, int, float, str):
                 continue
             field = _Field(f.name, kind, optional, option, getattr(defaults, f.name))
@@ -353,14 +281,6 @@ class RunPanel(QScrollArea):
         path = QFileDialog.getExistingDirectory(self, "ImageNet-style data folder (train/, val/)")
         if path:
             self.data.setText(path)
-
-
-def _safe_hints() -> bool:
-    try:
-        typing.get_type_hints(search_config.SearchConfig)
-        return True
-    except Exception:
-        return False
 
 
 def _form(box: QGroupBox, hint: str) -> QFormLayout:

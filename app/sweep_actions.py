@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from engine.sweep import (RunDone, RunProgress, RunSkipped, RunStarted, SweepFinished, SweepGrid, SweepStarted,
+from engine.sweep import (RunDone, RunProgress, RunStarted, SweepFinished, SweepGrid, SweepStarted,
                           describe, run_sweep)
 
 from . import errors

@@ -4,7 +4,6 @@ from __future__ import annotations
 import app_conftest_helpers as helpers  # noqa: F401  (offscreen Qt, isolated settings; before Qt)
 from app_conftest_helpers import dialogs, window  # noqa: F401  (shared fixtures)
 
-import pytest
 import torch
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog

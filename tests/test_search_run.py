@@ -19,8 +19,12 @@ from engine.quant import QuantConfig, quantize
 from engine.scalefile import load_run
 from engine.search.checkpoint import load_checkpoint
 from engine.search.config import PRESETS, SearchConfig
+from engine.search.evaluator import Fitness, NaiveEvaluator, first_images, reference_outputs
 from engine.search.events import BlockDone, Evaluated, Finished, PassDone, Stage, Started
+from engine.search.losses import get_loss
 from engine.search.run import search_prepared
+from engine.search.segments import model_segments
+from engine.search.space import block_space
 
 TINY = replace(PRESETS["default"], passes=1, cycles=2, children=3, population=6, tournament=3)
 BATCH = 32
@@ -94,6 +98,20 @@ def test_tiny_search_events_and_calibration_loss():
     assert len(run.history.loss) == m["evaluations"] and len(run.history.heldout_top1) == 3
     assert not run.scales.equals(run.base)
     assert all(isinstance(e.population_losses, np.ndarray) for e in evaluated)
+
+
+def test_search_images_limit_the_fitness_to_the_first_calibration_images():
+    def base_loss(config: SearchConfig) -> float:
+        return next(e for e in search_prepared(tiny_prepared(), config) if isinstance(e, Started)).base_loss
+
+    prepared = tiny_prepared()
+    segments, space = model_segments(prepared.qmodel.model), block_space(prepared.qmodel, "blocks.2", TINY.scope)
+    images = first_images(prepared.calib, 40)                       # one whole batch of 32, then 8 images
+    fitness = Fitness(get_loss(TINY.loss), TINY.temperature, False,
+                      reference_outputs(prepared.qmodel, segments, images, False))
+    expected = NaiveEvaluator(prepared.qmodel, segments, images, fitness).evaluate(space, space.read(prepared.qmodel)[None])[0]
+    assert base_loss(replace(TINY, search_images=40)) == pytest.approx(expected, rel=1e-5)
+    assert base_loss(replace(TINY, search_images=None)) != pytest.approx(expected, rel=1e-3)
 
 
 def test_same_seed_same_scales_and_another_seed_differs():

@@ -13,7 +13,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from engine.quant import QuantConfig, quantize
 from engine.search.config import PRESETS, SearchConfig, add_search_args, search_config_from_args
-from engine.search.evaluator import CachedEvaluator, Fitness, NaiveEvaluator, reference_outputs
+from engine.search.evaluator import CachedEvaluator, Fitness, NaiveEvaluator, first_images, reference_outputs
 from engine.search.evolution import EvolutionParams, evolve_block
 from engine.search.losses import get_loss
 from engine.search.segments import model_segments
@@ -67,11 +67,19 @@ def test_config_round_trip_and_validation():
     config = replace(PRESETS["default"], mutation_range=0.02)
     assert SearchConfig.from_dict(config.to_dict()) == config
     for bad in ({"scope": "attn+ffn"}, {"population": 0}, {"loss": "hinge"}, {"temperature": 0.0},
-                {"mutation_range": -1.0}, {"select": "best-test"}):
+                {"mutation_range": -1.0}, {"select": "best-test"}, {"search_images": 0}):
         with pytest.raises(ValueError):
             replace(config, **bad)
     with pytest.raises(ValueError, match="unknown search parameters"):
         SearchConfig.from_dict({**config.to_dict(), "lr": 1})
+
+
+def test_first_images_keeps_whole_batches_then_cuts_the_last():
+    batches = [torch.full((4, 1), float(i)) for i in range(3)]
+    assert [len(b) for b in first_images(batches, 6)] == [4, 2]
+    assert [len(b) for b in first_images(batches, 8)] == [4, 4]
+    assert first_images(batches, None) == batches and len(first_images(batches, 100)) == 3
+    assert torch.equal(torch.cat(first_images(batches, 6)), torch.cat(batches)[:6])
 
 
 # ---------------------------------------------------------------- space

@@ -54,7 +54,7 @@ class SearchConfig:
     tournament: int = 10           # drawn with replacement from the population
     cycles: int = 8
     children: int = 4              # per cycle, evaluated in one batched pass
-    passes: int = 3
+    passes: int = 2
     strategy: str = "evolution"    # "random" = the null baseline
     mutation: str = "relative"
     mutation_range: float | None = None      # weights; None = the mode's default (see resolved_ranges)
@@ -63,6 +63,7 @@ class SearchConfig:
     temperature: float = 1.0
     features: str = "logits"
     select: str = "last"
+    search_images: int | None = None   # the first N calibration images are the fitness's; None = all
 
     def __post_init__(self) -> None:
         scope_parts(self.scope)
@@ -78,6 +79,8 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if self.search_images is not None and self.search_images < 1:
+            raise ValueError(f"search_images must be at least 1, got {self.search_images}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
 
@@ -138,6 +141,8 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("temperature", float, "softmax temperature of contrastive and kl"),
     ("features", str, "compare logits or prelogits (the features before the head)"),
     ("select", str, "result: last step, best-loss step, or best-heldout step (the base counts as step 0)"),
+    ("search-images", int, "calibration images the fitness compares: the first N of the calibration draw "
+                           "(default preset: 500; release: all)"),
 )
 _CHOICES = {"strategy": STRATEGIES, "mutation": MUTATIONS, "loss": LOSS_NAMES, "features": FEATURES,
             "select": SELECTIONS}

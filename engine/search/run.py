@@ -25,7 +25,7 @@ from ..quant import ScaleSet
 from ..runrecord import RunRecord
 from .checkpoint import SearchState, load_checkpoint, save_checkpoint
 from .config import SearchConfig
-from .evaluator import CachedEvaluator, Fitness, reference_outputs
+from .evaluator import CachedEvaluator, Fitness, first_images, reference_outputs
 from .events import BlockDone, Evaluated, Event, Finished, PassDone, Stage, Started
 from .evolution import BlockResult, EvolutionParams, evolve_block
 from .losses import get_loss
@@ -169,9 +169,10 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
     identity = _identity(prepared, config, base)
     yield Stage("computing the FP reference on the calibration images")
     pre_logits = config.features == "prelogits"
+    images = first_images(prepared.calib, config.search_images)
     fitness = Fitness(get_loss(config.loss), config.temperature, pre_logits,
-                      reference_outputs(qmodel, segments, prepared.calib, pre_logits))
-    evaluator = CachedEvaluator(qmodel, segments, prepared.calib, fitness)
+                      reference_outputs(qmodel, segments, images, pre_logits))
+    evaluator = CachedEvaluator(qmodel, segments, images, fitness)
     rng = np.random.default_rng([SEARCH_STREAM, spec.seed])
     if resume is not None:
         state, saved_identity = load_checkpoint(resume)
