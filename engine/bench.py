@@ -21,7 +21,7 @@ from .models import DEMO_MODEL, create_model
 from .pipeline import RunSpec, prepare
 from .quant import QuantizedModel, quantize
 from .search.config import SearchConfig
-from .search.evaluator import CachedEvaluator, Fitness, NaiveEvaluator, reference_outputs
+from .search.evaluator import CachedEvaluator, Fitness, NaiveEvaluator, first_images, reference_outputs
 from .search.losses import get_loss
 from .search.segments import model_segments
 from .search.space import block_space, mutate
@@ -73,7 +73,8 @@ def _timed(device: torch.device, fn, *args) -> tuple[object, float, float]:
 def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: SearchConfig, model_name: str,
               device: torch.device, candidates: int = 8, seed: int = 0) -> BenchResult:
     """Time both paths over the same candidates; the optimised path's time includes its
-    once-per-pass block-input cache."""
+    once-per-pass block-input cache. Both use the fitness's images (``config.search_images``)."""
+    calib = first_images(calib, config.search_images)
     segments = model_segments(qmodel.model)
     pre_logits = config.features == "prelogits"
     fitness = Fitness(get_loss(config.loss), config.temperature, pre_logits,

@@ -26,6 +26,9 @@ def test_naive_and_optimised_paths_agree():
         assert result.max_rel_loss_diff <= 1e-5
         assert result.naive_evals_per_s > 0 and result.opt_evals_per_s > 0
         assert abs(result.speedup - result.opt_evals_per_s / result.naive_evals_per_s) < 1e-9
+    limited = run_bench(qmodel, calib, replace(PRESETS["default"], search_images=25), "tiny-vit", torch.device("cpu"),
+                        candidates=2)
+    assert limited.n_calib == 25 and limited.max_rel_loss_diff <= 1e-5
 
 
 def test_bench_command_on_the_demo(capsys):

@@ -142,7 +142,7 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("features", str, "compare logits or prelogits (the features before the head)"),
     ("select", str, "result: last step, best-loss step, or best-heldout step (the base counts as step 0)"),
     ("search-images", int, "calibration images the fitness compares: the first N of the calibration draw "
-                           "(default preset: 500; release: all)"),
+                           "(default: all; fewer is faster and noisier)"),
 )
 _CHOICES = {"strategy": STRATEGIES, "mutation": MUTATIONS, "loss": LOSS_NAMES, "features": FEATURES,
             "select": SELECTIONS}
