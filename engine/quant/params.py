@@ -15,6 +15,11 @@ PER_TENSOR = "per_tensor"
 PER_CHANNEL = "per_channel"
 
 
+def integer_range(bits: int, signed: bool) -> tuple[int, int]:
+    """(qmin, qmax) of a ``bits``-wide integer grid: two's complement when signed."""
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
+
+
 @dataclass(frozen=True, eq=False)
 class QuantParams:
     """Parameters of one quantization point.
@@ -43,11 +48,11 @@ class QuantParams:
 
     @property
     def qmin(self) -> int:
-        return -(2 ** (self.bits - 1)) if self.signed else 0
+        return integer_range(self.bits, self.signed)[0]
 
     @property
     def qmax(self) -> int:
-        return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
+        return integer_range(self.bits, self.signed)[1]
 
     def with_scale(self, scale: np.ndarray) -> "QuantParams":
         return replace(self, scale=np.asarray(scale, dtype=np.float32).reshape(self.scale.shape))

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .params import PER_CHANNEL, PER_TENSOR, QuantParams
+from .params import PER_CHANNEL, PER_TENSOR, QuantParams, integer_range
 from .schemes import get_scheme
 
 
@@ -38,11 +38,11 @@ class FakeQuantizer(nn.Module):
 
     @property
     def qmin(self) -> int:
-        return -(2 ** (self.bits - 1)) if self.signed else 0
+        return integer_range(self.bits, self.signed)[0]
 
     @property
     def qmax(self) -> int:
-        return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
+        return integer_range(self.bits, self.signed)[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observer is not None:
