@@ -1,7 +1,7 @@
 """The run panel: a form that builds the engine's RunSpec and SearchConfig.
 
 Search options are generated from the engine's ``SearchConfig`` dataclass, so the form offers
-exactly the options of ``python -m engine search`` (labels and hints for the known ones below,
+exactly the options of ``python -m engine search`` (labels and hints from ``search_options``,
 a generic widget for any new field). Choosing a preset loads its values; edits then override it.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ class _Field:
             self.widget.setRange(option.minimum, option.maximum)
         else:
             self.widget = QLineEdit()
-            self.widget.setPlaceholderText("automatic")
+            self.widget.setPlaceholderText(option.empty)
         self.widget.setObjectName(f"search_{name}")
         self.widget.setToolTip(option.hint)
         self.set(value)

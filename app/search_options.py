@@ -21,6 +21,7 @@ class Option:
     decimals: int = 6
     choices: tuple[str, ...] = ()
     advanced: bool = False
+    empty: str = "automatic"      # what an empty optional field means (its placeholder)
 
 
 # Labels and hints for SearchConfig fields; choices fall back to the engine's own constants.
@@ -52,7 +53,8 @@ OPTIONS: dict[str, Option] = {
     "select": Option("Result taken from", "Which block step's scales become the result. last / best-loss are "
                      "label-free; best-heldout selects on held-out top-1 (never on the test split)."),
     "search_images": Option("Search images", "Calibration images the fitness compares: the first N of the "
-                            "calibration draw (fewer = faster, noisier). Empty = all.", 1, 1_000_000, advanced=True),
+                            "calibration draw (fewer = faster, noisier). Empty = all.", 1, 1_000_000, advanced=True,
+                            empty="all"),
     "features": Option("Compared outputs", "Compare logits or pre-logit features with the FP model.",
                        advanced=True),
 }

@@ -162,3 +162,19 @@ def test_closing_mid_search_asks_stops_cleanly_and_keeps_the_checkpoint(qtbot, d
     assert not runner.is_running()
     assert win._last[2].exists()
     assert not dialogs
+
+
+def test_run_panel_offers_every_search_option_with_a_label(window):
+    from dataclasses import fields
+
+    from app.search_options import HIDDEN_FIELDS, OPTIONS
+    from engine.search.config import SearchConfig
+    shown = {f.name for f in fields(SearchConfig)} - HIDDEN_FIELDS
+    assert shown == set(window.run_panel.fields) and shown <= set(OPTIONS)
+    images = window.run_panel.fields["search_images"]
+    assert images.widget.placeholderText() == "all" and images.get() is None   # empty = every calibration image
+    images.widget.setText("300")
+    assert window.run_panel.search_config().search_images == 300
+    images.widget.setText("many")
+    with pytest.raises(ValueError, match="Search images"):
+        window.run_panel.search_config()
