@@ -16,12 +16,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .data import first_images
 from .device import resolve_device
 from .models import DEMO_MODEL, create_model
 from .pipeline import RunSpec, prepare
 from .quant import QuantizedModel, quantize
 from .search.config import SearchConfig
-from .search.evaluator import CachedEvaluator, Fitness, NaiveEvaluator, first_images, reference_outputs
+from .search.evaluator import CachedEvaluator, Fitness, NaiveEvaluator, reference_outputs
 from .search.losses import get_loss
 from .search.segments import model_segments
 from .search.space import block_space, mutate

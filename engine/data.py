@@ -146,6 +146,17 @@ def calibration_batches(splits: Splits, batch_size: int = 100, device: torch.dev
     return [images for images, _ in iterate(splits.calibration, batch_size, device)]
 
 
+def first_images(batches: Sequence[Tensor], limit: int | None) -> list[Tensor]:
+    """The first ``limit`` images of ``batches``, batches kept whole where they fit (None = all)."""
+    kept, left = [], math.inf if limit is None else limit
+    for images in batches:
+        if left <= 0:
+            break
+        kept.append(images[:left] if left < len(images) else images)
+        left -= len(kept[-1])
+    return kept
+
+
 def _collate(items: list[tuple[Tensor, int] | None]) -> tuple[Tensor, Tensor, int]:
     good = [item for item in items if item is not None]
     if not good:

@@ -19,7 +19,8 @@ from engine.quant import QuantConfig, quantize
 from engine.scalefile import load_run
 from engine.search.checkpoint import load_checkpoint
 from engine.search.config import PRESETS, SearchConfig
-from engine.search.evaluator import Fitness, NaiveEvaluator, first_images, reference_outputs
+from engine.data import first_images
+from engine.search.evaluator import Fitness, NaiveEvaluator, reference_outputs
 from engine.search.events import BlockDone, Evaluated, Finished, PassDone, Stage, Started
 from engine.search.losses import get_loss
 from engine.search.run import search_prepared

@@ -13,7 +13,8 @@ from timm.models.vision_transformer import VisionTransformer
 
 from engine.quant import QuantConfig, quantize
 from engine.search.config import PRESETS, SearchConfig, add_search_args, search_config_from_args
-from engine.search.evaluator import CachedEvaluator, Fitness, NaiveEvaluator, first_images, reference_outputs
+from engine.data import first_images
+from engine.search.evaluator import CachedEvaluator, Fitness, NaiveEvaluator, reference_outputs
 from engine.search.evolution import EvolutionParams, evolve_block
 from engine.search.losses import get_loss
 from engine.search.segments import model_segments

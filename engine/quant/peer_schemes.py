@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..data import first_images
 from .schemes import register_scheme
 
 SQRT2_MINUS_1 = math.sqrt(2.0) - 1.0
@@ -90,14 +91,9 @@ def power_of_two_factor(x, scale, zero_point, qmin, qmax, extra):
     return (q - zero_point) * step
 
 
-def first_images(batches: Sequence[torch.Tensor], n: int) -> torch.Tensor:
+def first_batch(batches: Sequence[torch.Tensor], n: int) -> torch.Tensor:
     """The first ``n`` calibration images as one batch (PTQ4ViT and RepQ-ViT calibrate on 32)."""
-    taken, count = [], 0
-    for images in batches:
-        if count >= n:
-            break
-        taken.append(images[: n - count])
-        count += len(taken[-1])
+    taken = first_images(batches, n)
     if not taken:
         raise ValueError("calibration needs at least one image")
     return torch.cat(taken)

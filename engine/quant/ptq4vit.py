@@ -45,7 +45,7 @@ from .layers import QuantConv2d, QuantLinear
 from .model import QuantizedModel
 from .observers import RangeObserver
 from .params import PER_CHANNEL, QuantParams
-from .peer_schemes import GELU_MIN, first_images, twin_levels
+from .peer_schemes import GELU_MIN, first_batch, twin_levels
 from .ptq4vit_search import (BASE_PTQ, Layer, Operand, PTQ4ViTOptions, candidate_grid, search_layer,
                              symmetric_step)
 from .quantizer import FakeQuantizer
@@ -328,7 +328,7 @@ class PTQ4ViT:
         self.options = options
 
     def calibrate(self, qmodel: QuantizedModel, batches: Sequence[torch.Tensor]) -> None:
-        images = first_images(batches, self.options.n_images)
+        images = first_batch(batches, self.options.n_images)
         order, fp_probs = initialise(qmodel, images, self.options)
         modules = dict(qmodel.model.named_modules())
         hessian = self.options.metric == "hessian"

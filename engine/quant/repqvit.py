@@ -36,7 +36,7 @@ from torch import nn
 from .model import QuantizedModel, ScaleMismatch, register_load_hook
 from .observers import QUANTILE_LIMIT, _subsample
 from .params import PER_CHANNEL, PER_TENSOR, QuantParams
-from .peer_schemes import first_images, log_sqrt2_quant, post_layernorm_pairs
+from .peer_schemes import first_batch, log_sqrt2_quant, post_layernorm_pairs
 from .quantizer import FakeQuantizer
 from .registry import register_quantizer
 from .schemes import uniform_affine
@@ -174,7 +174,7 @@ class RepQViT:
                    for (owner, role), q in quantizers.items()]
         try:
             with torch.no_grad():
-                qmodel(first_images(batches, self.n_images))
+                qmodel(first_batch(batches, self.n_images))
         finally:
             for handle in handles:
                 handle.remove()

@@ -44,17 +44,6 @@ class Fitness:
         return float(self.loss_fn(outputs, self.targets[batch], self.temperature))
 
 
-def first_images(batches: Sequence[torch.Tensor], limit: int | None) -> list[torch.Tensor]:
-    """The first ``limit`` images of ``batches``, batches kept whole where they fit (None = all)."""
-    kept, left = [], float("inf") if limit is None else limit
-    for images in batches:
-        if left <= 0:
-            break
-        kept.append(images[:left] if left < len(images) else images)
-        left -= len(kept[-1])
-    return kept
-
-
 @torch.no_grad()
 def reference_outputs(qmodel: QuantizedModel, segments: Segments, calib: Sequence[torch.Tensor],
                       pre_logits: bool) -> tuple[torch.Tensor, ...]:

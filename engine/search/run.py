@@ -19,13 +19,14 @@ from typing import Generator, Iterator
 
 import numpy as np
 
+from ..data import first_images
 from ..evaluate import top1
 from ..pipeline import Prepared, RunSpec, prepare
 from ..quant import ScaleSet
 from ..runrecord import RunRecord
 from .checkpoint import SearchState, load_checkpoint, save_checkpoint
 from .config import SearchConfig
-from .evaluator import CachedEvaluator, Fitness, first_images, reference_outputs
+from .evaluator import CachedEvaluator, Fitness, reference_outputs
 from .events import BlockDone, Evaluated, Event, Finished, PassDone, Stage, Started
 from .evolution import BlockResult, EvolutionParams, evolve_block
 from .losses import get_loss
