@@ -131,7 +131,6 @@ def click_until_finished(qtbot, win, button, timeout_ms: int = 300_000):
     return win.state.run
 
 
-
 @pytest.fixture
 def dialogs(monkeypatch):
     """Every error dialog the app would show, recorded instead of shown."""
