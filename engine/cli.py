@@ -18,7 +18,8 @@ from .data import DataError
 from .models import DEMO_MODEL, ModelLoadError
 from .quant import QuantConfig, ScaleMismatch, available_quantizers
 
-COMMANDS = ("quantize", "eval", "inspect", "train_demo", "search", "bench", "sweep", "compare")
+COMMANDS = ("quantize", "eval", "inspect", "train_demo", "search", "bench", "sweep", "compare",
+            "make_folder")
 USER_ERRORS = (DataError, ModelLoadError, ScaleMismatch, FileNotFoundError, ValueError)
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DIGITS = "digits"
+SYNTHETIC = "synthetic"      # seeded random images in memory (engine/synthetic.py): no files
 DIGITS_SIZE = 16
 DIGITS_SPLIT_SEED = 1797      # constant: the digits splits never depend on the user's seed
 DIGITS_N_TEST, DIGITS_N_HELDOUT = 450, 250     # originals; train gets the other 1,097
@@ -99,7 +100,8 @@ class Splits:
 
 def load_splits(data: str | Path | None, info: ModelInfo, calib_size: int = 1000, seed: int = 0,
                 heldout_size: int | None = None) -> Splits:
-    """``data`` None -> the built-in digits; else a folder with ``train/<class>/*`` and ``val/<class>/*``.
+    """``data`` None -> the built-in digits; ``"synthetic"`` -> random images in memory; else a folder
+    with ``train/<class>/*`` and ``val/<class>/*``.
 
     ``seed`` only drives which training images are drawn for calibration (and, for folders, held-out).
     """
@@ -107,6 +109,10 @@ def load_splits(data: str | Path | None, info: ModelInfo, calib_size: int = 1000
         raise DataError(f"calibration needs at least 1 image, got calib_size={calib_size}")
     if data is None or str(data) == DIGITS:
         return _digits_splits(info, calib_size, seed, heldout_size)
+    if str(data) == SYNTHETIC:
+        from .synthetic import synthetic_splits   # it builds on this module
+
+        return synthetic_splits(info, calib_size, seed, heldout_size)
     return _folder_splits(Path(data).expanduser(), info, calib_size, seed, heldout_size)
 
 
@@ -225,10 +231,11 @@ def _digits_dataset(indices: np.ndarray, copies: int, generator: torch.Generator
     images, labels = digits_images()
     index = torch.as_tensor(indices, dtype=torch.long)
     enlarged = enlarge(images[index], copies, generator)
-    return TensorImages(_normalize(enlarged, info), labels[index].repeat(copies), index.repeat(copies))
+    return TensorImages(normalize(enlarged, info), labels[index].repeat(copies), index.repeat(copies))
 
 
-def _normalize(images: Tensor, info: ModelInfo) -> Tensor:
+def normalize(images: Tensor, info: ModelInfo) -> Tensor:
+    """Images in [0, 1] -> the model's input statistics, per channel."""
     mean = torch.tensor(info.mean, dtype=torch.float32).view(-1, 1, 1)
     std = torch.tensor(info.std, dtype=torch.float32).view(-1, 1, 1)
     return ((images - mean) / std).contiguous()

@@ -6,29 +6,19 @@ from pathlib import Path
 import numpy as np
 import timm
 import torch
-from PIL import Image
 from safetensors.torch import save_file
+
+from engine.synthetic import write_image_folder
 
 
 def make_image_folder(root: str | Path, n_classes: int = 3, per_class: int = 4, size: int = 32,
                       corrupt: int = 0) -> Path:
-    """Write ``root/{train,val}/class_<i>/*`` with ``per_class`` images per class in each part.
-
-    Images alternate PNG and JPEG, each class has its own colour (so a model could tell them apart),
-    and ``corrupt`` extra unreadable ``.JPEG`` files (random bytes) go into class_0 of train and of val.
-    Deterministic. Returns ``root``.
+    """``engine.synthetic.write_image_folder`` (class_<i> folders, PNG and JPEG, seed 0), plus ``corrupt``
+    extra unreadable ``.JPEG`` files (random bytes) in class_0 of train and of val. Returns ``root``.
     """
-    root = Path(root)
+    root = write_image_folder(root, n_classes, per_class, size)
     rng = np.random.default_rng(0)
     for part in ("train", "val"):
-        for c in range(n_classes):
-            folder = root / part / f"class_{c}"
-            folder.mkdir(parents=True, exist_ok=True)
-            colour = np.array([(60 * c) % 256, (100 + 40 * c) % 256, (200 - 30 * c) % 256], dtype=np.float64)
-            for i in range(per_class):
-                pixels = np.clip(colour + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
-                suffix = ".png" if i % 2 == 0 else ".JPEG"
-                Image.fromarray(pixels).save(folder / f"img_{i:03d}{suffix}")
         for k in range(corrupt):
             (root / part / "class_0" / f"broken_{k}.JPEG").write_bytes(rng.bytes(256))
     return root
