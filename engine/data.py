@@ -12,7 +12,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,8 @@ DIGITS_SPLIT_SEED = 1797      # constant: the digits splits never depend on the 
 DIGITS_N_TEST, DIGITS_N_HELDOUT = 450, 250     # originals; train gets the other 1,097
 DIGITS_TEST_COPIES, DIGITS_HELDOUT_COPIES = 10, 4
 DIGITS_NOISE = 0.03           # std of the additive noise of enlarged copies, images in [0, 1]
+MAX_DECODE_WORKERS = 8       # JPEG decoding processes per folder read; more rarely pays at batch 100
+MIN_IMAGES_FOR_WORKERS = 200 # below, starting the processes (~0.2 s each) costs more than decoding
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 
 
@@ -41,7 +43,8 @@ class DataError(Exception):
 
 
 class TensorImages(Dataset):
-    """Precomputed, normalized images; ``originals[i]`` is the load_digits index item i came from."""
+    """Precomputed, normalized images; ``originals[i]`` names the source of item i (the load_digits index
+    for the digits, the position among the readable images for a decoded folder)."""
 
     def __init__(self, images: Tensor, labels: Tensor, originals: Tensor) -> None:
         self.images, self.labels, self.originals = images, labels, originals
@@ -53,26 +56,32 @@ class TensorImages(Dataset):
         return self.images[index], int(self.labels[index])
 
 
+class Unreadable(NamedTuple):
+    """An image file that could not be decoded. Returned, not recorded: decoding may run in a
+    DataLoader worker process, so the reason travels back to ``iterate`` inside the batch."""
+    path: str
+    reason: str
+
+
 class ImageFiles(Dataset):
-    """Lazily read image files; an unreadable file yields None (``iterate`` drops it and counts it)."""
+    """Lazily read image files; an unreadable file yields ``Unreadable`` (``iterate`` drops it and counts it)."""
 
     def __init__(self, samples: Sequence[tuple[Path, int]], transform: Callable[[Image.Image], Tensor],
                  mode: str) -> None:
         self.samples, self.transform, self.mode = list(samples), transform, mode
         self.skipped = 0                        # unreadable images in the last full pass
-        self.unreadable: dict[str, str] = {}    # path -> reason, as far as seen in this process
+        self.unreadable: dict[str, str] = {}    # path -> reason, over every full pass so far
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int] | None:
+    def __getitem__(self, index: int) -> tuple[Tensor, int] | Unreadable:
         path, label = self.samples[index]
         try:
             with Image.open(path) as image:
                 return self.transform(image.convert(self.mode)), label
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            self.unreadable[str(path)] = str(exc) or type(exc).__name__
-            return None
+            return Unreadable(str(path), str(exc) or type(exc).__name__)
 
 
 @dataclass
@@ -126,30 +135,74 @@ def check_compatible(splits: Splits, info: ModelInfo) -> None:
                         f"expects {_size(info.input_size)}")
 
 
-def iterate(dataset: Dataset, batch_size: int = 100,
-            device: torch.device | str = "cpu") -> Iterator[tuple[Tensor, Tensor]]:
-    """Batches ``(images, labels)`` on ``device`` in dataset order, unreadable images dropped."""
+def decode_workers(dataset: Dataset, batch_size: int) -> int:
+    """Worker processes for ``iterate``: several for image files (decoding, not the model, is the
+    bottleneck on a GPU), none for a few files or anything else (in-memory data, or state that must
+    stay in this process)."""
+    if not isinstance(dataset, ImageFiles) or len(dataset) < MIN_IMAGES_FOR_WORKERS:
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(MAX_DECODE_WORKERS, cpus, math.ceil(len(dataset) / batch_size))
+
+
+def iterate(dataset: Dataset, batch_size: int = 100, device: torch.device | str = "cpu",
+            num_workers: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+    """Batches ``(images, labels)`` on ``device`` in dataset order, unreadable images dropped.
+
+    Image files decode in ``num_workers`` processes (default ``decode_workers``) into pinned memory
+    when ``device`` is CUDA, so the copies to the device do not block.
+    """
+    device = torch.device(device)
     if isinstance(dataset, TensorImages):
         for start in range(0, len(dataset), batch_size):
-            yield (dataset.images[start:start + batch_size].to(device),
-                   dataset.labels[start:start + batch_size].to(device))
+            images, labels = dataset.images[start:start + batch_size], dataset.labels[start:start + batch_size]
+            yield (images.to(device, non_blocking=images.is_pinned()),
+                   labels.to(device, non_blocking=labels.is_pinned()))
         return
-    skipped = 0
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=_collate)
-    for images, labels, dropped in loader:
-        skipped += dropped
+    workers = decode_workers(dataset, batch_size) if num_workers is None else num_workers
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=_collate,
+                        pin_memory=device.type == "cuda")
+    unreadable: dict[str, str] = {}
+    for images, labels, failed in loader:
+        unreadable.update(failed)
         if len(labels):
-            yield images.to(device), labels.to(device)
+            yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
     if isinstance(dataset, ImageFiles):
-        dataset.skipped = skipped
-        if skipped:
-            examples = "; ".join(f"{p}: {r}" for p, r in list(dataset.unreadable.items())[:3])
-            log.warning("skipped %d unreadable image(s) of %d (%s)", skipped, len(dataset), examples)
+        _report_unreadable(dataset, unreadable)
 
 
-def calibration_batches(splits: Splits, batch_size: int = 100, device: torch.device | str = "cpu") -> list[Tensor]:
+def materialize(dataset: Dataset, batch_size: int = 100, device: torch.device | str = "cpu",
+                num_workers: int | None = None) -> TensorImages:
+    """``dataset`` decoded once into host memory (pinned when ``device`` is CUDA), in order, unreadable
+    images dropped: for a split that is read many times, like the held-out after every block step."""
+    if isinstance(dataset, TensorImages):
+        return dataset
+    pin = torch.device(device).type == "cuda"
+    images = labels = None
+    n = 0
+    for batch, batch_labels in iterate(dataset, batch_size, "cpu", num_workers):
+        if images is None:   # filled in place: no second copy of the whole split while concatenating
+            images = torch.empty((len(dataset), *batch.shape[1:]), dtype=batch.dtype, pin_memory=pin)
+            labels = torch.empty(len(dataset), dtype=batch_labels.dtype, pin_memory=pin)
+        images[n:n + len(batch)], labels[n:n + len(batch)] = batch, batch_labels
+        n += len(batch)
+    if images is None:
+        return TensorImages(torch.zeros(0), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    return TensorImages(images[:n], labels[:n], torch.arange(n))
+
+
+def _report_unreadable(dataset: ImageFiles, unreadable: dict[str, str]) -> None:
+    dataset.skipped = len(unreadable)
+    dataset.unreadable.update(unreadable)
+    if unreadable:
+        examples = "; ".join(f"{p}: {r}" for p, r in list(unreadable.items())[:3])
+        log.warning("skipped %d unreadable image(s) of %d (%s)", len(unreadable), len(dataset), examples)
+
+
+def calibration_batches(splits: Splits, batch_size: int = 100, device: torch.device | str = "cpu",
+                        num_workers: int | None = None) -> list[Tensor]:
     """The calibration images (labels dropped: the search is label-free), batched, on ``device``."""
-    return [images for images, _ in iterate(splits.calibration, batch_size, device)]
+    return [images for images, _ in iterate(splits.calibration, batch_size, device, num_workers)]
 
 
 def first_images(batches: Sequence[Tensor], limit: int | None) -> list[Tensor]:
@@ -163,12 +216,13 @@ def first_images(batches: Sequence[Tensor], limit: int | None) -> list[Tensor]:
     return kept
 
 
-def _collate(items: list[tuple[Tensor, int] | None]) -> tuple[Tensor, Tensor, int]:
-    good = [item for item in items if item is not None]
+def _collate(items: list[tuple[Tensor, int] | Unreadable]) -> tuple[Tensor, Tensor, dict[str, str]]:
+    """One batch of the readable items, and ``path -> reason`` of the unreadable ones."""
+    good = [item for item in items if not isinstance(item, Unreadable)]
+    failed = {item.path: item.reason for item in items if isinstance(item, Unreadable)}
     if not good:
-        return torch.zeros(0), torch.zeros(0, dtype=torch.long), len(items)
-    return (torch.stack([image for image, _ in good]), torch.tensor([label for _, label in good]),
-            len(items) - len(good))
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long), failed
+    return torch.stack([image for image, _ in good]), torch.tensor([label for _, label in good]), failed
 
 
 def _size(input_size: Sequence[int]) -> str:

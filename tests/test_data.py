@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.data import (DataError, Splits, calibration_batches, check_compatible, digits_images,
-                         digits_split_indices, iterate, load_splits)
+from engine.data import (MIN_IMAGES_FOR_WORKERS, DataError, ImageFiles, Splits, TensorImages,
+                         calibration_batches, check_compatible, decode_workers, digits_images, digits_split_indices,
+                         iterate, load_splits, materialize)
 from engine.models import ModelInfo
 from helpers import make_image_folder
 
@@ -125,6 +126,38 @@ def test_image_folder_batch_of_only_unreadable_images_is_dropped(image_folder: P
     splits = load_splits(image_folder, RGB24, calib_size=6)
     batches = list(iterate(splits.test, batch_size=1))
     assert len(batches) == 12 and splits.test.skipped == 1
+
+
+def test_decode_workers_keep_order_and_report_unreadable_images(image_folder: Path, caplog) -> None:
+    test = load_splits(image_folder, RGB24, calib_size=6).test
+    in_process = list(iterate(test, batch_size=3, num_workers=0))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="engine.data"):
+        in_workers = list(iterate(test, batch_size=3, num_workers=2))
+    assert len(in_workers) == len(in_process) == 5
+    for (images, labels), (expected_images, expected_labels) in zip(in_workers, in_process):
+        assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+    broken = str(image_folder / "val" / "class_0" / "broken_0.JPEG")
+    assert test.skipped == 1 and list(test.unreadable) == [broken]
+    assert sum("skipped 1 unreadable" in r.getMessage() and broken in r.getMessage() for r in caplog.records) == 1
+
+
+def test_decode_workers_only_for_enough_image_files(image_folder: Path, digits_splits: Splits) -> None:
+    files = load_splits(image_folder, RGB24, calib_size=6).test
+    assert decode_workers(files, batch_size=4) == 0                 # 13 files: processes would cost more
+    many = ImageFiles(files.samples * MIN_IMAGES_FOR_WORKERS, files.transform, files.mode)
+    assert 1 <= decode_workers(many, batch_size=100) <= 8
+    assert decode_workers(many, batch_size=len(many)) == 1          # one batch: one worker is enough
+    assert decode_workers(digits_splits.test, batch_size=100) == 0  # already in memory
+
+
+def test_materialize_decodes_once_into_the_same_batches(image_folder: Path, digits_splits: Splits) -> None:
+    test = load_splits(image_folder, RGB24, calib_size=6).test
+    decoded = materialize(test, batch_size=4)
+    assert isinstance(decoded, TensorImages) and len(decoded) == 12 and test.skipped == 1
+    images, labels = (torch.cat(parts) for parts in zip(*iterate(test, batch_size=4)))
+    assert torch.equal(decoded.images, images) and torch.equal(decoded.labels, labels)
+    assert materialize(digits_splits.test) is digits_splits.test   # in memory already: no copy
 
 
 def test_image_folder_draws_are_seeded(image_folder: Path) -> None:
