@@ -24,10 +24,9 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from .library import LibraryRow, row_from_record
-from .models import create_model
-from .quant import QuantizedModel, QuantParams, ScaleSet
+from .quant import QuantParams, ScaleSet
+from .rebuild import rebuild_model
 from .runrecord import RunRecord
-from .scalefile import apply_run
 
 _BLOCK = re.compile(r"^((?:layers\.\d+\.)?blocks\.\d+)\.(.+)$")   # ViT/DeiT "blocks.3", Swin "layers.1.blocks.0"
 
@@ -330,18 +329,9 @@ def layer_view(runs: Sequence[NamedRun], layer: str, role: str = "weight", chann
 
 
 def load_run_model(record: RunRecord) -> Any:
-    """The model as the run quantized it: FP weights rebuilt from ``model_source`` (checked by hash),
-    wrapped, with the run's scales loaded (which re-parameterises weights where the quantizer does)."""
-    source = record.model_source
-    if source.startswith("file:"):
-        model, info = create_model(record.model_name, weights=source.removeprefix("file:"))
-    else:
-        model, info = create_model(record.model_name, pretrained=source == "timm-pretrained")
-    if info.weights_sha256 != record.weights_sha256:
-        raise ValueError(f"the weights of {record.model_name} from {source} are not the ones the run was made with")
-    qmodel = QuantizedModel(model, record.quant)
-    apply_run(record, qmodel, record.model_name)
-    return qmodel.model
+    """The model as the run quantized it (``rebuild.rebuild_model``: weights from ``model_source``,
+    checked by hash, with the run's scales loaded, which re-parameterises weights where the quantizer does)."""
+    return rebuild_model(record).model
 
 
 # ---------------------------------------------------------------- JSON

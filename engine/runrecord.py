@@ -1,12 +1,21 @@
-"""RunRecord: everything a scale file holds (DESIGN §2 "Run", §5 layout)."""
+"""RunRecord: everything a scale file holds (DESIGN §2 "Run", §5 layout), and the one rule that
+says whether a run file or a checkpoint belongs to the run about to be made (``identity_mismatch``)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import logging
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .quant import QuantConfig, ScaleSet
+
+log = logging.getLogger(__name__)
+
+# RunSpec fields that do not make a run another run: the device (a run may continue on another one)
+# and where the weights came from (their hash, ``weights_sha256``, identifies them, wherever the file lies).
+NOT_IDENTITY = frozenset({"device", "weights", "pretrained"})
 
 
 @dataclass
@@ -39,3 +48,64 @@ class RunRecord:
     search: dict[str, Any] | None = None   # search parameters (stored as JSON)
     history: History | None = None
     metrics: dict[str, Any] = field(default_factory=dict)  # fp_top1, base_top1, refined_top1, ...
+    spec: dict[str, Any] | None = None     # the RunSpec as made (device excluded); None in older files
+
+
+def _plain(values: Any) -> Any:
+    """JSON's view of a value (tuples become lists), so a value read back from a file compares equal."""
+    return json.loads(json.dumps(values))
+
+
+def spec_values(spec: Any) -> dict[str, Any]:
+    """A RunSpec as the run file records it: every field but the device, as plain JSON values."""
+    return _plain({k: v for k, v in spec.to_dict().items() if k != "device"})
+
+
+def run_identity(spec: dict[str, Any], search: dict[str, Any] | None, weights_sha256: str | None) -> dict[str, Any]:
+    """What makes two runs the same run: every RunSpec field (but NOT_IDENTITY), the weights' hash and
+    the search config. Checkpoints store it as is; run files hold its parts (``record_identity``)."""
+    identity: dict[str, Any] = {"spec": _plain({k: v for k, v in spec.items() if k not in NOT_IDENTITY}),
+                                "config": _plain(search or {})}
+    if weights_sha256:
+        identity["weights_sha256"] = weights_sha256
+    return identity
+
+
+def record_identity(record: RunRecord) -> dict[str, Any]:
+    """The identity a run file records. Files written before ``spec`` was stored know only the model,
+    quantization and seed of their spec: the other fields are unknown, and ``identity_mismatch`` skips them."""
+    spec = record.spec if record.spec is not None else {
+        "model": record.model_name, "quant": asdict(record.quant), "seed": record.seed}
+    return run_identity(spec, record.search, record.weights_sha256)
+
+
+def _flat(identity: dict[str, Any]) -> dict[str, Any]:
+    """``{"spec": {"quant": {"w_bits": 4}}}`` -> ``{"spec.quant.w_bits": 4}``: one entry per compared field."""
+    out: dict[str, Any] = {}
+    for key, value in identity.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in _flat(value).items()})
+        else:
+            out[key] = value
+    return out
+
+
+def _shown(key: str, value: Any) -> str:
+    return f"{value[:12]}…" if key.endswith("sha256") and isinstance(value, str) else repr(value)
+
+
+def identity_mismatch(saved: dict[str, Any], wanted: dict[str, Any], where: str = "") -> str | None:
+    """The first field of ``wanted`` that ``saved`` holds with another value, as
+    ``"spec.calib_size 50 (this run: 100)"``; None when they agree. A field ``saved`` lacks (an older
+    file) is unknown, not a difference: it is named in a log line and not compared."""
+    saved_flat = _flat(saved)
+    unknown = []
+    for key, value in _flat(wanted).items():
+        if key not in saved_flat:
+            unknown.append(key)
+        elif saved_flat[key] != value:
+            return f"{key} {_shown(key, saved_flat[key])} (this run: {_shown(key, value)})"
+    if unknown:
+        log.info("%s does not record %s (an older file); compared what it records", where or "the saved run",
+                 ", ".join(unknown))
+    return None

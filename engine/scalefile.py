@@ -69,7 +69,8 @@ def save_run(path: str | Path, record: RunRecord) -> Path:
             config.attrs.update(quantizer=record.quant.quantizer, w_bits=record.quant.w_bits,
                                 a_bits=record.quant.a_bits, attn_bits=record.quant.attention_bits,
                                 attn_bits_explicit=record.quant.attn_bits is not None, seed=record.seed,
-                                search=json.dumps(record.search) if record.search is not None else "")
+                                search=json.dumps(record.search) if record.search is not None else "",
+                                run_spec=json.dumps(record.spec) if record.spec is not None else "")
             f.create_group("calibration").attrs.update(_json_attrs(record.calibration))
             _write_scales(f.create_group("layers", track_order=True), record.scales)
             if record.base is not None:
@@ -137,6 +138,7 @@ def load_run(path: str | Path) -> RunRecord:
             quant = QuantConfig(config["quantizer"], int(config["w_bits"]), int(config["a_bits"]),
                                 int(config["attn_bits"]) if config.get("attn_bits_explicit") else None)
             search = config.get("search") or None
+            spec = config.get("run_spec") or None   # absent in files written before it was recorded
             history = None
             if "history" in f:
                 history = History(**{k: v[()] for k, v in f["history"].items() if k in History.__dataclass_fields__})
@@ -148,6 +150,7 @@ def load_run(path: str | Path) -> RunRecord:
                 base=_read_scales(f["base"], "base") if "base" in f else None,
                 search=search if isinstance(search, dict) else None, history=history,
                 metrics={k: _attr(v) for k, v in f["metrics"].attrs.items()} if "metrics" in f else {},
+                spec=spec if isinstance(spec, dict) else None,
             )
         except (KeyError, OSError) as exc:
             raise ScaleFileError(f"{path} is damaged or incomplete: {exc}") from None

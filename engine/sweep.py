@@ -4,12 +4,12 @@ The runner is a generator of sweep-level events that wrap each run's search even
 worker consumes a sweep exactly like a single search (pause and stop act between two events) and
 the CLI prints its progress from the same stream. Run files get deterministic names in the
 workspace folder, which makes a sweep resumable without any sweep-level state on disk: a run whose
-file exists and loads is skipped, and a run interrupted midway continues from the search's own
-checkpoint (kept in ``<workspace>/.checkpoints`` until its run file is written).
+file exists, loads and has this run's identity (``runrecord.identity_mismatch``, the rule a search
+resume uses too) is skipped, and a run interrupted midway continues from the search's own checkpoint
+(kept in ``<workspace>/.checkpoints`` until its run file is written).
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .library import LibraryRow, read_row
+from .models import create_model
 from .pipeline import RunSpec
 from .quant import QuantConfig, available_quantizers, parse_bits
-from .runrecord import RunRecord
+from .runrecord import RunRecord, identity_mismatch, record_identity, run_identity, spec_values
 from .scalefile import ScaleFileError, load_run, save_run
 from .search import run as search_run
 from .search.checkpoint import load_checkpoint
@@ -85,32 +86,22 @@ class PlannedRun:
     spec: RunSpec
     path: Path                             # the run file
     checkpoint: Path                       # the search's checkpoint while the run is unfinished
-    done: bool                             # the run file exists and loads: the run is skipped
+    done: bool                             # the run file exists, loads and has this identity: skipped
+    identity: dict[str, Any]               # runrecord.run_identity of this run
 
     @property
     def label(self) -> str:
         return f"{self.spec.quant.quantizer} {self.spec.quant.bits_label} s{self.spec.seed}"
 
 
-def _mismatch(record: RunRecord, spec: RunSpec, config: SearchConfig) -> str | None:
-    """What differs between an existing run file and the run the sweep would make, if anything.
-
-    Data and calibration size are not compared (calibration is cut on small folders, so the file
-    may rightly hold fewer images): one workspace folder per data set.
-    """
+def _mismatch(record: RunRecord, identity: dict[str, Any], path: Path) -> str | None:
+    """What differs between an existing run file and the run the sweep would make, if anything."""
     if record.base is None:
         return "it is a plain quantization, not a search run"
-    for what, found, wanted in (("model", record.model_name, spec.model), ("quantization", record.quant, spec.quant),
-                                ("seed", record.seed, spec.seed)):
-        if found != wanted:
-            return f"{what} {found!r} (this sweep: {wanted!r})"
-    search = record.search or {}
-    differing = [f"{key}={search.get(key)!r} (this sweep: {value!r})"
-                 for key, value in config.to_dict().items() if search.get(key) != value]
-    return "search " + ", ".join(differing) if differing else None
+    return identity_mismatch(record_identity(record), identity, str(path))
 
 
-def _is_done(path: Path, spec: RunSpec, config: SearchConfig) -> bool:
+def _is_done(path: Path, identity: dict[str, Any]) -> bool:
     """True for a finished run; an unreadable file is run again (and replaced), a foreign one refused."""
     if not path.exists():
         return False
@@ -119,22 +110,30 @@ def _is_done(path: Path, spec: RunSpec, config: SearchConfig) -> bool:
     except ScaleFileError as exc:
         log.warning("%s is unreadable (%s); its run is made again", path, exc)
         return False
-    problem = _mismatch(record, spec, config)
+    problem = _mismatch(record, identity, path)
     if problem:
         raise ValueError(f"{path} exists but differs from this sweep: {problem}; use another output folder")
     return True
 
 
+def _weights_sha256(spec: RunSpec) -> str:
+    """The hash of the weights this sweep's runs load (what ``prepare`` would record)."""
+    return create_model(spec.model, weights=spec.weights, pretrained=spec.pretrained)[1].weights_sha256
+
+
 def plan_sweep(grid: SweepGrid, base: RunSpec, config: SearchConfig, workspace: str | Path) -> list[PlannedRun]:
-    """The sweep's runs and which are done already (so a view can show "6 of 18 done" before starting)."""
+    """The sweep's runs and which are done already (so a view can show "6 of 18 done" before starting).
+    The weights are loaded (to hash them) only when the workspace holds a run file or checkpoint to compare."""
     workspace = Path(workspace)
-    cells = grid.cells()
+    cells = [(index, replace(base, quant=quant, seed=seed)) for index, (quant, seed) in enumerate(grid.cells(), 1)]
+    paths = [workspace / run_file_name(spec.model, spec.quant, spec.seed) for _, spec in cells]
+    checkpoints = [workspace / CHECKPOINT_DIR / f"{path.stem}.ckpt" for path in paths]
+    existing = any(path.exists() for path in paths + checkpoints)
+    weights_sha256 = _weights_sha256(base) if existing else None
     runs = []
-    for index, (quant, seed) in enumerate(cells, start=1):
-        spec = replace(base, quant=quant, seed=seed)
-        path = workspace / run_file_name(spec.model, quant, seed)
-        checkpoint = workspace / CHECKPOINT_DIR / f"{path.stem}.ckpt"
-        runs.append(PlannedRun(index, len(cells), spec, path, checkpoint, _is_done(path, spec, config)))
+    for (index, spec), path, checkpoint in zip(cells, paths, checkpoints):
+        identity = run_identity(spec_values(spec), config.to_dict(), weights_sha256)
+        runs.append(PlannedRun(index, len(cells), spec, path, checkpoint, _is_done(path, identity), identity))
     return runs
 
 
@@ -182,26 +181,25 @@ SweepEvent = SweepStarted | RunSkipped | RunStarted | RunProgress | RunDone | Sw
 
 # ---------------------------------------------------------------- runner
 
-def _resumable(checkpoint: Path, spec: RunSpec, config: SearchConfig) -> bool:
-    """True when an interrupted run's checkpoint loads and holds this run's settings. A stale one
+def _resumable(checkpoint: Path, identity: dict[str, Any]) -> bool:
+    """True when an interrupted run's checkpoint loads and holds this run's identity. A stale one
     (another sweep into the same folder) or a damaged one is only partial work: start afresh."""
     if not checkpoint.exists():
         return False
     try:
-        _, identity = load_checkpoint(checkpoint)
+        _, saved = load_checkpoint(checkpoint)
     except ValueError as exc:
         log.warning("%s; the run starts afresh", exc)
         return False
-    spec_values = {k: v for k, v in spec.to_dict().items() if k != "device"}  # a run may resume on another device
-    wanted = json.loads(json.dumps({"spec": spec_values, "config": config.to_dict()}))
-    if any(identity.get(key) != value for key, value in wanted.items()):
-        log.warning("%s was made with other settings; the run starts afresh", checkpoint)
+    problem = identity_mismatch(saved, identity, str(checkpoint))
+    if problem:
+        log.warning("%s was made with other settings (%s); the run starts afresh", checkpoint, problem)
         return False
     return True
 
 
 def _run_one(run: PlannedRun, config: SearchConfig, search_fn: SearchFn) -> Iterator[SweepEvent]:
-    resume = run.checkpoint if _resumable(run.checkpoint, run.spec, config) else None
+    resume = run.checkpoint if _resumable(run.checkpoint, run.identity) else None
     yield RunStarted(run, resumed=resume is not None)
     start = time.perf_counter()
     finished = False

@@ -132,7 +132,7 @@ def test_existing_files_unreadable_are_redone_foreign_are_refused(swept, tmp_pat
     grid = SweepGrid(("minmax",), ("W8A8",), (0,))
     shutil.copy(swept.folder / f"{W8}.h5", tmp_path)
     assert plan_sweep(grid, BASE, TINY, tmp_path)[0].done
-    with pytest.raises(ValueError, match=r"differs from this sweep: search passes=1 \(this sweep: 2\)"):
+    with pytest.raises(ValueError, match=r"differs from this sweep: config.passes 1 \(this run: 2\)"):
         plan_sweep(grid, BASE, replace(TINY, passes=2), tmp_path)
     (tmp_path / f"{W8}.h5").write_bytes(b"truncated")
     assert not plan_sweep(grid, BASE, TINY, tmp_path)[0].done

@@ -5,9 +5,9 @@ import argparse
 
 from ..cli import add_model_args, add_output_args, add_quant_args, emit, quant_config, run_spec
 from ..evaluate import top1
-from ..pipeline import load_model_and_data, prepare
-from ..quant import QuantizedModel
-from ..scalefile import apply_run, load_run
+from ..pipeline import prepare
+from ..rebuild import rebuild
+from ..scalefile import load_run
 
 
 def add_parser(sub) -> None:
@@ -24,10 +24,8 @@ def add_parser(sub) -> None:
 def _quantized(args: argparse.Namespace):
     if args.scales:
         record = load_run(args.scales)
-        model, info, splits, device = load_model_and_data(run_spec(args, record.quant))
-        qmodel = QuantizedModel(model, record.quant)
-        apply_run(record, qmodel, info.name, use_base=args.base)
-        return qmodel, info, splits, device
+        rebuilt = rebuild(record, run_spec(args, record.quant), use_base=args.base)
+        return rebuilt.qmodel, rebuilt.info, rebuilt.splits, rebuilt.device
     if not args.bits:
         raise ValueError("eval needs --scales FILE or --quantizer Q --bits WxAy")
     prepared = prepare(run_spec(args, quant_config(args)))

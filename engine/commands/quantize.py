@@ -6,7 +6,7 @@ import time
 from ..cli import add_model_args, add_output_args, add_quant_args, emit, run_spec
 from ..evaluate import top1
 from ..pipeline import prepare
-from ..runrecord import RunRecord
+from ..runrecord import RunRecord, spec_values
 from ..scalefile import save_run
 
 
@@ -29,7 +29,7 @@ def run(args) -> int:
     info = prepared.info
     record = RunRecord(model_name=info.name, model_source=info.source, weights_sha256=info.weights_sha256,
                        quant=qmodel.config, calibration=prepared.calibration_meta(), scales=qmodel.scale_set(),
-                       seed=args.seed,
+                       seed=args.seed, spec=spec_values(prepared.spec),
                        metrics={"fp_top1": fp.top1, "base_top1": quant.top1, "n_test": fp.n,
                                 "calibration_seconds": prepared.calibration_seconds, "device": str(device)})
     out = save_run(args.out, record)

@@ -1,11 +1,18 @@
-"""``search``: refine a quantized model's scales with the CPT-V search and save the run file."""
+"""``search``: refine a quantized model's scales with the CPT-V search and save the run file.
+
+Nothing is lost to an interrupt: a checkpoint is written after every block step (to ``--checkpoint``,
+else ``<out>.ckpt``, removed once the run file is saved). Ctrl+C leaves it, prints the command that
+resumes it and exits 130; a failed save (disk full, permission) leaves it too, and its resume goes
+straight to the final report and the save.
+"""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Sequence, TextIO
 
 from ..cli import add_model_args, add_output_args, add_quant_args, emit, run_spec
 from ..scalefile import save_run
@@ -22,7 +29,9 @@ def add_parser(sub) -> None:
     add_quant_args(parser)
     add_search_args(parser)
     parser.add_argument("--out", required=True, help="run file to write (.h5)")
-    parser.add_argument("--checkpoint", type=Path, help="write a resumable checkpoint here after every block step")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="write a resumable checkpoint here after every block step (default: <out>.ckpt, "
+                             "removed once the run file is saved)")
     parser.add_argument("--resume", type=Path,
                         help="continue the run of this checkpoint (same options; it keeps being updated "
                              "unless --checkpoint names another file)")
@@ -70,17 +79,60 @@ class Progress:
         self.stream.flush()
 
 
+def default_checkpoint(out: str | Path) -> Path:
+    return Path(f"{out}.ckpt")
+
+
+def rerun_command(argv: Sequence[str], resume: Path | None = None) -> str:
+    """This process's command line (``python -m engine ...``), with ``--resume`` set to ``resume`` if given."""
+    kept, tokens = [], iter(argv)
+    for token in tokens:
+        if token == "--resume":
+            next(tokens, None)   # and its value
+        elif not token.startswith("--resume="):
+            kept.append(token)
+    resumed = ["--resume", str(resume)] if resume is not None else []
+    return shlex.join([sys.executable, "-m", "engine", *kept, *resumed])
+
+
+def _stopped(reason: str, checkpoint: Path, argv: Sequence[str]) -> None:
+    """One message on stderr: why the search stopped and, when a checkpoint holds it, how to go on."""
+    if sys.stderr.isatty():
+        print(file=sys.stderr)   # end the progress line rewritten in place
+    if checkpoint.exists():
+        reason += f"; the search so far is in {checkpoint}. Resume it with:\n  {rerun_command(argv, checkpoint)}"
+    else:
+        reason += "; no block step had finished, so there is nothing to resume: rerun the same command"
+    print(reason, file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     config = search_config_from_args(args)
+    checkpoint = args.checkpoint or args.resume or default_checkpoint(args.out)
     progress = None if args.quiet else Progress(sys.stderr)
     record = None
-    for event in run_search(run_spec(args), config, args.checkpoint or args.resume, args.resume):
-        if progress is not None:
-            progress.update(event)
-        if isinstance(event, Finished):
-            record = event.run
-    out = save_run(args.out, record)
+    try:
+        for event in run_search(run_spec(args), config, checkpoint, args.resume):
+            if progress is not None:
+                progress.update(event)
+            if isinstance(event, Finished):
+                record = event.run
+    except KeyboardInterrupt:
+        _stopped("interrupted", checkpoint, args.argv)
+        return 130
+    except FileNotFoundError:
+        raise   # a missing input (e.g. the --resume file): the CLI's one-line error
+    except OSError as exc:   # writing the checkpoint (disk full, permission)
+        _stopped(f"error: {exc}", checkpoint, args.argv)
+        return 2
+    try:
+        out = save_run(args.out, record)
+    except OSError as exc:
+        _stopped(f"error: could not write the run file {args.out}: {exc.strerror or exc}", checkpoint, args.argv)
+        return 2
+    if args.checkpoint is None and checkpoint == default_checkpoint(args.out):
+        checkpoint.unlink(missing_ok=True)
     m = record.metrics
     result = {"fp_top1": m["fp_top1"], "base_top1": m["base_top1"], "refined_top1": m["refined_top1"],
               "heldout_base_top1": m["heldout_base_top1"], "heldout_refined_top1": m["heldout_refined_top1"],

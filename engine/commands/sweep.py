@@ -2,7 +2,8 @@
 
 One progress line per run on stderr; the summary table (one library row per run) on stdout, as a
 JSON list on the last line with ``--json``. Rerunning the same command after an interruption skips
-the finished runs and resumes the interrupted one.
+the finished runs and resumes the interrupted one: Ctrl+C leaves the current run's checkpoint (in
+``<out-dir>/.checkpoints``), prints that command and exits 130.
 """
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import sys
 from ..cli import add_model_args, add_output_args, emit, run_spec
 from ..quant import QuantConfig
 from ..search.config import add_search_args, search_config_from_args
-from ..sweep import SweepFinished, SweepGrid, describe, run_sweep
+from ..sweep import RunStarted, SweepFinished, SweepGrid, describe, run_sweep
 from .compare import SUMMARY_COLUMNS, format_table
+from .search import rerun_command
 
 
 def add_parser(sub) -> None:
@@ -30,17 +32,36 @@ def add_parser(sub) -> None:
     parser.set_defaults(func=run)
 
 
+def _stopped(reason: str, current: RunStarted | None, argv: list[str]) -> None:
+    """Why the sweep stopped, where its work is, and the command that continues it."""
+    kept = f"; the current run's checkpoint {current.run.checkpoint} is kept" if (
+        current is not None and current.run.checkpoint.exists()) else ""
+    print(f"{reason}{kept}; finished runs are kept. Continue the sweep with the same command:\n  "
+          f"{rerun_command(argv)}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seeds is not None else str(args.seed)
     grid = SweepGrid.parse(args.quantizers, args.bits, seeds, args.attn_bits)
     base = run_spec(args, QuantConfig())   # quantization and seed are set per run by the grid
-    rows = ()
-    for event in run_sweep(grid, base, search_config_from_args(args), args.out_dir):
-        line = describe(event)
-        if line and not args.quiet:
-            print(line, file=sys.stderr, flush=True)
-        if isinstance(event, SweepFinished):
-            rows = event.rows
+    rows, current = (), None
+    try:
+        for event in run_sweep(grid, base, search_config_from_args(args), args.out_dir):
+            line = describe(event)
+            if line and not args.quiet:
+                print(line, file=sys.stderr, flush=True)
+            if isinstance(event, RunStarted):
+                current = event
+            if isinstance(event, SweepFinished):
+                rows = event.rows
+    except KeyboardInterrupt:
+        _stopped("interrupted", current, args.argv)
+        return 130
+    except FileNotFoundError:
+        raise   # a missing input: the CLI's one-line error
+    except OSError as exc:   # writing a run file or checkpoint (disk full, permission)
+        _stopped(f"error: {exc}", current, args.argv)
+        return 2
     table = [row.to_dict() for row in rows]
     emit(args, table, format_table(table, SUMMARY_COLUMNS))
     return 0 if all(row.ok for row in rows) else 1

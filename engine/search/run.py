@@ -23,7 +23,7 @@ from ..data import first_images
 from ..evaluate import top1
 from ..pipeline import Prepared, RunSpec, prepare
 from ..quant import ScaleSet
-from ..runrecord import RunRecord
+from ..runrecord import RunRecord, identity_mismatch, run_identity, spec_values
 from .checkpoint import SearchState, load_checkpoint, save_checkpoint
 from .config import SearchConfig
 from .evaluator import CachedEvaluator, Fitness, reference_outputs
@@ -79,20 +79,16 @@ def scales_fingerprint(scales: ScaleSet) -> str:
 
 
 def _identity(prepared: Prepared, config: SearchConfig, base: ScaleSet) -> dict:
-    spec = prepared.spec.to_dict()
-    spec.pop("device")  # the same run may continue on another device (results then differ in the last bits)
-    return {"spec": spec, "config": config.to_dict(), "base_sha256": scales_fingerprint(base)}
+    """The run's identity (the one rule of ``runrecord.run_identity``) and its base scales' fingerprint."""
+    identity = run_identity(spec_values(prepared.spec), config.to_dict(), prepared.info.weights_sha256)
+    return {**identity, "base_sha256": scales_fingerprint(base)}
 
 
 def _check_identity(saved: dict, expected: dict, path: Path) -> None:
-    for key in ("spec", "config", "base_sha256"):
-        if saved.get(key) != expected[key]:
-            differing = key
-            if isinstance(expected[key], dict):
-                differing = next((f"{key}.{k}" for k in expected[key] if saved.get(key, {}).get(k) != expected[key][k]),
-                                 key)
-            raise ValueError(f"checkpoint {path} belongs to another run ({differing} differs); "
-                             "resume with the same model, data, quantizer, seed and search options")
+    problem = identity_mismatch(saved, expected, f"checkpoint {path}")
+    if problem:
+        raise ValueError(f"checkpoint {path} belongs to another run ({problem}); "
+                         "resume with the same model, weights, data, quantizer, seed and search options")
 
 
 def _selection_score(config: SearchConfig, loss: float, heldout: float) -> float:
@@ -252,4 +248,5 @@ def _final_record(prepared: Prepared, config: SearchConfig, spaces: list[BlockSp
     search = {**config.to_dict(), "resolved_mutation_range": w_range, "resolved_act_mutation_range": a_range}
     return RunRecord(model_name=info.name, model_source=info.source, weights_sha256=info.weights_sha256,
                      quant=qmodel.config, calibration=prepared.calibration_meta(), scales=refined, seed=spec.seed,
-                     base=base, search=search, history=state.history(), metrics=metrics)
+                     base=base, search=search, history=state.history(), metrics=metrics,
+                     spec=spec_values(spec))
