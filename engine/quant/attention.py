@@ -17,9 +17,9 @@ ATTENTION_ROLES = ("q", "k", "v", "probs")
 
 
 def _attach_quantizers(module: nn.Module, attn_bits: int) -> None:
-    for role in ("q", "k", "v"):
-        module.add_module(f"{role}_quant", FakeQuantizer(attn_bits))
-    module.add_module("probs_quant", FakeQuantizer(attn_bits))
+    device = module.qkv.weight.device  # both supported attentions compute q, k, v with one qkv Linear
+    for role in ATTENTION_ROLES:
+        module.add_module(f"{role}_quant", FakeQuantizer(attn_bits, device))
 
 
 def quantized_attention(module: nn.Module, q, k, v, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -20,8 +20,8 @@ class QuantLinear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = linear.weight
         self.bias = linear.bias
-        self.weight_quant = FakeQuantizer(w_bits, granularity=PER_CHANNEL, axis=0)
-        self.input_quant = FakeQuantizer(a_bits)
+        self.weight_quant = FakeQuantizer(w_bits, linear.weight.device, granularity=PER_CHANNEL, axis=0)
+        self.input_quant = FakeQuantizer(a_bits, linear.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.input_quant(x), self.weight_quant(self.weight), self.bias)
@@ -41,7 +41,7 @@ class QuantConv2d(nn.Module):
         self.weight, self.bias = conv.weight, conv.bias
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
         self.in_channels, self.out_channels, self.kernel_size = conv.in_channels, conv.out_channels, conv.kernel_size
-        self.weight_quant = FakeQuantizer(w_bits, granularity=PER_CHANNEL, axis=0)
+        self.weight_quant = FakeQuantizer(w_bits, conv.weight.device, granularity=PER_CHANNEL, axis=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight_quant(self.weight), self.bias, self.stride, self.padding,

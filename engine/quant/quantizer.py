@@ -20,14 +20,17 @@ class FakeQuantizer(nn.Module):
 
     While an observer is attached the quantizer only records statistics and passes ``x`` through;
     before calibration, or while disabled (the FP reference), it is the identity.
+
+    The buffers are born on ``device`` (the wrapped module's) and every later ``set_params`` keeps
+    them there, so one rule holds whatever path sets them: they live where the module lives.
     """
 
-    def __init__(self, bits: int, signed: bool = False, granularity: str = PER_TENSOR,
+    def __init__(self, bits: int, device: torch.device, signed: bool = False, granularity: str = PER_TENSOR,
                  axis: int | None = None, scheme: str = "uniform") -> None:
         super().__init__()
         self.bits, self.signed, self.granularity, self.axis, self.scheme = bits, signed, granularity, axis, scheme
-        self.register_buffer("scale", torch.empty(0))
-        self.register_buffer("zero_point", torch.empty(0))
+        self.register_buffer("scale", torch.empty(0, device=device))
+        self.register_buffer("zero_point", torch.empty(0, device=device))
         self.extra_names: list[str] = []
         self.observer: Observer | None = None
         self.enabled = True
@@ -73,7 +76,8 @@ class FakeQuantizer(nn.Module):
         )
 
     def set_params(self, params: QuantParams) -> None:
-        """Adopt ``params`` exactly (bit-identical reloads depend on no arithmetic here)."""
+        """Adopt ``params`` exactly (bit-identical reloads depend on no arithmetic here), on the
+        quantizer's own device (its module's), whatever device torch would default to."""
         device = self.scale.device
         self.bits, self.signed, self.granularity, self.axis, self.scheme = (
             params.bits, params.signed, params.granularity, params.axis, params.scheme)

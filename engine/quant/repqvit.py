@@ -120,7 +120,7 @@ def _fold(norm: nn.LayerNorm, linear: nn.Module, r: torch.Tensor | None, b: torc
         new = (gamma, beta, weight, bias)
     else:
         r64, b64, w64 = r.double().cpu(), b.double().cpu(), weight.double() * r.double().cpu()
-        bias64 = (bias.double() if bias is not None else torch.zeros(w64.shape[0], dtype=torch.float64)) + w64 @ b64
+        bias64 = (bias.double() if bias is not None else w64.new_zeros(w64.shape[0])) + w64 @ b64
         new = (gamma.double() / r64, beta.double() / r64 - b64, w64, bias64)
     with torch.no_grad():
         for module, attr, value in ((norm, "weight", new[0]), (norm, "bias", new[1]),
