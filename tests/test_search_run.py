@@ -32,10 +32,10 @@ BATCH = 32
 
 
 class SpyImages(Dataset):
-    """A dataset that remembers whether anything read it."""
+    """A dataset that remembers whether anything read it, and how many items were read (like decodes)."""
 
     def __init__(self, inner: TensorImages) -> None:
-        self.inner, self.reads = inner, 0
+        self.inner, self.reads, self.items_read = inner, 0, 0
 
     def __len__(self) -> int:
         self.reads += 1
@@ -43,6 +43,7 @@ class SpyImages(Dataset):
 
     def __getitem__(self, index: int):
         self.reads += 1
+        self.items_read += 1
         return self.inner[index]
 
 
@@ -58,8 +59,8 @@ def tiny_prepared(seed: int = 0, spy: bool = False) -> Prepared:
             return TensorImages(x, model(x).argmax(-1), torch.arange(n))
 
     calib, heldout, test = images(96, 1), images(64, 2), images(64, 3)
-    splits = Splits("synthetic", calib, heldout, SpyImages(test) if spy else test, (1, 16, 16), (0.0,), (1.0,),
-                    64, 64, tuple(str(c) for c in range(10)))
+    splits = Splits("synthetic", calib, SpyImages(heldout) if spy else heldout, SpyImages(test) if spy else test,
+                    (1, 16, 16), (0.0,), (1.0,), 64, 64, tuple(str(c) for c in range(10)))
     spec = RunSpec(model="tiny-vit", quant=QuantConfig("percentile", 3, 4), calib_size=96, batch_size=BATCH,
                    seed=seed, device="cpu")
     batches = [calib.images[i:i + BATCH] for i in range(0, 96, BATCH)]
@@ -158,7 +159,16 @@ def test_test_split_is_read_only_at_the_end():
     for event in search_prepared(prepared, replace(TINY, select="best-heldout")):
         if not isinstance(event, Finished):
             assert spy.reads == 0, f"test split read before the end (at {type(event).__name__})"
-    assert spy.reads > 0
+    assert spy.items_read == len(spy.inner)   # once for FP, base and refined together
+
+
+def test_heldout_is_decoded_once_per_run_and_gives_the_same_history():
+    spied, plain = tiny_prepared(spy=True), tiny_prepared()
+    events = run_all(spied, TINY)
+    assert spied.splits.heldout.items_read == len(spied.splits.heldout.inner)   # not once per block step
+    spied_run, plain_run = final(events).run, final(run_all(plain, TINY)).run
+    assert np.array_equal(spied_run.history.heldout_top1, plain_run.history.heldout_top1)
+    assert spied_run.metrics["refined_top1"] == plain_run.metrics["refined_top1"]
 
 
 @pytest.mark.parametrize("select", ["last", "best-loss", "best-heldout"])

@@ -13,16 +13,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Generator, Iterator
 
 import numpy as np
 
-from ..data import first_images
-from ..evaluate import top1
+from ..data import TensorImages, first_images, materialize
+from ..evaluate import top1, top1_variants
 from ..pipeline import Prepared, RunSpec, prepare
-from ..quant import ScaleSet
+from ..quant import QuantizedModel, ScaleSet
 from ..runrecord import RunRecord, identity_mismatch, run_identity, spec_values
 from .checkpoint import SearchState, load_checkpoint, save_checkpoint
 from .config import SearchConfig
@@ -118,9 +118,9 @@ def _evolution_params(config: SearchConfig, space: BlockSpace, prepared: Prepare
                            config.mutation, space.ranges(w_range, a_range))
 
 
-def _fresh_state(prepared: Prepared, config: SearchConfig, spaces: list[BlockSpace],
+def _fresh_state(prepared: Prepared, config: SearchConfig, spaces: list[BlockSpace], heldout: TensorImages,
                  evaluator: CachedEvaluator, rng: np.random.Generator) -> SearchState:
-    qmodel, heldout = prepared.qmodel, prepared.splits.heldout
+    qmodel = prepared.qmodel
     with qmodel.full_precision():
         heldout_fp = top1(qmodel, heldout, prepared.spec.batch_size, prepared.device).top1
     heldout_base = top1(qmodel, heldout, prepared.spec.batch_size, prepared.device).top1
@@ -170,6 +170,7 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
     fitness = Fitness(get_loss(config.loss), config.temperature, pre_logits,
                       reference_outputs(qmodel, segments, images, pre_logits))
     evaluator = CachedEvaluator(qmodel, segments, images, fitness)
+    heldout = materialize(prepared.splits.heldout, spec.batch_size, prepared.device)   # read after every step
     rng = np.random.default_rng([SEARCH_STREAM, spec.seed])
     if resume is not None:
         state, saved_identity = load_checkpoint(resume)
@@ -180,7 +181,7 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
         log.info("resuming %s after block step %d", resume, state.step)
     else:
         yield Stage("measuring the base on the held-out split")
-        state = _fresh_state(prepared, config, spaces, evaluator, rng)
+        state = _fresh_state(prepared, config, spaces, heldout, evaluator, rng)
     watch = Stopwatch(state.seconds)
     with watch.paused():
         yield Started(block_names=tuple(names), passes=config.passes,
@@ -202,20 +203,30 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
         space.write(qmodel, result.vector)
         state.vectors[block_index] = result.vector
         state.current_loss = result.loss
-        heldout = top1(qmodel, prepared.splits.heldout, spec.batch_size, prepared.device).top1
-        _record_step(state, config, pass_index, block_index, heldout)
+        heldout_top1 = top1(qmodel, heldout, spec.batch_size, prepared.device).top1
+        _record_step(state, config, pass_index, block_index, heldout_top1)
         state.rng_state = rng.bit_generator.state
         state.seconds = watch.read()
         if checkpoint is not None:
             save_checkpoint(checkpoint, state, identity)
         with watch.paused():
             yield BlockDone(step=state.step, pass_index=pass_index, block_index=block_index, best_loss=result.loss,
-                            heldout_top1=heldout, evaluations=state.evaluations)
+                            heldout_top1=heldout_top1, evaluations=state.evaluations)
             if block_index == 0:
                 yield PassDone(pass_index=pass_index, best_loss=state.current_loss)
     seconds = watch.read()
     yield Stage("final report: reading the test split")
     yield Finished(run=_final_record(prepared, config, spaces, base, state, seconds))
+
+
+@contextmanager
+def _scales_applied(qmodel: QuantizedModel, scales: ScaleSet, restore: ScaleSet) -> Iterator[None]:
+    """``scales`` loaded for the duration, then ``restore`` (loading is exact, so nothing drifts)."""
+    qmodel.load_scale_set(scales)
+    try:
+        yield
+    finally:
+        qmodel.load_scale_set(restore)
 
 
 def _final_record(prepared: Prepared, config: SearchConfig, spaces: list[BlockSpace], base: ScaleSet,
@@ -228,13 +239,10 @@ def _final_record(prepared: Prepared, config: SearchConfig, spaces: list[BlockSp
         for space, vector in zip(spaces, state.vectors if config.select == "last" else state.selected_vectors):
             space.write(qmodel, vector)
     refined = qmodel.scale_set()
-    test = prepared.splits.test
-    with qmodel.full_precision():
-        fp = top1(qmodel, test, spec.batch_size, prepared.device)
-    refined_acc = top1(qmodel, test, spec.batch_size, prepared.device)
-    qmodel.load_scale_set(base)
-    base_acc = top1(qmodel, test, spec.batch_size, prepared.device)
-    qmodel.load_scale_set(refined)
+    variants = {"fp": qmodel.full_precision, "refined": nullcontext,
+                "base": lambda: _scales_applied(qmodel, base, restore=refined)}
+    test = top1_variants(qmodel, prepared.splits.test, variants, spec.batch_size, prepared.device)
+    fp, refined_acc, base_acc = test["fp"], test["refined"], test["base"]
     step = state.selected_step
     metrics = {
         "fp_top1": fp.top1, "base_top1": base_acc.top1, "refined_top1": refined_acc.top1, "n_test": fp.n,
