@@ -1,8 +1,8 @@
 """Benchmark: the same candidate evaluations run the release's way and ours, in one process.
 
 Naive = write the candidate into the model and run the whole network on every calibration batch
-(the release). Optimised = the search's CachedEvaluator (block inputs cached once per pass,
-only the searched block and the later ones rerun, ``children`` candidates per batched call).
+(the release). Optimised = the search's CachedEvaluator (the searched block's input cached once
+per block step, only that block and the later ones rerun, ``children`` candidates per batched call).
 Both see identical candidates (every block, last to first, ``candidates`` each, drawn with the
 config's mutation) and their losses are compared. Ratios from one run, not absolute times alone.
 """
@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .data import first_images
-from .device import resolve_device
-from .models import DEMO_MODEL, create_model
-from .pipeline import RunSpec, prepare
-from .quant import QuantizedModel, quantize
+from .data import SYNTHETIC, first_images
+from .models import DEMO_MODEL
+from .pipeline import Prepared, RunSpec, prepare
+from .quant import QuantizedModel
 from .search.config import SearchConfig
-from .search.evaluator import CachedEvaluator, Fitness, NaiveEvaluator, reference_outputs
-from .search.losses import get_loss
+from .search.evaluator import CachedEvaluator, NaiveEvaluator, search_fitness
 from .search.segments import model_segments
 from .search.space import block_space, mutate
 
@@ -73,20 +71,17 @@ def _timed(device: torch.device, fn, *args) -> tuple[object, float, float]:
 
 def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: SearchConfig, model_name: str,
               device: torch.device, candidates: int = 8, seed: int = 0) -> BenchResult:
-    """Time both paths over the same candidates; the optimised path's time includes its
-    once-per-pass block-input cache. Both use the fitness's images (``config.search_images``)."""
+    """Time both paths over the same candidates; the optimised path's time includes building its
+    block-input cache at every block. Both use the fitness's images (``config.search_images``)."""
     calib = first_images(calib, config.search_images)
     segments = model_segments(qmodel.model)
-    pre_logits = config.features == "prelogits"
-    fitness = Fitness(get_loss(config.loss), config.temperature, pre_logits,
-                      reference_outputs(qmodel, segments, calib, pre_logits))
+    fitness = search_fitness(qmodel, segments, calib, config)
     work = _candidates(qmodel, config, candidates, seed)
     n_evals = sum(len(vectors) for _, _, vectors in work)
 
     naive = NaiveEvaluator(qmodel, segments, calib, fitness)
     cached = CachedEvaluator(qmodel, segments, calib, fitness)
-    _, opt_s, opt_cpu = _timed(device, cached.begin_pass)
-    naive_s = naive_cpu = 0.0
+    naive_s = naive_cpu = opt_s = opt_cpu = 0.0
     naive_losses, opt_losses = [], []
     for index, space, vectors in work:   # interleaved per block, so load changes hit both paths alike
         losses, wall, cpu = _timed(device, naive.evaluate, space, vectors)
@@ -106,15 +101,9 @@ def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: Sea
                        device=str(device), evaluations=n_evals, n_calib=sum(len(b) for b in calib), blocks=len(work))
 
 
-def bench_inputs(spec: RunSpec) -> tuple[QuantizedModel, list[torch.Tensor], torch.device]:
-    """The calibrated model and calibration batches: real ones for the demo or with ``--data``,
-    else the model (its weights, or random init) on generated images (speed does not depend on them)."""
-    if spec.model == DEMO_MODEL or spec.data is not None:
-        prepared = prepare(spec)
-        return prepared.qmodel, prepared.calib, prepared.device
-    device = resolve_device(spec.device)
-    model, info = create_model(spec.model, weights=spec.weights, pretrained=spec.pretrained)
-    generator = torch.Generator().manual_seed(spec.seed)
-    images = torch.randn((spec.calib_size, *info.input_size), generator=generator)
-    calib = [images[i:i + spec.batch_size].to(device) for i in range(0, spec.calib_size, spec.batch_size)]
-    return quantize(model.to(device).eval(), spec.quant, calib), calib, device
+def bench_inputs(spec: RunSpec) -> Prepared:
+    """The calibrated model and calibration batches through ``prepare``: the demo's digits or
+    ``--data`` when given, else seeded random images at the model's input size (speed and memory
+    do not depend on the pixels)."""
+    data = spec.data if spec.data is not None or spec.model == DEMO_MODEL else SYNTHETIC
+    return prepare(replace(spec, data=data))

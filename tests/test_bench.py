@@ -1,14 +1,18 @@
-"""bench: both evaluation paths see the same candidates and agree on every loss."""
+"""bench: both evaluation paths see the same candidates and agree on every loss; --memory measures
+peak memory per phase and extrapolates it."""
 from __future__ import annotations
 
 import json
 from dataclasses import replace
 
+import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from engine.bench import run_bench
+from engine.bench import bench_inputs, run_bench
+from engine.bench_memory import PeakMeter, SizePeaks, check_sizes, format_table, measure_size, summarize
 from engine.cli import main
+from engine.pipeline import RunSpec
 from engine.quant import QuantConfig, quantize
 from engine.search.config import PRESETS
 
@@ -39,3 +43,53 @@ def test_bench_command_on_the_demo(capsys):
     assert {"naive_evals_per_s", "opt_evals_per_s", "speedup", "max_rel_loss_diff", "model", "device"} <= set(result)
     assert result["model"] == "digits-vit" and result["device"] == "cpu" and result["evaluations"] == 6 * 2
     assert result["max_rel_loss_diff"] <= 1e-5
+
+
+# ---------------------------------------------------------------- --memory
+
+def test_summary_extrapolates_linear_growth_against_the_targets():
+    mb = 1 << 20
+    small = SizePeaks(64, calibration=1000 * mb, search_pass=1100 * mb, block_input_bytes=197 * 768 * 4)
+    large = SizePeaks(256, calibration=1192 * mb, search_pass=1100 * mb + 192 * 2 * mb, block_input_bytes=197 * 768 * 4)
+    result = summarize(RunSpec(model="vit_base_patch16_224", batch_size=32), "cpu", "peak RSS", small, large)
+    assert result.growth_per_image == {"calibration": 1.0 * mb, "search_pass": 2.0 * mb}
+    assert result.extrapolated["search_pass"] == large.search_pass + 2.0 * mb * (1000 - 256)
+    assert result.growth_target == 3 * 197 * 768 * 4 and not result.meets_growth_target   # 2 MB > 1.73 MB
+    assert result.meets_peak_target and result.to_dict()["extrapolated_to"] == 1000
+    assert "MISSED" in format_table(result) and "met" in format_table(result)
+
+
+@pytest.mark.parametrize("sizes", [(64,), (256, 64), (0, 64), (64, 128, 256)])
+def test_memory_bench_needs_two_increasing_sizes(sizes):
+    with pytest.raises(ValueError, match="two increasing calibration sizes"):
+        check_sizes(sizes)
+
+
+def test_peak_meter_sees_an_allocation_after_a_reset():
+    meter = PeakMeter(torch.device("cpu"))
+    meter.reset()
+    before = meter.peak()
+    block = torch.ones(64 << 20, dtype=torch.uint8)     # 64 MB, touched
+    assert meter.peak() - before >= 60 << 20
+    del block
+    meter.reset()
+    assert meter.peak() < before + (60 << 20)            # the reset forgot the freed block
+
+
+def test_measure_size_on_a_timm_model_uses_prepare_on_synthetic_images():
+    spec = RunSpec(model="deit_tiny_patch16_224", quant=QuantConfig.from_bits("minmax", "W4A8"), calib_size=4,
+                   batch_size=2, device="cpu")
+    assert bench_inputs(spec).splits.name == "synthetic"
+    peaks = measure_size(spec, replace(PRESETS["default"], children=1), block_steps=1)
+    assert peaks.calib_size == 4 and peaks.block_input_bytes == 197 * 192 * 4
+    assert peaks.calibration > 0 and peaks.search_pass > 0
+
+
+def test_bench_memory_command_on_the_demo(capsys):
+    code = main(["bench", "--memory", "--calib-sizes", "16,32", "--batch-size", "16", "--block-steps", "2",
+                 "--device", "cpu", "--json", "--quiet"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [s["calib_size"] for s in result["sizes"]] == [16, 32] and result["measure"] == "peak RSS"
+    assert set(result["growth_per_image"]) == {"calibration", "search_pass"}
+    assert all(s["search_pass"] > 0 and s["calibration"] > 0 for s in result["sizes"])

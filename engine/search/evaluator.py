@@ -25,7 +25,8 @@ import torch
 from torch.func import functional_call
 
 from ..quant import QuantizedModel
-from .losses import LossFn
+from .config import SearchConfig
+from .losses import LossFn, get_loss
 from .segments import Segments
 from .space import BlockSpace
 
@@ -61,6 +62,14 @@ def reference_outputs(qmodel: QuantizedModel, segments: Segments, calib: Sequenc
     """FP outputs of every calibration batch, computed once per run (same forward, quantizers off)."""
     with qmodel.full_precision():
         return tuple(segments.forward(images, pre_logits) for images in calib)
+
+
+def search_fitness(qmodel: QuantizedModel, segments: Segments, calib: Sequence[torch.Tensor],
+                   config: SearchConfig) -> Fitness:
+    """The fitness of a search with ``config``: its loss and temperature, on the features it compares."""
+    pre_logits = config.features == "prelogits"
+    return Fitness(get_loss(config.loss), config.temperature, pre_logits,
+                   reference_outputs(qmodel, segments, calib, pre_logits))
 
 
 class NaiveEvaluator:

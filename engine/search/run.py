@@ -26,10 +26,9 @@ from ..quant import QuantizedModel, ScaleSet
 from ..runrecord import RunRecord, identity_mismatch, run_identity, spec_values
 from .checkpoint import SearchState, load_checkpoint, save_checkpoint
 from .config import SearchConfig
-from .evaluator import CachedEvaluator, Fitness, reference_outputs
+from .evaluator import CachedEvaluator, search_fitness
 from .events import BlockDone, Evaluated, Event, Finished, PassDone, Stage, Started
 from .evolution import BlockResult, EvolutionParams, evolve_block
-from .losses import get_loss
 from .segments import model_segments
 from .space import BlockSpace, block_space
 
@@ -165,11 +164,8 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
     base = qmodel.scale_set()
     identity = _identity(prepared, config, base)
     yield Stage("computing the FP reference on the calibration images")
-    pre_logits = config.features == "prelogits"
     images = first_images(prepared.calib, config.search_images)
-    fitness = Fitness(get_loss(config.loss), config.temperature, pre_logits,
-                      reference_outputs(qmodel, segments, images, pre_logits))
-    evaluator = CachedEvaluator(qmodel, segments, images, fitness)
+    evaluator = CachedEvaluator(qmodel, segments, images, search_fitness(qmodel, segments, images, config))
     heldout = materialize(prepared.splits.heldout, spec.batch_size, prepared.device)   # read after every step
     rng = np.random.default_rng([SEARCH_STREAM, spec.seed])
     if resume is not None:
