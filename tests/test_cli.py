@@ -1,12 +1,17 @@
 """The headless CLI end to end: quantize / eval / inspect on the demo and on real timm architectures."""
+import hashlib
 import json
 import sys
+from pathlib import Path
 
 import pytest
 import timm
+from safetensors.torch import load_file, save_file
 
 from engine.allocator import keep_freed_memory
 from engine.cli import main
+from engine.models import DEMO_WEIGHTS
+from engine.scalefile import load_run
 from helpers import make_image_folder, save_random_timm_model
 from test_quant_core import expected_points
 
@@ -81,3 +86,23 @@ def test_cli_keeps_freed_memory_on_glibc(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("engine.cli.keep_freed_memory", lambda: calls.append(True))
     assert run_cli(capsys, "eval", "--scales", str(tmp_path / "missing.h5"))[0] == 2
     assert calls == [True]
+
+
+def other_demo_weights(path: Path) -> Path:
+    """The demo's weights with one bias nudged: the same architecture, another weights hash."""
+    state = load_file(str(DEMO_WEIGHTS))
+    state["head.bias"] = state["head.bias"] + 0.01
+    save_file(state, str(path))
+    return path
+
+
+def test_eval_refuses_a_run_made_with_other_weights(tmp_path, capsys):
+    out = tmp_path / "run.h5"
+    assert run_cli(capsys, "quantize", "--quantizer", "minmax", "--bits", "W8A8", "--calib-size", "100",
+                   "--out", str(out), "--quiet")[0] == 0
+    other = other_demo_weights(tmp_path / "other.safetensors")
+    code, _, err = run_cli(capsys, "eval", "--scales", str(out), "--weights", str(other))
+    made_with, loaded = load_run(out).weights_sha256, hashlib.sha256(other.read_bytes()).hexdigest()
+    assert code == 2 and err.startswith("error:") and "Traceback" not in err
+    assert f"made with weights sha256 {made_with[:12]}" in err and f"weights are sha256 {loaded[:12]}" in err
+    assert f"file:{other.resolve()}" in err

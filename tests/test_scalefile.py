@@ -109,3 +109,17 @@ def test_truncated_and_foreign_files(tmp_path, calibrated):
         load_run(other)
     with pytest.raises(FileNotFoundError, match="scale file not found"):
         load_run(tmp_path / "missing.h5")
+
+
+def test_the_run_spec_round_trips_and_older_files_have_none(tmp_path, calibrated):
+    """The RunSpec a run was made with (``/config`` attr ``run_spec``, JSON) is what the identity rule compares."""
+    spec = {"model": "tiny-vit", "weights": None, "pretrained": False, "data": "/data/imagenet",
+            "quant": {"quantizer": "omse", "w_bits": 3, "a_bits": 4, "attn_bits": 6}, "calib_size": 8,
+            "batch_size": 4, "seed": 3}
+    record = make_record(calibrated[0])
+    record.spec = spec
+    path = save_run(tmp_path / "run.h5", record)
+    assert load_run(path).spec == spec
+    with h5py.File(path, "r+") as f:
+        del f["config"].attrs["run_spec"]
+    assert load_run(path).spec is None

@@ -5,24 +5,35 @@ The searches are the real engine search (``search_prepared``) on a cut-down demo
 """
 import io
 import json
+import logging
+import shlex
 import shutil
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import replace
+from hashlib import sha256
+from pathlib import Path
 from types import SimpleNamespace
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
 from engine.cli import main
 from engine.data import TensorImages
+from engine.models import create_model
+from engine.runrecord import run_identity, spec_values
 from engine.pipeline import RunSpec, prepare
 from engine.quant import QuantConfig
 from engine.scalefile import load_run
 from engine.search import run as search_run
+from engine.search.checkpoint import SearchState, save_checkpoint
 from engine.search.config import SearchConfig
 from engine.search.events import BlockDone, Finished
-from engine.sweep import (RunProgress, RunSkipped, RunStarted, SweepGrid, SweepStarted, plan_sweep, run_file_name,
-                          run_sweep)
+from engine.sweep import (RunProgress, RunSkipped, RunStarted, SweepGrid, SweepStarted, _resumable, plan_sweep,
+                          run_file_name, run_sweep)
+from test_cli import other_demo_weights
 
 TINY = SearchConfig(passes=1, cycles=1, children=2, population=4, tournament=2)
 TINY_FLAGS = ["--passes", "1", "--cycles", "1", "--children", "2", "--population", "4", "--tournament", "2"]
@@ -147,3 +158,78 @@ def test_compare_reads_the_sweep_with_weights(swept, capsys):
     assert [len(run["step_heldout"]) for run in sbs["runs"]] == [6, 6]
     assert [sum(run["counts"]) for run in layer["runs"]] == [96, 96]    # channel 7 of qkv: embed_dim weights
     assert [run["refined"]["bits"] for run in layer["runs"]] == [8, 4] and len(layer["edges"]) == 65
+
+
+def test_one_identity_rule_names_the_first_differing_field(swept, tmp_path):
+    """Calibration size, batch size and weights make another run: the sweep refuses the folder, naming
+    the field with both values; identical settings skip."""
+    grid = SweepGrid(("minmax",), ("W8A8",), (0,))
+    shutil.copy(swept.folder / f"{W8}.h5", tmp_path)
+    assert plan_sweep(grid, BASE, TINY, tmp_path)[0].done
+    other = other_demo_weights(tmp_path / "other.safetensors")
+    made_with, other_sha = load_run(tmp_path / f"{W8}.h5").weights_sha256, sha256(other.read_bytes()).hexdigest()
+    for spec, message in ((replace(BASE, calib_size=60), r"spec.calib_size 50 \(this run: 60\)"),
+                          (replace(BASE, batch_size=25), r"spec.batch_size 50 \(this run: 25\)"),
+                          (replace(BASE, weights=str(other)),
+                           rf"weights_sha256 {made_with[:12]}… \(this run: {other_sha[:12]}…\)")):
+        with pytest.raises(ValueError, match=f"differs from this sweep: {message}"):
+            plan_sweep(grid, spec, TINY, tmp_path)
+
+
+def test_an_older_run_file_without_its_spec_is_compared_on_what_it_records(swept, tmp_path, caplog):
+    grid = SweepGrid(("minmax",), ("W8A8",), (0,))
+    path = Path(shutil.copy(swept.folder / f"{W8}.h5", tmp_path))
+    with h5py.File(path, "r+") as f:
+        del f["config"].attrs["run_spec"]
+    assert load_run(path).spec is None
+    with caplog.at_level(logging.INFO, logger="engine.runrecord"):
+        assert plan_sweep(grid, replace(BASE, calib_size=60), TINY, tmp_path)[0].done   # unknown: not compared
+    unknown = caplog.text.split("does not record ", 1)[1].splitlines()[0]
+    assert all(f"spec.{field}" in unknown for field in ("data", "calib_size", "batch_size"))
+    with pytest.raises(ValueError, match=r"config.passes 1 \(this run: 2\)"):
+        plan_sweep(grid, BASE, replace(TINY, passes=2), tmp_path)
+
+
+def test_a_checkpoint_of_other_settings_restarts_the_run(tmp_path, caplog):
+    grid = SweepGrid(("minmax",), ("W8A8",), (0,))
+    run = plan_sweep(grid, BASE, TINY, tmp_path)[0]
+    state = SearchState(vectors=[np.ones(3)], rng_state={}, base_loss=1.0, heldout_fp_top1=99.0,
+                        heldout_base_top1=98.0, current_loss=1.0)
+    weights_sha = create_model()[1].weights_sha256
+    for calib_size, resumable in ((60, False), (50, True)):
+        identity = run_identity(spec_values(replace(run.spec, calib_size=calib_size)), TINY.to_dict(), weights_sha)
+        save_checkpoint(run.checkpoint, state, {**identity, "base_sha256": "00" * 32})
+        planned = plan_sweep(grid, BASE, TINY, tmp_path)[0]
+        assert planned.identity["weights_sha256"] == weights_sha   # a checkpoint to compare: the weights are hashed
+        with caplog.at_level(logging.WARNING, logger="engine.sweep"):
+            assert _resumable(planned.checkpoint, planned.identity) is resumable
+    assert "other settings (spec.calib_size 60 (this run: 50)); the run starts afresh" in caplog.text
+
+
+def interrupted_after_first_step(spec, config, checkpoint=None, resume=None):
+    """small_search, with Ctrl+C pressed right after its first block step."""
+    for event in small_search(spec, config, checkpoint, resume):
+        yield event
+        if isinstance(event, BlockDone):
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_keeps_the_current_checkpoint_and_the_same_command_continues(tmp_path, monkeypatch):
+    argv = ["sweep", "--quantizers", "minmax", "--bits", "W8A8", "--calib-size", "50", "--batch-size", "50",
+            *TINY_FLAGS, "--out-dir", str(tmp_path)]
+    checkpoint = tmp_path / ".checkpoints" / f"{W8}.ckpt"
+
+    def sweep(search) -> tuple[int, str]:
+        monkeypatch.setattr(search_run, "run_search", search)
+        err = io.StringIO()
+        with redirect_stdout(io.StringIO()), redirect_stderr(err):
+            return main(argv), err.getvalue()
+
+    code, err = sweep(interrupted_after_first_step)
+    assert code == 130 and checkpoint.exists() and not (tmp_path / f"{W8}.h5").exists()
+    assert f"interrupted; the current run's checkpoint {checkpoint} is kept" in err
+    command = shlex.split(err.split("Continue the sweep with the same command:\n", 1)[1].splitlines()[0])
+    assert command == [sys.executable, "-m", "engine", *argv]
+    code, err = sweep(small_search)
+    assert code == 0 and "[1/1] minmax W8A8 s0: resuming from its checkpoint" in err
+    assert (tmp_path / f"{W8}.h5").exists() and not checkpoint.exists()
