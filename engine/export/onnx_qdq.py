@@ -1,0 +1,187 @@
+"""ONNX QDQ: every quantization point of a run as one QuantizeLinear/DequantizeLinear pair with its exact
+scale and zero-point (per-channel weights with ``axis``, per-tensor activations).
+
+ONNX has 4-, 8- and 16-bit integer types (4 and 16 from opset 21) and nothing in between, so a b-bit
+point is stored in the narrowest type that holds b bits (its *container*). When b is narrower than the
+container (3-bit activations in uint4, 6-bit weights in int8) a clamp to the b-bit range,
+``[s·(qmin−z), s·(qmax−z)]``, runs before the QuantizeLinear: the codes it lets through are exactly the
+b-bit codes the fake-quant model uses (round(x/s) of a clamped bound lands on qmin−z or qmax−z, never
+past it), and the container's own saturation never acts. Per-tensor points use ``Clip``; per-channel
+ones ``Max``/``Min`` with broadcast bounds, since ``Clip`` takes scalar bounds only. A point at the
+container's width (W8A8, int4 weights at W4) is a plain Q/DQ pair.
+
+Weights keep their float initializer in front of their QuantizeLinear (the explicit-quantization form
+TensorRT reads; onnxruntime folds the constant QuantizeLinear into an integer initializer), so the
+number of QuantizeLinear nodes is the number of quantization points.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper, version_converter
+
+from ..quant import PER_CHANNEL, QuantParams, ScaleSet
+from ..quant.params import integer_range
+from .graph import drop_marker_opset, is_marker, marker_key
+
+log = logging.getLogger(__name__)
+
+SUB_BYTE_OPSET = 21        # int4/uint4 and int16/uint16 QuantizeLinear
+EXPORTABLE_SCHEMES = ("uniform", "ptf")
+# What a user can export instead, by the scheme that cannot be exported.
+ALTERNATIVES = {
+    "log2": "fqvit-nolis (FQ-ViT with a uniform softmax)",
+    "twin_softmax": "minmax, percentile or omse (PTQ4ViT's twin-uniform ranges have no ONNX form)",
+    "twin_gelu": "minmax, percentile or omse (PTQ4ViT's twin-uniform ranges have no ONNX form)",
+    "log_sqrt2": "minmax, percentile or omse (RepQ-ViT's log√2 softmax has no ONNX form)",
+}
+_CONTAINERS = ((4, TensorProto.INT4, TensorProto.UINT4), (8, TensorProto.INT8, TensorProto.UINT8),
+               (16, TensorProto.INT16, TensorProto.UINT16))
+
+
+class ExportError(ValueError):
+    """A run that an export format cannot express; the message names the point and what to do."""
+
+
+@dataclass(frozen=True)
+class OnnxPoint:
+    """One quantization point as ONNX QuantizeLinear inputs: what is written and read back."""
+    scale: np.ndarray            # float32, () or (C,)
+    zero_point: np.ndarray       # int64 values of the container type, same shape
+    axis: int | None
+    elem_type: int               # TensorProto integer type (the container)
+    container_bits: int
+    bits: int
+    signed: bool
+
+    @property
+    def clamped(self) -> bool:
+        return self.bits < self.container_bits
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The float range whose codes are exactly the b-bit ones: [s·(qmin−z), s·(qmax−z)]."""
+        qmin, qmax = integer_range(self.bits, self.signed)
+        zero = self.zero_point.astype(np.float32)
+        return self.scale * (np.float32(qmin) - zero), self.scale * (np.float32(qmax) - zero)
+
+
+def container(bits: int, signed: bool) -> tuple[int, int]:
+    """(TensorProto type, its width) of the narrowest ONNX integer type holding ``bits``."""
+    for width, signed_type, unsigned_type in _CONTAINERS:
+        if bits <= width:
+            return (signed_type if signed else unsigned_type), width
+    raise ExportError(f"{bits}-bit quantization has no ONNX integer type (at most 16 bits)")
+
+
+def check_exportable(scales: ScaleSet, quantizer: str) -> None:
+    """ExportError naming the first point whose scheme one QuantizeLinear cannot express."""
+    for owner, role, params in scales.points():
+        if params.scheme not in EXPORTABLE_SCHEMES:
+            alternative = ALTERNATIVES.get(params.scheme, "minmax, percentile or omse")
+            raise ExportError(
+                f"{owner}/{role} of this {quantizer} run uses the {params.scheme!r} scheme, which one ONNX "
+                f"QuantizeLinear cannot express; quantize with {alternative} to export")
+
+
+def onnx_point(key: str, params: QuantParams) -> OnnxPoint:
+    """``params`` as QuantizeLinear inputs, exactly: FQ-ViT's PTF (one step s times a per-channel factor
+    2^k, one zero-point) becomes a per-channel point on the last axis with steps s·2^k, the product the
+    fake-quant computes in float32 (exact: the factors are powers of two)."""
+    scale, axis = params.scale, params.axis if params.granularity == PER_CHANNEL else None
+    zero_point = params.zero_point
+    if params.scheme == "ptf":
+        scale, axis = (params.scale * params.extra["factor"]).astype(np.float32), -1
+        zero_point = np.broadcast_to(params.zero_point, scale.shape)
+    elem_type, width = container(params.bits, params.signed)
+    if not np.array_equal(zero_point, np.round(zero_point)):
+        raise ExportError(f"{key}: zero-point is not an integer, which ONNX QuantizeLinear needs")
+    if zero_point.min() < params.qmin or zero_point.max() > params.qmax:
+        raise ExportError(f"{key}: zero-point outside the {params.bits}-bit range [{params.qmin}, {params.qmax}]")
+    return OnnxPoint(np.asarray(scale, np.float32), zero_point.astype(np.int64), axis, elem_type, width,
+                     params.bits, params.signed)
+
+
+def _initializer(graph: onnx.GraphProto, name: str, array: np.ndarray, elem_type: int = TensorProto.FLOAT) -> str:
+    graph.initializer.append(helper.make_tensor(name, elem_type, array.shape, array.flatten().tolist()))
+    return name
+
+
+def _bound_shape(point: OnnxPoint, rank: int | None, key: str) -> tuple[int, ...]:
+    """Shape that broadcasts per-channel bounds along the point's axis of a rank-``rank`` tensor."""
+    if point.axis == -1:
+        return point.scale.shape
+    if rank is None:
+        raise ExportError(f"{key}: a per-channel clamp on axis {point.axis} of an activation is not supported")
+    return point.scale.shape + (1,) * (rank - 1 - point.axis % rank)
+
+
+def _clamp_nodes(graph: onnx.GraphProto, key: str, point: OnnxPoint, source: str, rank: int | None) -> tuple[list, str]:
+    lo, hi = point.bounds()
+    if point.axis is None:
+        node = helper.make_node("Clip", [source, _initializer(graph, f"{key}/clip_min", lo),
+                                         _initializer(graph, f"{key}/clip_max", hi)], [f"{key}/clipped"],
+                                name=f"{key}/Clip")
+        return [node], f"{key}/clipped"
+    shape = _bound_shape(point, rank, key)
+    low = helper.make_node("Max", [source, _initializer(graph, f"{key}/clip_min", lo.reshape(shape))],
+                           [f"{key}/clipped_low"], name=f"{key}/Max")
+    high = helper.make_node("Min", [f"{key}/clipped_low", _initializer(graph, f"{key}/clip_max", hi.reshape(shape))],
+                            [f"{key}/clipped"], name=f"{key}/Min")
+    return [low, high], f"{key}/clipped"
+
+
+def _qdq_nodes(graph: onnx.GraphProto, key: str, point: OnnxPoint, source: str, output: str,
+               rank: int | None) -> list[onnx.NodeProto]:
+    nodes: list[onnx.NodeProto] = []
+    if point.clamped:
+        nodes, source = _clamp_nodes(graph, key, point, source, rank)
+    scale = _initializer(graph, f"{key}/scale", point.scale)
+    zero = _initializer(graph, f"{key}/zero_point", point.zero_point, point.elem_type)
+    axis = {} if point.axis is None else {"axis": point.axis}
+    nodes.append(helper.make_node("QuantizeLinear", [source, scale, zero], [f"{key}/quantized"],
+                                  name=f"{key}/QuantizeLinear", **axis))
+    nodes.append(helper.make_node("DequantizeLinear", [f"{key}/quantized", scale, zero], [output],
+                                  name=f"{key}/DequantizeLinear", **axis))
+    return nodes
+
+
+def qdq_model(marked: onnx.ModelProto, scales: ScaleSet) -> onnx.ModelProto:
+    """``marked`` (graph.trace_marked) with each marker replaced by its point's Q/DQ pair."""
+    model = onnx.ModelProto()
+    model.CopyFrom(marked)
+    graph = model.graph
+    points = {f"{owner}/{role}": params for owner, role, params in scales.points()}
+    ranks = {init.name: len(init.dims) for init in graph.initializer}
+    onnx_points = {}
+    nodes = []
+    for node in graph.node:
+        if not is_marker(node):
+            nodes.append(node)
+            continue
+        key = marker_key(node)
+        onnx_points[key] = point = onnx_point(key, points[key])
+        nodes.extend(_qdq_nodes(graph, key, point, node.input[0], node.output[0], ranks.get(node.input[0])))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    missing = points.keys() - onnx_points.keys()
+    if missing:
+        raise ExportError(f"the traced graph has no tensor for {sorted(missing)[0]} (and {len(missing) - 1} more)")
+    drop_marker_opset(model)
+    if any(p.container_bits != 8 for p in onnx_points.values()):
+        model = version_converter.convert_version(model, SUB_BYTE_OPSET)
+    onnx.checker.check_model(model)
+    return model
+
+
+def read_points(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarray, int | None]]:
+    """``point key -> (scale, zero_point, axis)`` as the QuantizeLinear nodes of ``model`` hold them."""
+    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    out = {}
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear":
+            axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), None)
+            out[node.name.removesuffix("/QuantizeLinear")] = (values[node.input[1]], values[node.input[2]], axis)
+    return out
