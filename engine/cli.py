@@ -19,7 +19,7 @@ from .models import DEMO_MODEL, ModelLoadError
 from .quant import QuantConfig, ScaleMismatch, available_quantizers
 
 COMMANDS = ("quantize", "eval", "inspect", "train_demo", "search", "bench", "sweep", "compare",
-            "make_folder")
+            "make_folder", "export")
 USER_ERRORS = (DataError, ModelLoadError, ScaleMismatch, FileNotFoundError, ValueError)
 
 
