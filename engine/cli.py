@@ -14,7 +14,7 @@ import sys
 from typing import Any, Sequence
 
 from .allocator import keep_freed_memory
-from .data import DataError
+from .data import HELDOUT_SOURCES, DataError
 from .models import DEMO_MODEL, ModelLoadError
 from .quant import QuantConfig, ScaleMismatch, available_quantizers
 
@@ -34,6 +34,9 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
     group.add_argument("--seed", type=int, default=0, help="drives calibration sampling and the search RNG")
     group.add_argument("--device", default=None, help="cuda, cpu, or cuda:N (default: cuda when available)")
+    group.add_argument("--heldout-from", choices=HELDOUT_SOURCES, default="train",
+                       help="a folder's held-out images: drawn from train/ (default) or from val/, the test split "
+                            "then being the rest of val/ (when train/ is the FP model's own training data)")
 
 
 def add_quant_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -57,7 +60,7 @@ def run_spec(args: argparse.Namespace, quant: QuantConfig | None = None):
 
     return RunSpec(model=args.model, weights=args.weights, pretrained=args.pretrained, data=args.data,
                    quant=quant or quant_config(args), calib_size=args.calib_size, batch_size=args.batch_size,
-                   seed=args.seed, device=args.device)
+                   seed=args.seed, device=args.device, heldout_from=args.heldout_from)
 
 
 def emit(args: argparse.Namespace, result: dict[str, Any], human: str) -> None:

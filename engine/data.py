@@ -35,6 +35,9 @@ DIGITS_TEST_COPIES, DIGITS_HELDOUT_COPIES = 10, 4
 DIGITS_NOISE = 0.03           # std of the additive noise of enlarged copies, images in [0, 1]
 MAX_DECODE_WORKERS = 8       # JPEG decoding processes per folder read; more rarely pays at batch 100
 MIN_IMAGES_FOR_WORKERS = 200 # below, starting the processes (~0.2 s each) costs more than decoding
+IMAGENET_CLASSES = 1000
+HELDOUT_SOURCES = ("train", "val")   # where a folder's held-out split is drawn from
+CLASS_MAP_SORTED, CLASS_MAP_SYNSETS = "sorted", "imagenet-synsets"   # how class folders map to model outputs
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 
 
@@ -96,43 +99,66 @@ class Splits:
     n_heldout_originals: int
     n_test_originals: int
     classes: tuple[str, ...] = ()
+    heldout_source: str = "train"         # train/ or val/ of a folder; "builtin": digits, synthetic
+    class_map: str = CLASS_MAP_SORTED     # sorted: labels are class positions; imagenet-synsets: ImageNet indices
 
     @property
     def num_classes(self) -> int:
-        return len(self.classes)
+        """The outputs the labels address: ImageNet's 1,000 for synset folders (a subset may be present)."""
+        return IMAGENET_CLASSES if self.class_map == CLASS_MAP_SYNSETS else len(self.classes)
 
     def describe(self) -> dict[str, Any]:
         return {"dataset": self.name, "n_calibration": len(self.calibration), "n_heldout": len(self.heldout),
                 "n_test": len(self.test), "input_size": list(self.input_size), "mean": list(self.mean),
-                "std": list(self.std)}
+                "std": list(self.std), "heldout_source": self.heldout_source, "class_map": self.class_map}
 
 
 def load_splits(data: str | Path | None, info: ModelInfo, calib_size: int = 1000, seed: int = 0,
-                heldout_size: int | None = None) -> Splits:
+                heldout_size: int | None = None, heldout_from: str = "train") -> Splits:
     """``data`` None -> the built-in digits; ``"synthetic"`` -> random images in memory; else a folder
-    with ``train/<class>/*`` and ``val/<class>/*``.
+    with ``train/<class>/*`` and ``val/<class>/*`` (engine/folders.py).
 
-    ``seed`` only drives which training images are drawn for calibration (and, for folders, held-out).
+    ``seed`` only drives which images are drawn for calibration (and, for folders, held-out);
+    ``heldout_from`` ("train" or "val") is where a folder's held-out split comes from.
     """
     if calib_size < 1:
         raise DataError(f"calibration needs at least 1 image, got calib_size={calib_size}")
+    builtin = data is None or str(data) in (DIGITS, SYNTHETIC)
+    if builtin and heldout_from != "train":
+        raise DataError(f"heldout_from={heldout_from!r} applies to image folders; {data or DIGITS} has fixed splits")
     if data is None or str(data) == DIGITS:
         return _digits_splits(info, calib_size, seed, heldout_size)
     if str(data) == SYNTHETIC:
-        from .synthetic import synthetic_splits   # it builds on this module
+        from .synthetic import synthetic_splits   # both build on this module
 
         return synthetic_splits(info, calib_size, seed, heldout_size)
-    return _folder_splits(Path(data).expanduser(), info, calib_size, seed, heldout_size)
+    from .folders import folder_splits
+
+    return folder_splits(Path(data).expanduser(), info, calib_size, seed, heldout_size, heldout_from)
 
 
 def check_compatible(splits: Splits, info: ModelInfo) -> None:
     """The data's classes and image size must be the model's, else labels would be meaningless."""
     if splits.num_classes != info.num_classes:
+        synsets = imagenet_synset_index()
+        others = [name for name in splits.classes if name not in synsets]
+        mixed = f" ({len(others)} of {len(splits.classes)} are not, e.g. {others[0]})" if 0 < len(others) < len(
+            splits.classes) else ""
         raise DataError(f"the data {splits.name} has {splits.num_classes} classes but the model {info.name} has "
-                        f"{info.num_classes} outputs; class folders map to outputs in sorted order")
+                        f"{info.num_classes} outputs; class folders map to outputs in sorted order, or through "
+                        f"timm's ImageNet index when every folder is an ImageNet synset id such as n01440764{mixed} "
+                        f"and the model has {IMAGENET_CLASSES} outputs")
     if tuple(splits.input_size) != tuple(info.input_size):
         raise DataError(f"the data {splits.name} gives {_size(splits.input_size)} images but the model {info.name} "
                         f"expects {_size(info.input_size)}")
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_synset_index() -> dict[str, int]:
+    """ImageNet-1k synset id -> model output index, from timm's metadata (``label_names()`` order)."""
+    from timm.data import ImageNetInfo
+
+    return {name: index for index, name in enumerate(ImageNetInfo().label_names())}
 
 
 def decode_workers(dataset: Dataset, batch_size: int) -> int:
@@ -323,70 +349,5 @@ def _digits_splits(info: ModelInfo, calib_size: int, seed: int, heldout_size: in
     calibration = TensorImages(calibration.images[:calib_size], calibration.labels[:calib_size],
                                calibration.originals[:calib_size])
     return Splits(DIGITS, calibration, heldout, test, (1, DIGITS_SIZE, DIGITS_SIZE), tuple(info.mean),
-                  tuple(info.std), n_heldout_originals, DIGITS_N_TEST, tuple(str(d) for d in range(10)))
-
-
-# --- ImageNet-style folders ----------------------------------------------------------------------------
-
-def _list_images(folder: Path, class_index: dict[str, int]) -> list[tuple[Path, int]]:
-    samples = []
-    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
-        if entry.name not in class_index:
-            raise DataError(f"{folder / entry.name} is a class that {folder.parent / 'train'} does not have")
-        files = sorted(f.name for f in os.scandir(entry.path) if f.is_file() and not f.name.startswith(".")
-                       and os.path.splitext(f.name)[1].lower() in IMAGE_EXTENSIONS)
-        samples += [(Path(entry.path) / name, class_index[entry.name]) for name in files]
-    return samples
-
-
-def eval_transform(info: ModelInfo) -> Callable[[Image.Image], Tensor]:
-    """timm's evaluation transform (resize, center crop, normalize) for the model's data config."""
-    from timm.data import create_transform
-
-    return create_transform(input_size=tuple(info.input_size), interpolation=info.interpolation, mean=info.mean,
-                            std=info.std, crop_pct=info.crop_pct, crop_mode="center", is_training=False)
-
-
-def _folder_splits(root: Path, info: ModelInfo, calib_size: int, seed: int, heldout_size: int | None) -> Splits:
-    """Calibration and held-out: disjoint seeded draws from train/; test: all of val/.
-
-    Held-out defaults to min(1000, what calibration leaves). Calibration is cut (with a warning)
-    so that at least one training image is left for the held-out split.
-    """
-    layout = f"expected {root}/train/<class>/*.JPEG and {root}/val/<class>/*.JPEG"
-    if not root.is_dir():
-        raise DataError(f"data folder not found: {root} ({layout})")
-    for part in ("train", "val"):
-        if not (root / part).is_dir():
-            raise DataError(f"{root} has no {part}/ folder ({layout})")
-    classes = sorted(d.name for d in os.scandir(root / "train") if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DataError(f"no class folders in {root / 'train'} ({layout})")
-    class_index = {name: i for i, name in enumerate(classes)}
-    train, val = _list_images(root / "train", class_index), _list_images(root / "val", class_index)
-    for part, samples in (("train", train), ("val", val)):
-        if not samples:
-            raise DataError(f"no images found in {root / part} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    if len(train) < 2:
-        raise DataError(f"{root / 'train'} has 1 image; calibration and held-out need at least 2")
-
-    n_calib = min(calib_size, len(train) - 1)
-    if n_calib < calib_size:
-        log.warning("%s has %d training images: calibration uses %d instead of %d", root, len(train), n_calib,
-                    calib_size)
-    left = len(train) - n_calib
-    n_heldout = min(1000, left) if heldout_size is None else heldout_size
-    if not 1 <= n_heldout <= left:
-        raise DataError(f"heldout_size must be 1..{left} ({len(train)} training images, {n_calib} for "
-                        f"calibration), got {heldout_size}")
-    order = np.random.default_rng(seed).permutation(len(train))
-    transform, mode = eval_transform(info), "L" if info.input_size[0] == 1 else "RGB"
-
-    def pick(indices: np.ndarray) -> ImageFiles:
-        return ImageFiles([train[i] for i in indices], transform, mode)
-
-    return Splits(str(root), pick(order[:n_calib]), pick(order[n_calib:n_calib + n_heldout]),
-                  ImageFiles(val, transform, mode), tuple(info.input_size), tuple(info.mean), tuple(info.std),
-                  n_heldout, len(val), tuple(classes))
+                  tuple(info.std), n_heldout_originals, DIGITS_N_TEST, tuple(str(d) for d in range(10)),
+                  heldout_source="builtin")

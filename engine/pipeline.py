@@ -27,6 +27,7 @@ class RunSpec:
     batch_size: int = 100
     seed: int = 0
     device: str | None = None
+    heldout_from: str = "train"        # a folder's held-out images: a draw from train/ or from val/
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,13 +46,14 @@ class Prepared:
     def calibration_meta(self) -> dict:
         meta = self.splits.describe()
         return {"dataset": meta["dataset"], "n_samples": meta["n_calibration"], "seed": self.spec.seed,
-                "input_size": list(self.info.input_size), "mean": list(self.info.mean), "std": list(self.info.std)}
+                "input_size": list(self.info.input_size), "mean": list(self.info.mean), "std": list(self.info.std),
+                "heldout_source": meta["heldout_source"], "class_map": meta["class_map"]}
 
 
 def load_model_and_data(spec: RunSpec) -> tuple[torch.nn.Module, ModelInfo, Splits, torch.device]:
     device = resolve_device(spec.device)
     model, info = create_model(spec.model, weights=spec.weights, pretrained=spec.pretrained)
-    splits = load_splits(spec.data, info, calib_size=spec.calib_size, seed=spec.seed)
+    splits = load_splits(spec.data, info, calib_size=spec.calib_size, seed=spec.seed, heldout_from=spec.heldout_from)
     check_compatible(splits, info)
     return model.to(device).eval(), info, splits, device
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import SYNTHETIC, DataError, Splits, TensorImages, normalize
+from .data import SYNTHETIC, DataError, Splits, TensorImages, imagenet_synset_index, normalize
 
 if TYPE_CHECKING:
     from .models import ModelInfo
@@ -22,10 +22,8 @@ SYNTHETIC_HELDOUT, SYNTHETIC_TEST = 100, 100   # in-memory split sizes: enough t
 
 
 def imagenet_synsets(n_classes: int, spread: bool = False) -> list[str]:
-    """``n_classes`` real ImageNet synset ids in timm's output order: the first ones, or spread evenly over all 1,000."""
-    from timm.data import ImageNetInfo
-
-    names = ImageNetInfo().label_names()
+    """``n_classes`` real ImageNet synset ids in timm's output order: the first ones, or spread over all 1,000."""
+    names = list(imagenet_synset_index())
     if not 1 <= n_classes <= len(names):
         raise DataError(f"ImageNet has {len(names)} synsets; cannot name {n_classes} classes with them")
     if not spread:
@@ -78,4 +76,4 @@ def synthetic_splits(info: ModelInfo, calib_size: int, seed: int, heldout_size: 
         parts.append(TensorImages(images[start:start + count], labels[start:start + count], index))
         start += count
     return Splits(SYNTHETIC, *parts, tuple(info.input_size), tuple(info.mean), tuple(info.std), n_heldout,
-                  SYNTHETIC_TEST, tuple(str(c) for c in range(info.num_classes)))
+                  SYNTHETIC_TEST, tuple(str(c) for c in range(info.num_classes)), heldout_source="builtin")

@@ -190,8 +190,8 @@ def test_search_command_writes_a_run_file_that_eval_reads(tmp_path, capsys):
                  "--cycles", "1", "--children", "2", "--device", "cpu", "--out", str(out), "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result) == {"fp_top1", "base_top1", "refined_top1", "heldout_base_top1", "heldout_refined_top1",
-                           "n_test", "evaluations", "seconds", "out"}
-    assert result["evaluations"] == 1 + 6 * 2 and result["n_test"] == 4500
+                           "n_test", "heldout_source", "evaluations", "seconds", "out"}
+    assert result["evaluations"] == 1 + 6 * 2 and result["n_test"] == 4500 and result["heldout_source"] == "builtin"
     record = load_run(out)
     assert record.base is not None and record.search["preset"] == "default"
     assert len(record.history.loss) == result["evaluations"] and len(record.history.heldout_top1) == 6

@@ -136,10 +136,12 @@ def run(args: argparse.Namespace) -> int:
     m = record.metrics
     result = {"fp_top1": m["fp_top1"], "base_top1": m["base_top1"], "refined_top1": m["refined_top1"],
               "heldout_base_top1": m["heldout_base_top1"], "heldout_refined_top1": m["heldout_refined_top1"],
-              "n_test": m["n_test"], "evaluations": m["evaluations"], "seconds": time.perf_counter() - start,
+              "n_test": m["n_test"], "heldout_source": record.calibration.get("heldout_source"),
+              "evaluations": m["evaluations"], "seconds": time.perf_counter() - start,
               "out": str(out)}
     emit(args, result, f"{record.model_name} {record.quant.quantizer} {record.quant.bits_label} {config.preset}: "
                        f"FP {m['fp_top1']:.2f}%  base {m['base_top1']:.2f}%  refined {m['refined_top1']:.2f}%  "
-                       f"(n_test={m['n_test']}, {m['evaluations']} evaluations, {m['search_seconds']:.0f} s search)"
+                       f"(n_test={m['n_test']}, held-out: {record.calibration.get('heldout_source')}, "
+                       f"{m['evaluations']} evaluations, {m['search_seconds']:.0f} s search)"
                        f"  -> {out}")
     return 0
