@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import logging
 import socket
 import sys
 from contextlib import contextmanager
@@ -30,6 +31,8 @@ DIGITS_MEAN, DIGITS_STD = (0.305,), (0.319,)
 DIGITS_ARCH = dict(img_size=16, patch_size=4, in_chans=1, embed_dim=96, depth=6, num_heads=4, mlp_ratio=2.0,
                    class_token=True, global_pool="token")
 _PROBE_TIMEOUT_S = 3.0
+
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(Exception):
@@ -214,7 +217,19 @@ def _adapt_keys(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, t
         adapted = filter_fn(dict(state), model)
     except Exception:  # the filter cannot convert it: report the original mismatch
         return state
-    return adapted if _key_problem(model, adapted) is None else state
+    if _key_problem(model, adapted) is not None:
+        return state
+    _warn_resampled(state, adapted)
+    return adapted
+
+
+def _warn_resampled(state: dict[str, torch.Tensor], adapted: dict[str, torch.Tensor]) -> None:
+    """Name every tensor timm's filter resampled (a patch or position embedding made for another patch
+    size or resolution is interpolated): the model then runs weights it was not trained with."""
+    for key, tensor in adapted.items():
+        if key in state and state[key].numel() != tensor.numel():  # a mere reshape keeps every value
+            log.warning("weights: %s resampled from %s in the file to %s for the model (timm's checkpoint filter;"
+                        " another patch size or resolution?)", key, tuple(state[key].shape), tuple(tensor.shape))
 
 
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

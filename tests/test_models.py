@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ import huggingface_hub.constants
 import pytest
 import timm.models
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from timm.models import VisionTransformer
 
 from engine.data import Splits, iterate
@@ -146,3 +147,27 @@ def test_resolve_device() -> None:
 def test_shipped_weights_are_plain_float32_tensors() -> None:
     state = load_file(str(DEMO_WEIGHTS))
     assert state["head.weight"].shape == (10, 96) and all(v.dtype == torch.float32 for v in state.values())
+
+
+@pytest.mark.parametrize("arch,key,file_shape", [
+    (dict(img_size=160), "pos_embed", (1, 101, 192)),                                # another resolution
+    (dict(img_size=112, patch_size=8), "patch_embed.proj.weight", (192, 3, 8, 8)),  # another patch size
+])
+def test_resampled_embedding_is_a_warning_naming_both_shapes(tmp_path: Path, caplog, arch, key, file_shape) -> None:
+    torch.manual_seed(0)
+    source = timm.create_model("deit_tiny_patch16_224", pretrained=False, num_classes=10, **arch)
+    path = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    with caplog.at_level(logging.WARNING, logger="engine.models"):
+        model, _ = create_model("deit_tiny_patch16_224", weights=path)
+    model_shape = tuple(model.state_dict()[key].shape)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and key in warnings[0]
+    assert f"{file_shape} in the file to {model_shape} for the model" in warnings[0]
+
+
+def test_weights_that_fit_load_without_a_resampling_warning(tmp_path: Path, caplog) -> None:
+    path = save_random_timm_model("deit_tiny_patch16_224", tmp_path / "deit.safetensors", num_classes=10)
+    with caplog.at_level(logging.WARNING, logger="engine.models"):
+        create_model("deit_tiny_patch16_224", weights=path)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

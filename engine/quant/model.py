@@ -12,7 +12,7 @@ import torch
 from timm.layers import PatchEmbed
 from torch import nn
 
-from .attention import quantize_attention
+from .attention import check_attention_supported, quantize_attention
 from .layers import QuantConv2d, QuantLinear
 from .params import ScaleSet
 from .quantizer import FakeQuantizer
@@ -95,6 +95,7 @@ class QuantizedModel(nn.Module):
 
     def __init__(self, model: nn.Module, config: QuantConfig) -> None:
         super().__init__()
+        check_attention_supported(model)  # before any edit: a refused model is left as it was
         _replace_layers(model, config)
         self.model = model.eval()
         self.config = config
