@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .model import QuantizedModel
-from .observers import RangeObserver, affine_from_range
+from .observers import BoundedSample, RangeObserver, affine_from_range
 from .params import PER_CHANNEL, PER_TENSOR, QuantParams
 from .peer_schemes import PTF_FACTORS, post_layernorm_pairs
 from .registry import register_quantizer, run_batches
@@ -44,18 +44,17 @@ class ChannelRangeObserver:
     def __init__(self) -> None:
         self.lo: torch.Tensor | None = None
         self.hi: torch.Tensor | None = None
-        self.samples: list[torch.Tensor] = []
+        self.sample = BoundedSample(PTF_SAMPLE_ROWS)
 
     def observe(self, x: torch.Tensor) -> None:
         rows = x.float().reshape(-1, x.shape[-1])
         lo, hi = rows.min(dim=0).values, rows.max(dim=0).values
         self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
         self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
-        self.samples.append(rows[:: -(-len(rows) // PTF_SAMPLE_ROWS)])
+        self.sample.add(rows[:: -(-len(rows) // PTF_SAMPLE_ROWS)])
 
     def rows(self) -> torch.Tensor:
-        rows = torch.cat(self.samples)
-        return rows[:: -(-len(rows) // PTF_SAMPLE_ROWS)]
+        return self.sample.rows()
 
 
 def ptf_params(lo: torch.Tensor, hi: torch.Tensor, rows: torch.Tensor, bits: int) -> QuantParams:

@@ -11,7 +11,7 @@ from .schemes import uniform_affine
 
 PERCENTILE = 0.99999
 OMSE_STEPS = 90          # FQ-ViT shrinks the range in 1 % steps
-OMSE_SAMPLE = 1 << 20    # values kept per activation for the OMSE error
+OMSE_SAMPLE = 1 << 20    # values kept per activation for the OMSE error (a budget: at most this many)
 QUANTILE_LIMIT = 1 << 24  # torch.quantile's input limit
 
 
@@ -48,10 +48,37 @@ def omse_range(rows: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, qmin: int
 
 
 def _subsample(flat: torch.Tensor, limit: int) -> torch.Tensor:
-    """A deterministic strided subsample (keeps calibration reproducible and bounded in memory)."""
+    """A deterministic strided subsample, as a view: for immediate use only (keep a BoundedSample)."""
     if flat.numel() <= limit:
         return flat
     return flat[:: -(-flat.numel() // limit)]
+
+
+class BoundedSample:
+    """At most ``budget`` rows (dim 0) of a stream of tensors, as compact copies, deterministically.
+
+    Keeps the rows at every ``stride``-th position of the stream, the stride doubling whenever more
+    than ``budget`` would be kept, so memory stays flat however long calibration runs (a view would
+    pin the whole activation it came from). A stream of at most 2 × ``budget`` rows ends exactly as
+    the concatenation thinned by ``[::ceil(n / budget)]``.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.stride = 1
+        self.seen = 0
+        self.parts: list[torch.Tensor] = []
+
+    def add(self, rows: torch.Tensor) -> None:
+        first = -self.seen % self.stride  # the first of these rows at a multiple of the stride
+        self.parts.append(rows[first::self.stride].clone(memory_format=torch.contiguous_format))
+        self.seen += len(rows)
+        while sum(len(p) for p in self.parts) > self.budget:
+            self.stride *= 2
+            self.parts = [torch.cat(self.parts)[::2].clone(memory_format=torch.contiguous_format)]
+
+    def rows(self) -> torch.Tensor:
+        return torch.cat(self.parts)
 
 
 def weight_range(method: str, weight: torch.Tensor, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,7 +106,7 @@ class RangeObserver:
         self.lo: torch.Tensor | None = None
         self.hi: torch.Tensor | None = None
         self.quantiles: list[torch.Tensor] = []
-        self.samples: list[torch.Tensor] = []
+        self.sample = BoundedSample(OMSE_SAMPLE)
 
     def observe(self, x: torch.Tensor) -> None:
         flat = x.float().flatten()
@@ -90,7 +117,7 @@ class RangeObserver:
             q = torch.tensor([1 - PERCENTILE, PERCENTILE], device=flat.device)
             self.quantiles.append(torch.quantile(_subsample(flat, QUANTILE_LIMIT), q))
         elif self.method == "omse":
-            self.samples.append(_subsample(flat, OMSE_SAMPLE // 8))
+            self.sample.add(_subsample(flat, OMSE_SAMPLE // 8))
 
     def clip_range(self, qmin: int, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.lo is None:
@@ -100,6 +127,5 @@ class RangeObserver:
         if self.method == "percentile":
             mean = torch.stack(self.quantiles).mean(dim=0)  # per-batch quantiles, averaged
             return mean[0], mean[1]
-        sample = _subsample(torch.cat(self.samples), OMSE_SAMPLE).unsqueeze(0)
-        lo, hi = omse_range(sample, self.lo.reshape(1), self.hi.reshape(1), qmin, qmax)
+        lo, hi = omse_range(self.sample.rows().unsqueeze(0), self.lo.reshape(1), self.hi.reshape(1), qmin, qmax)
         return lo[0], hi[0]

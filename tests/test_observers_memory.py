@@ -1,0 +1,87 @@
+"""Calibration observers keep bounded copies: memory flat in calibration size, same samples while they fit."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from engine.quant.fqvit import PTF_SAMPLE_ROWS, ChannelRangeObserver
+from engine.quant.observers import OMSE_SAMPLE, BoundedSample, RangeObserver
+
+
+def held_bytes(parts: list[torch.Tensor]) -> int:
+    """Bytes of every storage the parts keep alive (a view would count its whole base tensor)."""
+    return sum(p.untyped_storage().nbytes() for p in parts)
+
+
+def stream(sizes: list[int], width: int | None = None) -> list[torch.Tensor]:
+    """Consecutive chunks of arange, so a kept value is its own position in the stream."""
+    chunks, start = [], 0
+    for n in sizes:
+        values = torch.arange(start, start + n, dtype=torch.float32)
+        chunks.append(values if width is None else values[:, None].expand(n, width).contiguous())
+        start += n
+    return chunks
+
+
+@pytest.mark.parametrize("sizes", [[7], [50, 50], [40, 61], [64, 64, 72], [100, 100], [33, 33, 33, 33, 33, 35]])
+def test_bounded_sample_equals_the_unbounded_thinning_up_to_twice_the_budget(sizes):
+    """What the observers kept before (every chunk, thinned once at the end by ceil(n / budget))."""
+    budget = 100
+    chunks = stream(sizes)
+    sample = BoundedSample(budget)
+    for chunk in chunks:
+        sample.add(chunk)
+    everything = torch.cat(chunks)
+    assert torch.equal(sample.rows(), everything[:: math.ceil(len(everything) / budget)])
+
+
+def test_bounded_sample_stays_within_budget_and_evenly_spread_on_a_long_stream():
+    budget = 100
+    sample = BoundedSample(budget)
+    for chunk in stream([37] * 60):  # 2220 values: 22x the budget
+        sample.add(chunk)
+        assert sum(len(p) for p in sample.parts) <= budget
+    kept = sample.rows()
+    assert sample.stride == 32 and len(kept) > budget // 2
+    assert torch.equal(kept, torch.arange(0, 37 * 60, sample.stride, dtype=torch.float32))
+
+
+def test_bounded_sample_thins_rows_of_a_matrix():
+    sample = BoundedSample(10)
+    for chunk in stream([8, 8], width=3):
+        sample.add(chunk)
+    assert torch.equal(sample.rows()[:, 0], torch.arange(0, 16, 2, dtype=torch.float32))
+    assert sample.rows().shape == (8, 3)
+
+
+def test_omse_observer_memory_is_flat_in_calibration_size():
+    """40 batches of 300k values: before, every batch's whole activation stayed pinned (48 MB)."""
+    observer = RangeObserver("omse")
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        observer.observe(torch.randn(300_000, generator=generator))
+        assert held_bytes(observer.sample.parts) <= (OMSE_SAMPLE + OMSE_SAMPLE // 8) * 4
+    lo, hi = observer.clip_range(0, 7)
+    assert observer.lo < lo < 0 < hi < observer.hi
+
+
+def test_observers_copy_what_they_keep_instead_of_pinning_the_activation():
+    x = torch.randn(8, 197, 384)  # one batch's activation, larger than the per-batch samples
+    omse, ptf = RangeObserver("omse"), ChannelRangeObserver()
+    omse.observe(x)
+    ptf.observe(torch.randn(40, 512, 8))  # 20480 rows: more than the PTF sample keeps per batch
+    assert held_bytes(omse.sample.parts) == omse.sample.rows().numel() * 4 <= (OMSE_SAMPLE // 8) * 4
+    assert held_bytes(ptf.sample.parts) == ptf.rows().numel() * 4 == 10240 * 8 * 4  # every 2nd row
+    non_contiguous = torch.randn(2, 6, 197, 64).transpose(1, 2)  # like q, k, v after the head split
+    omse.observe(non_contiguous)
+    assert held_bytes(omse.sample.parts[-1:]) < non_contiguous.numel() * 4
+
+
+def test_ptf_observer_memory_is_flat_in_calibration_size():
+    observer = ChannelRangeObserver()
+    for _ in range(12):
+        observer.observe(torch.randn(8, 197 * 4, 16))  # 6304 rows a batch
+        assert held_bytes(observer.sample.parts) <= (PTF_SAMPLE_ROWS + 6304) * 16 * 4
+    assert len(observer.rows()) <= PTF_SAMPLE_ROWS
