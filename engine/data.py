@@ -168,7 +168,7 @@ def decode_workers(dataset: Dataset, batch_size: int) -> int:
     if not isinstance(dataset, ImageFiles) or len(dataset) < MIN_IMAGES_FOR_WORKERS:
         return 0
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return min(MAX_DECODE_WORKERS, cpus, math.ceil(len(dataset) / batch_size))
+    return min(MAX_DECODE_WORKERS, cpus - 1, math.ceil(len(dataset) / batch_size))   # one core left for the model
 
 
 def iterate(dataset: Dataset, batch_size: int = 100, device: torch.device | str = "cpu",
