@@ -17,7 +17,7 @@ from engine.export.graph import MARKER_DOMAIN, MARKER_OP, TRACE_OPSET
 from engine.export.onnx_qdq import SUB_BYTE_OPSET, qdq_model, read_points
 from engine.export.parity import cpu_session
 from engine.quant import PER_CHANNEL, QuantParams, ScaleSet
-from engine.quant.schemes import uniform_affine
+from engine.quant.schemes import get_scheme, uniform_affine
 from engine.rebuild import rebuild_model
 from engine.scalefile import ScaleFileError, load_run
 from helpers import make_image_folder, save_random_timm_model
@@ -69,7 +69,11 @@ def test_demo_w8a8_exports_the_run_scales_bit_for_bit_with_parity(demo_runs, tmp
     assert parity.max_logit_diff < 0.5
 
 
-def test_three_bit_activations_clip_before_uint4_and_int4_weights_stay_unclipped(demo_runs, tmp_path):
+def demo_test_images(splits, n: int = 64) -> torch.Tensor:
+    return torch.stack([splits.test[i][0] for i in range(n)])
+
+
+def test_three_bit_activations_clip_before_uint8_and_int4_weights_stay_unclipped(demo_runs, tmp_path, digits_splits):
     record = load_run(demo_runs["W4A3"])
     result = finish(export_run(record, tmp_path / "w4a3.onnx", check=False))
     model = onnx.load(tmp_path / "w4a3.onnx")
@@ -80,13 +84,13 @@ def test_three_bit_activations_clip_before_uint4_and_int4_weights_stay_unclipped
     clips = {n.name.removesuffix("/Clip"): n for n in model.graph.node if n.op_type == "Clip"}
     for owner, role, params in record.scales.points():
         key = f"{owner}/{role}"
-        assert types[f"{key}/zero_point"] == TensorProto.UINT4
         if role == "weight":
-            assert key not in clips          # 4-bit weights: exact in uint4's own range
+            assert key not in clips and types[f"{key}/zero_point"] == TensorProto.UINT4   # exact in uint4's range
             continue
+        assert types[f"{key}/zero_point"] == TensorProto.UINT8
         lo, hi = values[clips[key].input[1]], values[clips[key].input[2]]
         assert lo == params.scale * (0 - params.zero_point) and hi == params.scale * (7 - params.zero_point)
-    images = torch.randn(16, 1, 16, 16)
+    images = demo_test_images(digits_splits)
     qmodel = rebuild_model(record)
     with torch.no_grad():
         expected = qmodel(images).numpy()
@@ -96,20 +100,21 @@ def test_three_bit_activations_clip_before_uint4_and_int4_weights_stay_unclipped
 
 def _one_point_model(params: QuantParams, shape: tuple[int, ...], weight: np.ndarray | None = None):
     """x -> marker -> y, or a weight initializer -> marker -> y (the shape trace_marked writes)."""
-    source = "w" if weight is not None else "x"
-    node = helper.make_node(MARKER_OP, [source], ["y"], domain=MARKER_DOMAIN, point="p/weight")
+    source, role = ("w", "weight") if weight is not None else ("x", "input")
+    node = helper.make_node(MARKER_OP, [source], ["y"], domain=MARKER_DOMAIN, point=f"p/{role}")
     inputs = [] if weight is not None else [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)]
     inits = [numpy_helper.from_array(weight, "w")] if weight is not None else []
     graph = helper.make_graph([node], "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
                               initializer=inits)
     marked = helper.make_model(graph, opset_imports=[helper.make_opsetid("", TRACE_OPSET),
                                                      helper.make_opsetid(MARKER_DOMAIN, 1)])
-    scales = ScaleSet({"p": {"weight": params}})
+    scales = ScaleSet({"p": {role: params}})
     return qdq_model(marked, scales)
 
 
+@pytest.mark.parametrize("role", ["input", "weight"])
 @pytest.mark.parametrize("bits,signed", [(3, False), (3, True), (6, False), (8, False), (4, True), (2, True)])
-def test_a_point_in_onnxruntime_equals_the_fake_quant_bit_for_bit(bits, signed):
+def test_a_point_in_onnxruntime_equals_the_fake_quant_bit_for_bit(bits, signed, role):
     """Clip before the wider QuantizeLinear gives exactly the b-bit codes, outliers and ties included."""
     rng = np.random.default_rng(bits)
     qmin, qmax = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
@@ -118,7 +123,8 @@ def test_a_point_in_onnxruntime_equals_the_fake_quant_bit_for_bit(bits, signed):
     x[0, :8] = (np.arange(8) - 3.5) * scale             # exact ties: round half to even on both sides
     x[1, :2] = (-100.0, 100.0)                           # far outside the range: clamped
     params = QuantParams(scale, zero_point, bits, signed)
-    got = cpu_session_of(_one_point_model(params, x.shape)).run(None, {"x": x})[0]
+    model = _one_point_model(params, x.shape, x if role == "weight" else None)
+    got = cpu_session_of(model).run(None, {} if role == "weight" else {"x": x})[0]
     expected = uniform_affine(torch.from_numpy(x), torch.tensor(scale), torch.tensor(zero_point), qmin, qmax, {})
     assert got.tobytes() == expected.numpy().tobytes()
 
@@ -147,22 +153,31 @@ def test_a_quantizer_one_quantize_linear_cannot_express_is_refused_by_name(tmp_p
     assert "blocks.0.attn/probs" in message and "'log2'" in message and "fqvit-nolis" in message
 
 
-def test_the_suggested_fqvit_nolis_exports_ptf_as_per_channel_steps(tmp_path):
-    """PTF (one step s, per-channel factors 2^k) is one per-channel QuantizeLinear on the last axis."""
+def test_the_suggested_fqvit_nolis_exports_ptf_exactly(tmp_path, digits_splits):
+    """PTF (one step s, per-channel factors 2^k): x·(1/f) → Q/DQ(s, z) → ·f, the run's s and z as they are."""
     record = load_run(quantize(tmp_path, "fqvit-nolis", "W8A8"))
     finish(export_run(record, tmp_path / "nolis.onnx", check=False))
     model = onnx.load(tmp_path / "nolis.onnx")
-    written = read_points(model)
+    assert_points_equal_run(model, record.scales)
     params = record.scales.get_point("blocks.0.attn.qkv", "input")
-    assert params.scheme == "ptf"
-    scale, zero_point, axis = written["blocks.0.attn.qkv/input"]
-    assert axis == -1 and scale.tobytes() == (params.scale * params.extra["factor"]).astype(np.float32).tobytes()
-    assert np.all(zero_point == params.zero_point)
-    images = torch.randn(8, 1, 16, 16)
+    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    assert params.scheme == "ptf" and np.array_equal(values["blocks.0.attn.qkv/input/factor"], params.extra["factor"])
+    images = demo_test_images(digits_splits)
     with torch.no_grad():
         expected = rebuild_model(record)(images).numpy()
     got = cpu_session(tmp_path / "nolis.onnx").run(None, {"images": images.numpy()})[0]
-    assert np.abs(got - expected).max() < 0.5
+    assert np.array_equal(got.argmax(1), expected.argmax(1)) and np.abs(got - expected).max() < 0.5
+
+
+def test_a_ptf_point_in_onnxruntime_equals_the_fake_quant_bit_for_bit():
+    rng = np.random.default_rng(0)
+    x = (rng.normal(0, 1, (32, 6)) * np.array([0.2, 1, 3, 8, 0.5, 30])).astype(np.float32)
+    factor = np.array([1, 2, 4, 8, 1, 8], np.float32)
+    params = QuantParams(np.float32(0.013), np.float32(100), 8, False, scheme="ptf", extra={"factor": factor})
+    got = cpu_session_of(_one_point_model(params, x.shape)).run(None, {"x": x})[0]
+    expected = get_scheme("ptf")(torch.from_numpy(x), torch.tensor(params.scale), torch.tensor(params.zero_point),
+                                 0, 255, {"factor": torch.from_numpy(factor)})
+    assert got.tobytes() == expected.numpy().tobytes()
 
 
 def test_corrupt_and_foreign_run_files_give_the_loaders_errors(tmp_path, capsys, demo_runs):
@@ -230,14 +245,16 @@ def test_aimet_refuses_three_bit_runs_with_its_reason(demo_runs, tmp_path):
         finish(export_run(load_run(demo_runs["W4A3"]), tmp_path / "fp.onnx", fmt="aimet", check=False))
 
 
-def test_aimet_quantsim_reproduces_the_fake_quant_top1(demo_runs, tmp_path):
+def test_aimet_quantsim_reproduces_the_fake_quant_top1(demo_runs, tmp_path, digits_splits):
     """Only where aimet-onnx is installed (it is not part of the export extra: a large, Linux-only wheel)."""
     quantsim = pytest.importorskip("aimet_onnx.quantsim")
     record = load_run(demo_runs["W8A8"])
     finish(export_run(record, tmp_path / "fp.onnx", fmt="aimet", check=False))
     sim = quantsim.QuantizationSimModel(onnx.load(tmp_path / "fp.onnx"))
-    quantsim.load_encodings_to_sim(sim, str(tmp_path / "fp.encodings"))
-    images = torch.randn(64, 1, 16, 16)
+    # strict=False: AIMET's default config quantizes other tensors (every op output) and not some of ours
+    # (Reshape outputs); loading enables exactly the encoded ones and disables the rest
+    quantsim.load_encodings_to_sim(sim, str(tmp_path / "fp.encodings"), strict=False)
+    images = demo_test_images(digits_splits, 256)
     with torch.no_grad():
         expected = rebuild_model(record)(images).numpy()
     got = sim.session.run(None, {"images": images.numpy()})[0]

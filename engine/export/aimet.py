@@ -94,7 +94,7 @@ def encodings(scales: ScaleSet, names: dict[str, str], parameters: set[str]) -> 
         entry = encoding(names[key], point)
         if names[key] in parameters:
             params.append(entry)
-        elif point.axis is not None:
+        elif point.axis is not None or point.channel_factor is not None:
             raise ExportError(f"{key} quantizes an activation per channel ({quant.scheme}); AIMET's activation "
                               "encodings are per tensor; export it with --format onnx-qdq instead")
         elif activations.setdefault(names[key], entry) != entry:

@@ -2,13 +2,15 @@
 scale and zero-point (per-channel weights with ``axis``, per-tensor activations).
 
 ONNX has 4-, 8- and 16-bit integer types (4 and 16 from opset 21) and nothing in between, so a b-bit
-point is stored in the narrowest type that holds b bits (its *container*). When b is narrower than the
-container (3-bit activations in uint4, 6-bit weights in int8) a clamp to the b-bit range,
-``[s·(qmin−z), s·(qmax−z)]``, runs before the QuantizeLinear: the codes it lets through are exactly the
-b-bit codes the fake-quant model uses (round(x/s) of a clamped bound lands on qmin−z or qmax−z, never
-past it), and the container's own saturation never acts. Per-tensor points use ``Clip``; per-channel
-ones ``Max``/``Min`` with broadcast bounds, since ``Clip`` takes scalar bounds only. A point at the
-container's width (W8A8, int4 weights at W4) is a plain Q/DQ pair.
+point is stored in a wider type (its *container*): weights in the narrowest of int4/int8/int16 that
+holds b bits (4-bit weights are int4 in the file), activations in 8 bits at least (int8/uint8 are what
+runtimes have integer kernels for; a 4-bit activation type would only be simulated, and onnxruntime
+1.32 fails to load a Clip before a 4-bit QuantizeLinear). When b is narrower than the container
+(3-bit activations in uint8, 3-bit weights in int4) a clamp to the b-bit range ``[s·(qmin−z),
+s·(qmax−z)]`` runs before the QuantizeLinear: the codes it lets through are exactly the b-bit codes
+the fake-quant model uses (round(x/s) of a clamped bound lands on qmin−z or qmax−z, never past it),
+and the container's own saturation never acts. Per-tensor points use ``Clip``; per-channel ones
+``Max``/``Min`` with broadcast bounds, since ``Clip`` takes scalar bounds only.
 
 Weights keep their float initializer in front of their QuantizeLinear (the explicit-quantization form
 TensorRT reads; onnxruntime folds the constant QuantizeLinear into an integer initializer), so the
@@ -30,6 +32,7 @@ from .graph import drop_marker_opset, is_marker, marker_key
 log = logging.getLogger(__name__)
 
 SUB_BYTE_OPSET = 21        # int4/uint4 and int16/uint16 QuantizeLinear
+ACTIVATION_MIN_BITS = 8    # activations are never stored in a 4-bit type (see above)
 EXPORTABLE_SCHEMES = ("uniform", "ptf")
 # What a user can export instead, by the scheme that cannot be exported.
 ALTERNATIVES = {
@@ -56,6 +59,7 @@ class OnnxPoint:
     container_bits: int
     bits: int
     signed: bool
+    channel_factor: np.ndarray | None = None   # PTF: per-channel (last axis) powers of two
 
     @property
     def clamped(self) -> bool:
@@ -68,10 +72,11 @@ class OnnxPoint:
         return self.scale * (np.float32(qmin) - zero), self.scale * (np.float32(qmax) - zero)
 
 
-def container(bits: int, signed: bool) -> tuple[int, int]:
-    """(TensorProto type, its width) of the narrowest ONNX integer type holding ``bits``."""
+def container(bits: int, signed: bool, weight: bool) -> tuple[int, int]:
+    """(TensorProto type, its width) of the narrowest ONNX integer type holding ``bits``; 8 bits at
+    least for activations."""
     for width, signed_type, unsigned_type in _CONTAINERS:
-        if bits <= width:
+        if bits <= width and (weight or width >= ACTIVATION_MIN_BITS):
             return (signed_type if signed else unsigned_type), width
     raise ExportError(f"{bits}-bit quantization has no ONNX integer type (at most 16 bits)")
 
@@ -87,21 +92,22 @@ def check_exportable(scales: ScaleSet, quantizer: str) -> None:
 
 
 def onnx_point(key: str, params: QuantParams) -> OnnxPoint:
-    """``params`` as QuantizeLinear inputs, exactly: FQ-ViT's PTF (one step s times a per-channel factor
-    2^k, one zero-point) becomes a per-channel point on the last axis with steps s·2^k, the product the
-    fake-quant computes in float32 (exact: the factors are powers of two)."""
-    scale, axis = params.scale, params.axis if params.granularity == PER_CHANNEL else None
-    zero_point = params.zero_point
+    """``params`` as QuantizeLinear inputs, exactly. FQ-ViT's PTF (channel c steps s·f_c, f_c a power of
+    two, one zero-point) keeps its per-tensor (s, z) and its factors for ``_qdq_nodes``."""
+    factor = None
     if params.scheme == "ptf":
-        scale, axis = (params.scale * params.extra["factor"]).astype(np.float32), -1
-        zero_point = np.broadcast_to(params.zero_point, scale.shape)
-    elem_type, width = container(params.bits, params.signed)
+        factor = np.asarray(params.extra["factor"], np.float32)
+        if not np.all(np.frexp(factor)[0] == 0.5):
+            raise ExportError(f"{key}: PTF factors must be powers of two to export exactly")
+    elem_type, width = container(params.bits, params.signed, weight=key.endswith("/weight"))
+    zero_point = params.zero_point
     if not np.array_equal(zero_point, np.round(zero_point)):
         raise ExportError(f"{key}: zero-point is not an integer, which ONNX QuantizeLinear needs")
     if zero_point.min() < params.qmin or zero_point.max() > params.qmax:
         raise ExportError(f"{key}: zero-point outside the {params.bits}-bit range [{params.qmin}, {params.qmax}]")
-    return OnnxPoint(np.asarray(scale, np.float32), zero_point.astype(np.int64), axis, elem_type, width,
-                     params.bits, params.signed)
+    return OnnxPoint(params.scale, zero_point.astype(np.int64),
+                     params.axis if params.granularity == PER_CHANNEL else None, elem_type, width, params.bits,
+                     params.signed, factor)
 
 
 def _initializer(graph: onnx.GraphProto, name: str, array: np.ndarray, elem_type: int = TensorProto.FLOAT) -> str:
@@ -135,16 +141,32 @@ def _clamp_nodes(graph: onnx.GraphProto, key: str, point: OnnxPoint, source: str
 
 def _qdq_nodes(graph: onnx.GraphProto, key: str, point: OnnxPoint, source: str, output: str,
                rank: int | None) -> list[onnx.NodeProto]:
+    """[Mul 1/f →] [clamp →] QuantizeLinear → DequantizeLinear [→ Mul f], ending in ``output``.
+
+    PTF's per-channel step s·f is one per-tensor QuantizeLinear between a division and a
+    multiplication by f, bit for bit the fake-quant's round(x/(s·f)) and (q−z)·(s·f): scaling by a power
+    of two is exact, so x/f/s and x/(s·f) round the same real number. (A per-channel activation
+    QuantizeLinear would say the same, but onnxruntime 1.32 fuses it into a MatMul kernel that then
+    refuses per-channel activations at run time.)"""
     nodes: list[onnx.NodeProto] = []
+    if point.channel_factor is not None:
+        inverse = _initializer(graph, f"{key}/inverse_factor", np.float32(1) / point.channel_factor)
+        nodes.append(helper.make_node("Mul", [source, inverse], [f"{key}/scaled"], name=f"{key}/Mul_inverse"))
+        source = f"{key}/scaled"
     if point.clamped:
-        nodes, source = _clamp_nodes(graph, key, point, source, rank)
+        clamp, source = _clamp_nodes(graph, key, point, source, rank)
+        nodes.extend(clamp)
     scale = _initializer(graph, f"{key}/scale", point.scale)
     zero = _initializer(graph, f"{key}/zero_point", point.zero_point, point.elem_type)
     axis = {} if point.axis is None else {"axis": point.axis}
+    dequantized = output if point.channel_factor is None else f"{key}/dequantized"
     nodes.append(helper.make_node("QuantizeLinear", [source, scale, zero], [f"{key}/quantized"],
                                   name=f"{key}/QuantizeLinear", **axis))
-    nodes.append(helper.make_node("DequantizeLinear", [f"{key}/quantized", scale, zero], [output],
+    nodes.append(helper.make_node("DequantizeLinear", [f"{key}/quantized", scale, zero], [dequantized],
                                   name=f"{key}/DequantizeLinear", **axis))
+    if point.channel_factor is not None:
+        factor = _initializer(graph, f"{key}/factor", point.channel_factor)
+        nodes.append(helper.make_node("Mul", [dequantized, factor], [output], name=f"{key}/Mul_factor"))
     return nodes
 
 
