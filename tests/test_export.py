@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -12,7 +14,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from engine.cli import main
-from engine.export import ExportError, Exported, export_run
+from engine.export.onnx_qdq import ExportError
+from engine.export.run import Exported, export_run
 from engine.export.graph import MARKER_DOMAIN, MARKER_OP, TRACE_OPSET
 from engine.export.onnx_qdq import SUB_BYTE_OPSET, qdq_model, read_points
 from engine.export.parity import cpu_session
@@ -191,6 +194,15 @@ def test_corrupt_and_foreign_run_files_give_the_loaders_errors(tmp_path, capsys,
             load_run(path)
         assert main(["export", str(path), "--out", str(tmp_path / "x.onnx"), "--quiet"]) == 2
         assert capsys.readouterr().err.strip() == f"error: {loader.value}"
+
+
+def test_without_the_export_extra_the_command_names_it(tmp_path):
+    """onnx missing: the CLI still starts (other commands work) and export says what to install."""
+    code = ("import sys; sys.modules['onnx'] = None\n"
+            "from engine.cli import main\n"
+            f"sys.exit(main(['export', {str(tmp_path / 'run.h5')!r}, '--out', 'x.onnx']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "export needs onnx: pip install 'cptv-studio[export]'" in done.stderr
 
 
 def test_base_scales_need_a_search_run(demo_runs, tmp_path):

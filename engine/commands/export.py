@@ -5,7 +5,7 @@ import argparse
 import logging
 
 from ..cli import add_output_args, emit
-from ..export import FORMATS, Exported, export_run
+from ..export import FORMATS, load_export
 from ..scalefile import load_run
 from ..search.events import Stage
 
@@ -31,15 +31,16 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    export = load_export()
     record = load_run(args.run_file)
-    result: Exported | None = None
-    for event in export_run(record, args.out, args.fmt, use_base=args.base, check=args.check, data=args.data,
-                            device=args.device, batch_size=args.batch_size):
+    result = None
+    events = export.export_run(record, args.out, args.fmt, use_base=args.base, check=args.check, data=args.data,
+                               device=args.device, batch_size=args.batch_size)
+    for event in events:
         if isinstance(event, Stage):
             log.info(event.message)
         else:
             result = event
-    assert result is not None   # export_run always ends with Exported
     human = (f"{record.model_name} {record.quant.quantizer} {record.quant.bits_label} ({result.scales} scales) -> "
              f"{', '.join(result.files)}: {result.n_quantize_nodes} quantization points, opset {result.opset}")
     if result.parity is not None:

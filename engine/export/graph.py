@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import io
-import logging
 import warnings
 from contextlib import contextmanager
 from typing import Iterator
@@ -19,8 +18,6 @@ import onnx
 import torch
 
 from ..quant import QuantizedModel
-
-log = logging.getLogger(__name__)
 
 MARKER_DOMAIN = "cptv"
 MARKER_OP = "QPoint"

@@ -18,7 +18,6 @@ number of QuantizeLinear nodes is the number of quantization points.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,8 +27,6 @@ from onnx import TensorProto, helper, numpy_helper, version_converter
 from ..quant import PER_CHANNEL, QuantParams, ScaleSet
 from ..quant.params import integer_range
 from .graph import drop_marker_opset, is_marker, marker_key
-
-log = logging.getLogger(__name__)
 
 SUB_BYTE_OPSET = 21        # int4/uint4 and int16/uint16 QuantizeLinear
 ACTIVATION_MIN_BITS = 8    # activations are never stored in a 4-bit type (see above)

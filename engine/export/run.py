@@ -19,15 +19,13 @@ from ..quant import QuantConfig, QuantizedModel
 from ..rebuild import rebuild, rebuild_model
 from ..runrecord import RunRecord
 from ..search.events import Stage
+from . import FORMATS
 from .aimet import write_aimet
 from .graph import trace_marked
 from .onnx_qdq import ExportError, check_exportable, qdq_model
 from .parity import Parity, check_parity, cpu_session
 
 log = logging.getLogger(__name__)
-
-FORMATS = ("onnx-qdq", "aimet")
-
 
 @dataclass(frozen=True)
 class Exported:
