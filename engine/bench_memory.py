@@ -80,12 +80,12 @@ def search_pass(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: S
                 block_steps: int | None = None) -> None:
     """The memory of one search pass: the FP reference, then per block (last to first; the first
     ``block_steps`` only, when given) its input cache and one batched call of ``config.children``
-    candidates. More cycles would repeat the same calls, so the peak does not depend on them; the
-    held-out checks only hold one batch."""
+    candidates. More cycles repeat the same calls, so the peak does not depend on them; the held-out
+    checks between block steps do not grow with the calibration size."""
     images = first_images(calib, config.search_images)
     segments = model_segments(qmodel.model)
     evaluator = CachedEvaluator(qmodel, segments, images, search_fitness(qmodel, segments, images, config))
-    for index, (name, _) in list(reversed(list(enumerate(qmodel.blocks()))))[:block_steps]:
+    for index, (name, _) in list(enumerate(qmodel.blocks()))[::-1][:block_steps]:
         space = block_space(qmodel, name, config.scope)
         evaluator.evaluate(index, space, np.repeat(space.read(qmodel)[None], config.children, axis=0))
 
