@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from ..quant import ScaleSet
 from ..quant.params import integer_range
-from .graph import drop_marker_opset, is_marker, marker_key
+from .graph import drop_marker_opset, is_marker, marker_key, point_key
 from .onnx_qdq import ExportError, OnnxPoint, onnx_point
 
 ENCODING_VERSION = "1.0.0"
@@ -86,7 +86,7 @@ def encodings(scales: ScaleSet, names: dict[str, str], parameters: set[str]) -> 
     activations: dict[str, dict] = {}
     params: list[dict] = []
     for owner, role, quant in scales.points():
-        key = f"{owner}/{role}"
+        key = point_key(owner, role)
         if quant.bits < AIMET_MIN_BITS:
             raise ExportError(f"{key} is {quant.bits}-bit: AIMET validates bit-widths {AIMET_MIN_BITS} to 32, so "
                               "its encodings cannot hold this run; export it with --format onnx-qdq instead")

@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper, version_converter
 
 from ..quant import PER_CHANNEL, QuantParams, ScaleSet
 from ..quant.params import integer_range
-from .graph import drop_marker_opset, is_marker, marker_key
+from .graph import drop_marker_opset, is_marker, marker_key, point_key
 
 SUB_BYTE_OPSET = 21        # int4/uint4 and int16/uint16 QuantizeLinear
 ACTIVATION_MIN_BITS = 8    # activations are never stored in a 4-bit type (see above)
@@ -84,7 +84,7 @@ def check_exportable(scales: ScaleSet, quantizer: str) -> None:
         if params.scheme not in EXPORTABLE_SCHEMES:
             alternative = ALTERNATIVES.get(params.scheme, "minmax, percentile or omse")
             raise ExportError(
-                f"{owner}/{role} of this {quantizer} run uses the {params.scheme!r} scheme, which one ONNX "
+                f"{point_key(owner, role)} of this {quantizer} run uses the {params.scheme!r} scheme, which one ONNX "
                 f"QuantizeLinear cannot express; quantize with {alternative} to export")
 
 
@@ -172,7 +172,7 @@ def qdq_model(marked: onnx.ModelProto, scales: ScaleSet) -> onnx.ModelProto:
     model = onnx.ModelProto()
     model.CopyFrom(marked)
     graph = model.graph
-    points = {f"{owner}/{role}": params for owner, role, params in scales.points()}
+    points = {point_key(owner, role): params for owner, role, params in scales.points()}
     ranks = {init.name: len(init.dims) for init in graph.initializer}
     onnx_points = {}
     nodes = []
