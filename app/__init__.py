@@ -2,6 +2,6 @@
 
 The engine never imports this package; everything here can be done headless with ``python -m engine``.
 """
-from .compat import guard_none_refcount
+from .compat import guard_refcounts
 
-guard_none_refcount()   # PySide6 6.12 on Python 3.11 would otherwise abort long sessions (see compat.py)
+guard_refcounts()   # PySide6 6.12 on Python 3.11 would otherwise abort long sessions (see compat.py)
