@@ -27,6 +27,7 @@ from .parity import Parity, check_parity, cpu_session
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Exported:
     format: str
