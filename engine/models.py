@@ -124,9 +124,16 @@ def _check_timm_name(name: str) -> None:
     raise ModelLoadError(f"unknown model {name!r} (neither {DEMO_MODEL!r} nor a timm model name){hint}")
 
 
+RANDOM_INIT_SEED = 0
+
+
 def _create_timm(name: str, kwargs: dict) -> nn.Module:
+    """Seeded (torch's global RNG left as it was), so a random-init model is the same in every process:
+    its weights hash then identifies it, and its runs can be resumed, skipped, compared and evaluated."""
     try:
-        return timm.create_model(name, pretrained=False, **kwargs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_INIT_SEED)
+            return timm.create_model(name, pretrained=False, **kwargs)
     except Exception as exc:  # timm raises many types for bad arguments
         raise ModelLoadError(f"could not build {name}: {exc}") from exc
 

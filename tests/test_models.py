@@ -128,9 +128,15 @@ def test_timm_weights_file_infers_num_classes(tmp_path: Path) -> None:
     assert wrapped_info.num_classes == 7
 
 
-def test_random_init_timm_model() -> None:
+def test_random_init_timm_model_is_the_same_in_every_call() -> None:
+    """Seeded, so its hash identifies it (runs on it resume and rebuild), without touching torch's RNG."""
+    before = torch.random.get_rng_state()
     model, info = create_model("deit_tiny_patch16_224", num_classes=4)
+    assert torch.equal(torch.random.get_rng_state(), before)
     assert (info.source, info.num_classes) == ("random-init", 4) and len(info.weights_sha256) == 64
+    again, again_info = create_model("deit_tiny_patch16_224", num_classes=4)
+    assert again_info.weights_sha256 == info.weights_sha256
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
 
 
 def test_resolve_device() -> None:
