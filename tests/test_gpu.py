@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from engine.evaluate import top1
 from engine.pipeline import RunSpec, prepare
 from engine.quant import QuantConfig, available_quantizers
+from engine.rebuild import rebuild
 from engine.scalefile import load_run, save_run
 from engine.search.config import SearchConfig
 from engine.search.events import Finished
@@ -46,12 +48,13 @@ def _workflow(workload: dict[str, Path], model: str, quantizer: str, device: str
     prepared = prepare(spec)
     record = next(e.run for e in search_prepared(prepared, TINY_SEARCH) if isinstance(e, Finished))
     save_run(out, record)
-    loaded = load_run(out)
-    prepared.qmodel.load_scale_set(loaded.scales)     # a loaded file lands on the model's device
-    for quantizer_module in prepared.qmodel.quantizers().values():
+    rebuilt = rebuild(load_run(out), spec)            # what eval --scales and the app do with the file
+    for quantizer_module in rebuilt.qmodel.quantizers().values():
         for buffer in quantizer_module.buffers():
             assert buffer.device.type == torch.device(device).type
-    return {"base": record.base, "base_loss": float(record.history.loss[0]), "refined_top1": record.metrics["refined_top1"]}
+    evaluated = top1(rebuilt.qmodel, rebuilt.splits.test, spec.batch_size, rebuilt.device).top1
+    assert evaluated == record.metrics["refined_top1"]
+    return {"base": record.base, "base_loss": float(record.history.loss[0]), "refined_top1": evaluated}
 
 
 def _outside_tolerance(a: np.ndarray, b: np.ndarray) -> float:
