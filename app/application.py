@@ -14,7 +14,6 @@ import os
 import sys
 from pathlib import Path
 
-from engine.allocator import keep_freed_memory
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 ORGANIZATION, APPLICATION = "CPT-V", "CPT-V Studio"
@@ -65,7 +64,6 @@ def make_application(argv: list[str] | None = None):
 
 def run_app(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    keep_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.quit_when_done and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

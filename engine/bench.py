@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .allocator import keep_freed_memory
 from .data import SYNTHETIC, first_images
 from .models import DEMO_MODEL
 from .pipeline import Prepared, RunSpec, prepare
@@ -74,6 +75,7 @@ def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: Sea
     """Time both paths over the same candidates; the optimised path's time includes building its
     block-input cache at every block. Both use the fitness's images (``config.search_images``)."""
     calib = first_images(calib, config.search_images)
+    keep_freed_memory()   # as the search does before its evaluations (engine/allocator.py)
     segments = model_segments(qmodel.model)
     fitness = search_fitness(qmodel, segments, calib, config)
     work = _candidates(qmodel, config, candidates, seed)

@@ -83,6 +83,7 @@ def search_pass(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: S
     candidates. More cycles repeat the same calls, so the peak does not depend on them; the held-out
     checks between block steps do not grow with the calibration size."""
     images = first_images(calib, config.search_images)
+    keep_freed_memory()   # as the search does before its evaluations (engine/allocator.py)
     segments = model_segments(qmodel.model)
     evaluator = CachedEvaluator(qmodel, segments, images, search_fitness(qmodel, segments, images, config))
     for index, (name, _) in list(enumerate(qmodel.blocks()))[::-1][:block_steps]:
@@ -99,7 +100,6 @@ def block_input_bytes(qmodel: QuantizedModel, images: torch.Tensor) -> int:
 
 def measure_size(spec: RunSpec, config: SearchConfig, block_steps: int | None = None) -> SizePeaks:
     """Both phases' peaks at ``spec.calib_size`` in this process (run it in a fresh one)."""
-    keep_freed_memory()               # the allocator settings of the CLI and the app
     meter = PeakMeter(resolve_device(spec.device))
     meter.reset()
     prepared = bench_inputs(spec)

@@ -13,7 +13,6 @@ import logging
 import sys
 from typing import Any, Sequence
 
-from .allocator import keep_freed_memory
 from .data import HELDOUT_SOURCES, DataError
 from .models import DEMO_MODEL, ModelLoadError
 from .quant import QuantConfig, ScaleMismatch, available_quantizers
@@ -79,7 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)   # for the resume command a command prints
-    keep_freed_memory()
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -19,6 +19,7 @@ from typing import Generator, Iterator
 
 import numpy as np
 
+from ..allocator import keep_freed_memory
 from ..data import TensorImages, first_images, materialize
 from ..evaluate import top1, top1_variants
 from ..pipeline import Prepared, RunSpec, prepare
@@ -165,6 +166,7 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
     identity = _identity(prepared, config, base)
     yield Stage("computing the FP reference on the calibration images")
     images = first_images(prepared.calib, config.search_images)
+    keep_freed_memory()   # candidate evaluation reuses freed memory from here on (engine/allocator.py)
     evaluator = CachedEvaluator(qmodel, segments, images, search_fitness(qmodel, segments, images, config))
     heldout = materialize(prepared.splits.heldout, spec.batch_size, prepared.device)   # read after every step
     rng = np.random.default_rng([SEARCH_STREAM, spec.seed])
