@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from . import errors, files
+from . import closing, errors, files
 from .run_state import RunState
 from .worker import Outcome, SearchRunner
 
@@ -30,10 +30,27 @@ class FileActions:
         except (OSError, ValueError) as exc:
             self._error(exc, "Save scales")
             return None
+        self.state.saved = True
         self.recent.add(written)
         log.info("saved the run to %s", written)
         self.statusBar().showMessage(f"Saved {written}", 8000)
         return written
+
+    def _may_close_with_result(self) -> bool:
+        """Closing loses no result the user wants: asks Save / Discard / Cancel while the finished run is in
+        no file (once per run); Save closes only if the file was written. A non-interactive window never asks."""
+        run = self.state.run
+        if not self.state.unsaved or run is self._discarded_run:
+            return True
+        if not self.interactive:
+            log.warning("closing with an unsaved result (%s %s)", run.quant.quantizer, run.quant.bits_label)
+            return True
+        answer = closing.ask_unsaved(self, f"{run.model_name}, {run.quant.quantizer} {run.quant.bits_label}")
+        if answer == closing.SAVE:
+            return self.save_scales() is not None
+        if answer == closing.DISCARD:
+            self._discarded_run = run
+        return answer == closing.DISCARD
 
     def _run_file(self, path: str | Path | None) -> Path | None:
         """The run file to act on: ``path``, else the user's pick; None when busy or cancelled."""

@@ -1,8 +1,9 @@
 """The run library: a workspace folder of run files as a sortable, filterable table with file actions.
 
 The folder is the user's choice, remembered in QSettings (default ``~/CPT-V runs``). Reading is
-``engine.library.scan_workspace``; a file that does not load is a row saying why, never an error
-dialog, so one bad file cannot hide the others.
+``engine.library.scan_workspace``, off the GUI thread (a ``BackgroundCall``: a folder of big run files
+takes seconds); a file that does not load is a row saying why, never an error dialog, so one bad file
+cannot hide the others.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHea
 from engine.library import LibraryRow, scan_workspace, write_csv
 
 from . import files
+from .background import BackgroundCall
 from .library_model import FIELDS, LibraryModel, LibraryProxy
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class LibraryPanel(QWidget):
         bottom.addWidget(self.sweep_progress, 1)
         layout.addLayout(bottom)
         QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.table, activated=self.delete_selected)
+        self._scanner = BackgroundCall("library-scan", self)
         self.folder.setText(str(self.workspace))   # read by refresh(), once the owner has connected the signals
 
     def _workspace_bar(self) -> QHBoxLayout:
@@ -128,20 +131,38 @@ class LibraryPanel(QWidget):
         if folder:
             self.set_workspace(folder)
 
-    def refresh(self) -> list[LibraryRow]:
-        """Scan the folder again, keeping the selection by file name."""
-        selected = {row.file for row in self.selected_rows(readable_only=False)}
+    def refresh(self) -> None:
+        """Scan the folder again, in the background (one file at a time can be slow); the table is
+        replaced, keeping the selection by file name, and ``rows_changed`` fires when the scan is in."""
         self.folder.setText(str(self.workspace))
-        rows = scan_workspace(self.workspace) if self.workspace.is_dir() else []
-        self.model.set_rows(rows)
+        self.count.setText("reading the workspace…")
+        workspace = self.workspace
+        self._scanner.request(lambda: _read_workspace(workspace), self._show_rows, self._scan_failed)
+
+    @property
+    def scanning(self) -> bool:
+        """A scan is under way (its rows are not in the table yet)."""
+        return self._scanner.pending
+
+    def _show_rows(self, rows: list[LibraryRow] | None) -> None:
+        selected = {row.file for row in self.selected_rows(readable_only=False)}
+        self.model.set_rows(rows or [])
         self.select_files(selected)
-        bad = sum(not row.ok for row in rows)
-        self.count.setText(f"{len(rows)} run file{'s' if len(rows) != 1 else ''}" + (f", {bad} unreadable" if bad else "")
-                           if self.workspace.is_dir() else "folder not found (a sweep creates it)")
+        if rows is None:
+            self.count.setText("folder not found (a sweep creates it)")
+        else:
+            bad = sum(not row.ok for row in rows)
+            self.count.setText(f"{len(rows)} run file{'s' if len(rows) != 1 else ''}"
+                               + (f", {bad} unreadable" if bad else ""))
         self.table.resizeColumnsToContents()
         self._update_buttons()
-        self.rows_changed.emit(rows)
-        return rows
+        self.rows_changed.emit(rows or [])
+
+    def _scan_failed(self, exc: BaseException) -> None:
+        """The folder itself could not be listed (a file that does not load is a row, not this)."""
+        log.warning("could not read the workspace %s: %s", self.workspace, exc)
+        self._show_rows([])
+        self.count.setText(f"could not read the folder: {exc}")
 
     # ---------------------------------------------------------------- selection
 
@@ -233,3 +254,8 @@ class LibraryPanel(QWidget):
             self.sweep_progress.setRange(0, max(total, 1))
             self.sweep_progress.setValue(done)
             self.sweep_progress.setFormat(f"{done} of {total} runs")
+
+
+def _read_workspace(folder: Path) -> list[LibraryRow] | None:
+    """The workspace's rows (pool thread); None when the folder does not exist (yet)."""
+    return scan_workspace(folder) if folder.is_dir() else None

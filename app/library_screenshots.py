@@ -34,16 +34,19 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from .application import make_application
+    from .background import wait_for
     from .library_window import LibraryWindow
 
     app = make_application([])
     window = LibraryWindow(workspace=workspace)
     window.resize(*SIZE)
     window.show()
+    wait_for(lambda: not window.panel.scanning)
     args.out.mkdir(parents=True, exist_ok=True)
 
     def shoot(view, name: str) -> None:
         window.show_tab(view)
+        wait_for(lambda: not window.layer.loading, timeout_s=120)
         for _ in range(5):
             app.processEvents()
         window.grab().save(str(args.out / name), "PNG")

@@ -1,14 +1,14 @@
 """The run library window: the workspace's runs and the views that put them next to each other.
 
 Tabs: Runs (the table), Accuracy vs bit-width and Quantizer × bits (over every readable run),
-Side by side and Layer (over the runs selected in the table). The window only wires the pieces:
+Side by side and Layer (over the runs selected in the table, read in the background). The window only wires the pieces:
 numbers come from ``engine.compare``, files from ``engine.library``, sweeps from the main window.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QTabWidget, QWidget
 
@@ -16,6 +16,7 @@ from engine.compare import NamedRun
 from engine.library import LibraryRow
 from engine.scalefile import load_run
 
+from .background import BackgroundCall
 from .bits_views import AccuracyVsBitsView, BitsMatrixView
 from .library_panel import LibraryPanel
 from .run_views import LayerDetailView, SideBySideView
@@ -46,6 +47,7 @@ class LibraryWindow(QMainWindow):
         self._selected: list[LibraryRow] = []
         self._drawn: dict[str, tuple] = {}                   # view -> the selection it shows
         self.sweep_dialog: SweepDialog | None = None
+        self._reader = BackgroundCall("library-records", self)
 
         self.panel.rows_changed.connect(self._rows_changed)
         self.panel.selection_changed.connect(self._selection_changed)
@@ -68,20 +70,10 @@ class LibraryWindow(QMainWindow):
 
     # ---------------------------------------------------------------- data
 
-    def records(self, rows: list[LibraryRow]) -> list[NamedRun]:
-        """The runs behind readable rows, read once per file version."""
-        runs = []
-        for row in rows:
-            path = self.panel.path_of(row)
-            try:
-                mtime = path.stat().st_mtime
-                cached = self._records.get(row.file)
-                if cached is None or cached[0] != mtime:
-                    cached = self._records[row.file] = (mtime, load_run(path))
-                runs.append((row.file, cached[1]))
-            except (OSError, ValueError, KeyError) as exc:
-                log.warning("%s left out of the comparison: %s", path, exc)
-        return runs
+    @property
+    def loading(self) -> bool:
+        """The view on screen is still reading the selected runs (or rebuilding their models)."""
+        return self._reader.pending or (self.tabs.currentWidget() is self.layer and self.layer.loading)
 
     def _rows_changed(self, rows: list[LibraryRow]) -> None:
         self.accuracy.show_rows(rows)
@@ -94,13 +86,25 @@ class LibraryWindow(QMainWindow):
         self._update_selection_views()
 
     def _update_selection_views(self) -> None:
-        """Redraw the side-by-side or layer view when it is on screen and the selection changed."""
+        """Redraw the side-by-side or layer view when it is on screen and the selection changed; the run
+        files are read in the background (a few hundred ms each)."""
         current = self.tabs.currentWidget()
-        key = tuple(self.panel.path_of(r) for r in self._selected)
+        files = tuple((row.file, self.panel.path_of(row)) for row in self._selected)
         for name, view in (("side", self.side), ("layer", self.layer)):
-            if current is view and self._drawn.get(name) != key:
-                self._drawn[name] = key
-                view.show_runs(self.records(self._selected))
+            if current is view and self._drawn.get(name) != files:
+                cache = dict(self._records)
+                self._reader.request(lambda: read_records(files, cache),
+                                     lambda answer: self._show_records(name, view, files, answer),
+                                     lambda exc: log.warning("the selected runs could not be read: %s", exc))
+                return
+        self._reader.cancel()           # the view on screen shows the selection already
+
+    def _show_records(self, name: str, view: Any, files: tuple, answer: tuple[list[NamedRun], dict]) -> None:
+        runs, cache = answer
+        names = {row.file for row in self.panel.model.rows()}
+        self._records = {file: entry for file, entry in cache.items() if file in names}
+        self._drawn[name] = files
+        view.show_runs(runs)
 
     # ---------------------------------------------------------------- actions
 
@@ -152,3 +156,20 @@ class LibraryWindow(QMainWindow):
             dialog.remember()
             self.panel.set_sweep_status("Sweep starting…", 0, len(grid.cells()))
         return started
+
+
+def read_records(files: Sequence[tuple[str, Path]], cache: dict[str, tuple[float, Any]]
+                 ) -> tuple[list[NamedRun], dict[str, tuple[float, Any]]]:
+    """The runs of (file name, path) pairs, each read once per file version: ``cache`` (file -> (mtime,
+    record)) is filled as files are read and returned with them. A file that does not load is left out."""
+    runs = []
+    for file, path in files:
+        try:
+            mtime = path.stat().st_mtime
+            cached = cache.get(file)
+            if cached is None or cached[0] != mtime:
+                cached = cache[file] = (mtime, load_run(path))
+            runs.append((file, cached[1]))
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("%s left out of the comparison: %s", path, exc)
+    return runs, cache

@@ -18,6 +18,7 @@ from .controls import ControlBar
 from .file_actions import FileActions
 from .log_panel import LogPanel
 from .plots import PlotsPanel
+from .responsiveness import freeze_startup_objects
 from .results_card import ResultsCard
 from .run_panel import RunPanel
 from .run_state import FAILED, FINISHED, PAUSED, PREPARING, RUNNING, STOPPED, STOPPING, RunState
@@ -59,6 +60,7 @@ class MainWindow(FileActions, SweepActions, QMainWindow):
         self.runner: SearchRunner | None = None
         self._last: tuple[Any, Any, Path] | None = None   # (spec, config, checkpoint) of the last run
         self._close_when_stopped = False
+        self._discarded_run: Any = None     # the unsaved run the user chose to lose when closing
         self._pausing = False
         self.evaluation = None
         self.recent = files.RecentFiles()
@@ -68,6 +70,7 @@ class MainWindow(FileActions, SweepActions, QMainWindow):
         self._timer.timeout.connect(self._tick)
         self._timer.start()
         self._refresh()
+        freeze_startup_objects()
 
     # ------------------------------------------------------------------ layout
 
@@ -308,6 +311,9 @@ class MainWindow(FileActions, SweepActions, QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.runner is None:
+            if not self._may_close_with_result():
+                event.ignore()
+                return
             self._timer.stop()
             self.log_panel.detach()
             event.accept()

@@ -5,6 +5,7 @@ interval is the longest stall the user could have felt (a frozen window, an unan
 """
 from __future__ import annotations
 
+import gc
 import time
 
 from PySide6.QtCore import QObject, Qt, QTimer
@@ -49,3 +50,10 @@ class StallProbe(QObject):
             return 0.0
         ordered = sorted(self.gaps_ms)
         return max(0.0, ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] - self.interval_ms)
+
+
+def freeze_startup_objects() -> None:
+    """Keep the garbage collector's full passes off the objects that live as long as the app (modules,
+    classes, the window): a full pass walks them all while holding the GIL, ~450,000 objects and 240 ms
+    measured on a 2-core machine, which froze the window whenever one fell during a search."""
+    gc.freeze()

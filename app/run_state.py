@@ -95,6 +95,7 @@ class RunState:
     run: Any = None                    # engine.runrecord.RunRecord once finished (or loaded)
     error: str = ""
     source_path: str = ""              # the run file shown, for a loaded run
+    saved: bool = False                # the finished run is in a file (saved, opened, or written by a sweep)
     # Timing (wall clock of this session; a resumed run restarts the clock)
     started_at: float | None = None
     finished_at: float | None = None
@@ -176,12 +177,18 @@ class RunState:
 
     def _finished(self, run: Any, now: float) -> None:
         self.run = run
+        self.saved = False
         self.status = FINISHED
         self.stage = "finished"
         self.finished_at = now
         history = getattr(run, "history", None)
         if history is not None and len(history.loss) > len(self.loss):
             self._history_from_record(history)   # a resumed run: the file knows the steps before it
+
+    @property
+    def unsaved(self) -> bool:
+        """A finished run that is in no file: closing the window would lose it."""
+        return self.run is not None and not self.saved
 
     def mark(self, status: str, error: str = "") -> None:
         self.status, self.error = status, error
@@ -194,7 +201,7 @@ class RunState:
     @classmethod
     def from_record(cls, run: Any, path: str = "") -> "RunState":
         """A state showing a finished run read from a file (no population spread: files don't keep it)."""
-        state = cls(status=LOADED, stage="loaded from file", run=run, source_path=path)
+        state = cls(status=LOADED, stage="loaded from file", run=run, source_path=path, saved=True)
         metrics = run.metrics or {}
         state.heldout_fp_top1 = float(metrics.get("heldout_fp_top1", float("nan")))
         state.heldout_base_top1 = float(metrics.get("heldout_base_top1", float("nan")))

@@ -16,6 +16,7 @@ from PySide6.QtWidgets import QComboBox, QGridLayout, QLabel, QSpinBox, QWidget
 
 from engine.compare import NamedRun, SideBySide, layer_view, load_run_model, side_by_side
 
+from .background import BackgroundCall
 from .plot_card import PlotCard, colour, empty_message, plot_widget, set_title, short_names, style
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,8 @@ class LayerDetailView(PlotCard):
         self.layer.currentIndexChanged.connect(lambda _i: self.redraw())
         self.channel.valueChanged.connect(lambda _v: self.redraw())
         self._load_model = load_model
-        self._models: dict[str, Any] = {}
+        self._loader = BackgroundCall("layer-weights", self)
+        self._models: dict[str, Any] = {}          # run name -> its rebuilt model (weights for the histogram)
         self.runs: list[NamedRun] = []
         self.redraw()
 
@@ -220,16 +222,16 @@ class LayerDetailView(PlotCard):
         self.layer.blockSignals(False)
         self.redraw()
 
-    def _model(self, name: str, record: Any) -> Any:
-        if name not in self._models:
-            self._models[name] = self._load_model(record)
-        return self._models[name]
+    @property
+    def loading(self) -> bool:
+        """The runs' weights are being rebuilt for the chosen layer (the plot still shows the last one)."""
+        return self._loader.pending
 
     def redraw(self) -> None:
-        plot = self.plot = self.widget.getPlotItem()
-        plot.clear()
-        style(plot, "Weights of one layer and each run's quantization grid", "weight value", "weights per bin")
+        """Draw the chosen layer; the weights come from rebuilt models, so the view is computed in the background."""
         if not self.runs or not self.layer.currentText():
+            self._loader.cancel()
+            plot = self._clear_plot()
             empty_message(plot, SELECT_HINT.replace("two or more runs", "one or more runs"))
             self.set_rows([])
             return
@@ -240,16 +242,29 @@ class LayerDetailView(PlotCard):
         self.channel.setRange(0, max(channels - 1, 0))
         self.channel.setEnabled(channels > 1)
         self.channel.blockSignals(False)
-        note = ""
-        try:
-            loader = (lambda record: self._model(next(n for n, r in self.runs if r is record), record))
-            view = layer_view(self.runs, layer, "weight", self.channel.value() if channels > 1 else None,
-                              load_model=loader)
-        except Exception as exc:       # noqa: BLE001 - weights not found, another model: grids alone still help
-            log.warning("no weight histogram for %s: %s", layer, exc)
-            note = f"No weight histogram ({exc}); grids only. "
-            view = layer_view(self.runs, layer, "weight", self.channel.value() if channels > 1 else None)
-        self._draw(plot, view, note)
+        runs, channel, models = list(self.runs), self.channel.value() if channels > 1 else None, dict(self._models)
+        if any(name not in models for name, _ in runs):
+            self.note.setText("Rebuilding the runs' models to read their weights…")
+        self._loader.request(lambda: _layer_with_weights(runs, layer, channel, models, self._load_model),
+                             self._show, self._failed)
+
+    def _clear_plot(self) -> pg.PlotItem:
+        plot = self.plot = self.widget.getPlotItem()
+        plot.clear()
+        style(plot, "Weights of one layer and each run's quantization grid", "weight value", "weights per bin")
+        return plot
+
+    def _show(self, answer: tuple[Any, str, dict[str, Any]]) -> None:
+        view, note, models = answer
+        names = {name for name, _ in self.runs}
+        self._models = {name: model for name, model in models.items() if name in names}
+        self._draw(self._clear_plot(), view, note)
+
+    def _failed(self, exc: BaseException) -> None:
+        log.warning("no layer view: %s", exc)
+        empty_message(self._clear_plot(), f"This layer cannot be shown: {exc}")
+        self.note.setText("")
+        self.set_rows([])
 
     def _draw(self, plot: pg.PlotItem, view: Any, note: str) -> None:
         names = short_names([run.name for run in view.runs])
@@ -297,3 +312,26 @@ class LayerDetailView(PlotCard):
                                   else "Filled: each run's weight histogram. ") + "Ticks on top: the run's quantization levels; dashed: its "
                           "clip bounds after the search; dotted: before it (base).")
         self.set_rows(rows, columns=("run", "kind", "scales", "x", "x_hi", "count", "bits", "scale", "zero_point"))
+
+
+def _layer_with_weights(runs: list[NamedRun], layer: str, channel: int | None, models: dict[str, Any],
+                        load_model: Any) -> tuple[Any, str, dict[str, Any]]:
+    """The layer view with each run's weight histogram, ``models`` (by run name) filled as they are rebuilt.
+
+    Runs in a BackgroundCall's thread: rebuilding and hashing a model takes seconds on a real ViT. When a
+    run's weights cannot be rebuilt (file not found, another model), the grids alone still help; the
+    note says why.
+    """
+    names = {id(record): name for name, record in runs}
+
+    def loader(record: Any) -> Any:
+        name = names[id(record)]
+        if name not in models:
+            models[name] = load_model(record)
+        return models[name]
+
+    try:
+        return layer_view(runs, layer, "weight", channel, load_model=loader), "", models
+    except Exception as exc:       # noqa: BLE001 - weights not found, another model: grids alone still help
+        log.warning("no weight histogram for %s: %s", layer, exc)
+        return layer_view(runs, layer, "weight", channel), f"No weight histogram ({exc}); grids only. ", models

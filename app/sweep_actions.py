@@ -114,6 +114,7 @@ class SweepActions:
             self._sweep_status(f"{s['label']}…")
         elif isinstance(item, RunDone):
             s["done"] += 1
+            self.state.saved = True             # the sweep wrote the run's file
             if self.state.run is not None:
                 self.results.show_run(self.state.run, str(item.run.path))
             self._sweep_status(f"{s['label']} done → {item.run.path.name}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings, Qt, QTimer
 from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QListWidget,
                                QListWidgetItem, QVBoxLayout, QWidget)
 
@@ -17,10 +17,13 @@ from engine.pipeline import RunSpec
 from engine.quant import available_quantizers
 from engine.sweep import SweepGrid, plan_sweep
 
+from .background import BackgroundCall
+
 DEFAULT_QUANTIZERS = ("minmax", "percentile", "omse")
 DEFAULT_BITS = "W8A8, W4A8, W4A3"
 DEFAULT_SEEDS = "0, 1"
 SETTINGS_KEY = "sweep/last"           # the last grid started: starting it again resumes it
+PLAN_DELAY_MS = 250                   # re-plan once typing pauses, not on every keystroke
 
 
 class SweepDialog(QDialog):
@@ -70,8 +73,11 @@ class SweepDialog(QDialog):
         self.buttons.accepted.connect(self.accept)
         self.buttons.rejected.connect(self.reject)
         layout.addWidget(self.buttons)
+        self._planner = BackgroundCall("sweep-plan", self)
+        self._plan_timer = QTimer(self, singleShot=True, interval=PLAN_DELAY_MS)
+        self._plan_timer.timeout.connect(self._update_plan)
         for signal in (self.bits.textChanged, self.seeds.textChanged, self.quantizers.itemChanged):
-            signal.connect(lambda *_a: self._update_plan())
+            signal.connect(lambda *_a: self._edited())
         self._update_plan()
         self.resize(560, 520)
 
@@ -105,14 +111,34 @@ class SweepDialog(QDialog):
         QSettings().setValue(SETTINGS_KEY, {"quantizers": ",".join(self.checked_quantizers()),
                                             "bits": self.bits.text(), "seeds": self.seeds.text()})
 
+    @property
+    def planning(self) -> bool:
+        """The plan shown is not yet the one of the form as typed (typing has not paused, or it is being read)."""
+        return self._plan_timer.isActive() or self._planner.pending
+
+    def _edited(self) -> None:
+        self.start.setEnabled(False)          # until the plan of what is typed now is known
+        self._plan_timer.start()
+
     def _update_plan(self) -> None:
+        """Plan the grid as typed in the background: planning opens every run file of the workspace."""
         try:
             grid = self.grid()
-            runs = plan_sweep(grid, self.spec, self.config, self.workspace) if self.workspace.is_dir() else None
         except ValueError as exc:
-            self.plan.setText(f'<span style="color:#c0392b">{exc}</span>')
-            self.start.setEnabled(False)
+            self._planner.cancel()
+            self._show_problem(exc)
             return
+        spec, config, workspace = self.spec, self.config, self.workspace
+        self.plan.setText("Looking for runs of this grid already in the workspace…")
+        self.start.setEnabled(False)
+        self._planner.request(lambda: _plan(grid, spec, config, workspace),
+                              lambda runs: self._show_plan(grid, runs), self._show_problem)
+
+    def _show_problem(self, exc: BaseException) -> None:
+        self.plan.setText(f'<span style="color:#c0392b">{exc}</span>')
+        self.start.setEnabled(False)
+
+    def _show_plan(self, grid: SweepGrid, runs: list[Any] | None) -> None:
         total = len(grid.cells())
         done = sum(run.done for run in runs) if runs else 0
         left = total - done
@@ -120,3 +146,8 @@ class SweepDialog(QDialog):
                           f"{len(grid.bits)} bit-width(s) × {len(grid.seeds)} seed(s)"
                           + (f"; {done} already in the workspace (skipped), {left} to search." if done else "."))
         self.start.setEnabled(left > 0)
+
+
+def _plan(grid: SweepGrid, spec: RunSpec, config: Any, workspace: Path) -> list[Any] | None:
+    """The grid's runs, each marked done or not (pool thread); None when the workspace does not exist yet."""
+    return plan_sweep(grid, spec, config, workspace) if workspace.is_dir() else None

@@ -84,13 +84,48 @@ def shut(qtbot, win) -> None:
 
 
 def record_dialogs(monkeypatch) -> list:
-    """Error dialogs shown (title, text, kind) instead of blocking on them."""
+    """Error dialogs shown (title, text, kind) instead of blocking on them. The question closing asks about
+    an unsaved result is answered Discard (``answer_unsaved`` to choose), so closing a window never blocks."""
     from app import errors
 
     shown: list = []
     monkeypatch.setattr(errors, "_exec", lambda box: shown.append(
         (box.windowTitle(), box.informativeText(), box.objectName().removeprefix("errorDialog_"))))
+    answer_unsaved(monkeypatch, "discard")
     return shown
+
+
+def answer_unsaved(monkeypatch, answer: str) -> list:
+    """Answer "Save the result?" (closing with an unsaved run) with "save" | "discard" | "cancel";
+    returns the questions asked (their text)."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from app import closing
+
+    button = {"save": QMessageBox.StandardButton.Save, "discard": QMessageBox.StandardButton.Discard,
+              "cancel": QMessageBox.StandardButton.Cancel}[answer]
+    asked: list = []
+    monkeypatch.setattr(closing, "_exec", lambda box: (asked.append(box.informativeText()), button)[1])
+    return asked
+
+
+def measure_stall(start, done, timeout_s: float = 300.0) -> tuple[float, float]:
+    """The GUI thread's longest event-loop stall (ms, by StallProbe) from calling ``start()`` until ``done()``
+    holds, and how long that took (ms): the work a view would have frozen the window for, done on the GUI thread."""
+    import time
+
+    from app.background import wait_for
+    from app.responsiveness import StallProbe
+
+    probe = StallProbe(interval_ms=10)
+    probe.start()
+    began = time.perf_counter()
+    start()
+    finished = wait_for(done, timeout_s)
+    took = (time.perf_counter() - began) * 1000.0
+    probe.stop()
+    assert finished, f"not done within {timeout_s:.0f} s"
+    return probe.max_stall_ms, took
 
 
 def assert_same_scales(a, b) -> None:

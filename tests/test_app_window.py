@@ -164,6 +164,71 @@ def test_closing_mid_search_asks_stops_cleanly_and_keeps_the_checkpoint(qtbot, d
     assert not dialogs
 
 
+# ---------------------------------------------------------------------- closing with an unsaved result
+
+def _finished_unsaved(qtbot, run, interactive: bool = True):
+    """A main window that has just finished a run, not saved: its search replays the shared run's last event."""
+    from app.main_window import MainWindow
+    from engine.search.events import Finished
+
+    win = MainWindow(search_fn=lambda *_a, **_k: iter([Finished(run)]), interactive=interactive)
+    qtbot.addWidget(win)
+    win.show()
+    _finish_again(qtbot, win)
+    return win
+
+
+def _finish_again(qtbot, win) -> None:
+    with qtbot.waitSignal(win.run_finished, timeout=30_000):
+        assert win.start()
+    assert win.state.status == FINISHED and win.state.unsaved
+
+
+def test_closing_with_an_unsaved_run_asks_cancel_keeps_it_discard_closes(qtbot, dialogs, monkeypatch, finished):
+    win = _finished_unsaved(qtbot, finished["run"])
+    asked = helpers.answer_unsaved(monkeypatch, "cancel")
+    win.close()
+    assert len(asked) == 1 and "minmax" in asked[0] and win.isVisible() and win.state.run is finished["run"]
+    asked = helpers.answer_unsaved(monkeypatch, "discard")
+    win.close()
+    assert len(asked) == 1 and not win.isVisible()
+    win.close()                                            # asked once per run
+    assert len(asked) == 1 and not dialogs
+
+
+def test_save_when_closing_writes_the_run_and_closes_only_once_written(qtbot, dialogs, monkeypatch, finished,
+                                                                       tmp_path):
+    win = _finished_unsaved(qtbot, finished["run"])
+    asked = helpers.answer_unsaved(monkeypatch, "save")
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: ("", ""))    # the file dialog cancelled
+    win.close()
+    assert len(asked) == 1 and win.isVisible()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(tmp_path / "kept"), ""))
+    win.close()
+    assert len(asked) == 2 and not win.isVisible()
+    helpers.assert_same_scales(load_run(tmp_path / "kept.h5").scales, finished["run"].scales)
+    assert not dialogs
+
+
+def test_a_saved_run_closes_without_asking_until_a_new_run_finishes(qtbot, dialogs, monkeypatch, finished, tmp_path):
+    win = _finished_unsaved(qtbot, finished["run"])
+    asked = helpers.answer_unsaved(monkeypatch, "cancel")
+    assert win.save_scales(tmp_path / "first.h5") is not None and not win.state.unsaved
+    _finish_again(qtbot, win)                              # a new result: not saved yet
+    win.close()
+    assert len(asked) == 1 and win.isVisible()
+    assert win.save_scales(tmp_path / "second.h5") is not None
+    win.close()
+    assert len(asked) == 1 and not win.isVisible()
+
+
+def test_a_non_interactive_window_closes_without_asking(qtbot, dialogs, monkeypatch, finished):
+    win = _finished_unsaved(qtbot, finished["run"], interactive=False)
+    asked = helpers.answer_unsaved(monkeypatch, "cancel")
+    win.close()
+    assert not asked and not win.isVisible()
+
+
 def test_run_panel_offers_every_search_option_with_a_label(window):
     from dataclasses import fields
 
