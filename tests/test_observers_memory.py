@@ -42,7 +42,7 @@ def test_bounded_sample_stays_within_budget_and_evenly_spread_on_a_long_stream()
     sample = BoundedSample(budget)
     for chunk in stream([37] * 60):  # 2220 values: 22x the budget
         sample.add(chunk)
-        assert sum(len(p) for p in sample.parts) <= budget
+        assert sample.kept <= budget and len(sample.buffer) == budget
     kept = sample.rows()
     assert sample.stride == 32 and len(kept) > budget // 2
     assert torch.equal(kept, torch.arange(0, 37 * 60, sample.stride, dtype=torch.float32))
@@ -57,12 +57,13 @@ def test_bounded_sample_thins_rows_of_a_matrix():
 
 
 def test_omse_observer_memory_is_flat_in_calibration_size():
-    """40 batches of 300k values: before, every batch's whole activation stayed pinned (48 MB)."""
+    """40 batches of 300k values: before, every batch's whole activation stayed pinned (48 MB).
+    Now one buffer of the whole budget, allocated at the first batch, is all it holds."""
     observer = RangeObserver("omse")
     generator = torch.Generator().manual_seed(0)
     for _ in range(40):
         observer.observe(torch.randn(300_000, generator=generator))
-        assert held_bytes(observer.sample.parts) <= (OMSE_SAMPLE + OMSE_SAMPLE // 8) * 4
+        assert held_bytes([observer.sample.buffer]) == OMSE_SAMPLE * 4
     lo, hi = observer.clip_range(0, 7)
     assert observer.lo < lo < 0 < hi < observer.hi
 
@@ -72,16 +73,20 @@ def test_observers_copy_what_they_keep_instead_of_pinning_the_activation():
     omse, ptf = RangeObserver("omse"), ChannelRangeObserver()
     omse.observe(x)
     ptf.observe(torch.randn(40, 512, 8))  # 20480 rows: more than the PTF sample keeps per batch
-    assert held_bytes(omse.sample.parts) == omse.sample.rows().numel() * 4 <= (OMSE_SAMPLE // 8) * 4
-    assert held_bytes(ptf.sample.parts) == ptf.rows().numel() * 4 == 10240 * 8 * 4  # every 2nd row
+    assert held_bytes([omse.sample.buffer]) == OMSE_SAMPLE * 4 and omse.sample.kept <= OMSE_SAMPLE // 8
+    assert held_bytes([ptf.sample.buffer]) == PTF_SAMPLE_ROWS * 8 * 4 and len(ptf.rows()) == 10240  # every 2nd row
     non_contiguous = torch.randn(2, 6, 197, 64).transpose(1, 2)  # like q, k, v after the head split
+    kept = omse.sample.kept
     omse.observe(non_contiguous)
-    assert held_bytes(omse.sample.parts[-1:]) < non_contiguous.numel() * 4
+    assert omse.sample.kept > kept and held_bytes([omse.sample.buffer]) == OMSE_SAMPLE * 4
+    for sample in (omse.sample, ptf.sample):   # the buffer is the observer's own, not a view of an activation
+        assert sample.buffer.untyped_storage().data_ptr() not in (x.untyped_storage().data_ptr(),
+                                                                  non_contiguous.untyped_storage().data_ptr())
 
 
 def test_ptf_observer_memory_is_flat_in_calibration_size():
     observer = ChannelRangeObserver()
     for _ in range(12):
         observer.observe(torch.randn(8, 197 * 4, 16))  # 6304 rows a batch
-        assert held_bytes(observer.sample.parts) <= (PTF_SAMPLE_ROWS + 6304) * 16 * 4
+        assert held_bytes([observer.sample.buffer]) == PTF_SAMPLE_ROWS * 16 * 4
     assert len(observer.rows()) <= PTF_SAMPLE_ROWS
