@@ -15,7 +15,8 @@ class Problem:
     title: str        # short: the dialog's title and first line
     message: str      # the engine's own words (names the file / layer / model)
     hint: str         # what to try next
-    kind: str         # "model" | "weights" | "data" | "scales" | "checkpoint" | "memory" | "file" | "other"
+    kind: str         # "model" | "weights" | "data" | "scales" | "checkpoint" | "memory" | "file" | "export"
+                      # | "other"
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -68,6 +69,9 @@ def describe(exc: BaseException) -> Problem:
         return Problem("The scale file does not fit", text,
                        "Open a run file made for the same model and quantizer, or change the model "
                        "in the run panel to the one the file was made for.", "scales")
+    export_problem = _export_problem(exc, text)
+    if export_problem is not None:
+        return export_problem
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
         return Problem("A file could not be read or written", text,
                        "Check the path and its permissions.", "file")
@@ -82,6 +86,19 @@ def describe(exc: BaseException) -> Problem:
         return Problem("Invalid setting", text, "Check the settings in the run panel.", "other")
     return Problem(f"Unexpected error ({type(exc).__name__})", text,
                    "The details below say where it happened; the app keeps running.", "other")
+
+
+def _export_problem(exc: BaseException, text: str) -> Problem | None:
+    """A run the export formats cannot express (``ExportError`` names the point, the scheme and a quantizer
+    that exports), or the export extra missing (``load_export``'s message names what to install)."""
+    install_hint = _engine_class("engine.export", "INSTALL_HINT")
+    if install_hint and isinstance(exc, ValueError) and install_hint in text:
+        return Problem("The export extra is not installed", text, "Install it, then export again.", "export")
+    export_error = _engine_class("engine.export.onnx_qdq", "ExportError")
+    if export_error is not None and isinstance(exc, export_error):
+        return Problem("This run cannot be exported", text, "Choose another format, or quantize with a quantizer "
+                       "that exports (see the README's table of quantizers and formats).", "export")
+    return None
 
 
 def show_error(parent: QWidget | None, exc: BaseException, context: str = "", interactive: bool = True) -> Problem:

@@ -31,6 +31,7 @@ class FileActions:
             self._error(exc, "Save scales")
             return None
         self.state.saved = True
+        self.state.source_path = str(written)     # File ▸ Export… offers this file
         self.recent.add(written)
         log.info("saved the run to %s", written)
         self.statusBar().showMessage(f"Saved {written}", 8000)

@@ -41,6 +41,7 @@ class LibraryPanel(QWidget):
     selection_changed = Signal(object)     # list[LibraryRow]: the readable rows selected
     open_requested = Signal(object)        # Path
     sweep_requested = Signal()
+    export_requested = Signal(object)      # Path: export the selected run (ONNX QDQ / AIMET)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -99,6 +100,8 @@ class LibraryPanel(QWidget):
     def _action_bar(self) -> QHBoxLayout:
         bar = QHBoxLayout()
         specs = (("open", "Open run", "Show the run in the main window (plots and results card).", self.open_selected),
+                 ("export_run", "Export run…", "Write the selected run's model as ONNX QDQ or AIMET encodings.",
+                  self.export_selected),
                  ("delete", "Delete file…", "Delete the selected run files (asks first).", self.delete_selected),
                  ("reveal", "Reveal in file manager", "Open the workspace folder.", self.reveal),
                  ("export", "Export CSV…", "Write the table as shown (filter and order) to a CSV file.",
@@ -113,9 +116,9 @@ class LibraryPanel(QWidget):
             button.clicked.connect(lambda _c=False, s=slot: s())
             bar.addWidget(button)
             self.buttons[key] = button
-        bar.insertStretch(4, 1)
+        bar.insertStretch(5, 1)
         self.count = QLabel("", objectName="libraryCount")
-        bar.insertWidget(4, self.count)
+        bar.insertWidget(5, self.count)
         return bar
 
     # ---------------------------------------------------------------- workspace
@@ -191,7 +194,9 @@ class LibraryPanel(QWidget):
 
     def _update_buttons(self) -> None:
         chosen = self.selected_rows(readable_only=False)
-        self.buttons["open"].setEnabled(len([r for r in chosen if r.ok]) == 1)
+        one_readable = len([r for r in chosen if r.ok]) == 1
+        self.buttons["open"].setEnabled(one_readable)
+        self.buttons["export_run"].setEnabled(one_readable)
         self.buttons["delete"].setEnabled(bool(chosen))
         self.buttons["export"].setEnabled(self.proxy.rowCount() > 0)
 
@@ -204,6 +209,11 @@ class LibraryPanel(QWidget):
         rows = self.selected_rows()
         if len(rows) == 1:
             self.open_requested.emit(self.path_of(rows[0]))
+
+    def export_selected(self) -> None:
+        rows = self.selected_rows()
+        if len(rows) == 1:
+            self.export_requested.emit(self.path_of(rows[0]))
 
     def delete_selected(self) -> list[Path]:
         rows = self.selected_rows(readable_only=False)

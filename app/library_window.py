@@ -53,6 +53,7 @@ class LibraryWindow(QMainWindow):
         self.panel.selection_changed.connect(self._selection_changed)
         self.panel.open_requested.connect(self.open_run)
         self.panel.sweep_requested.connect(self.show_sweep_dialog)
+        self.panel.export_requested.connect(self.export_run)
         self.matrix.cell_activated.connect(self.select_runs)
         self.tabs.currentChanged.connect(lambda _i: self._update_selection_views())
         if main is not None:
@@ -61,6 +62,7 @@ class LibraryWindow(QMainWindow):
             main.sweep_ended.connect(lambda _kind: self.panel.refresh())
         else:
             self.panel.buttons["sweep"].setEnabled(False)
+            self.panel.buttons["export_run"].setToolTip("Export runs from the main window's library.")
             self.panel.buttons["open"].setToolTip("Open runs from the main window's library.")
         if workspace is not None:
             self.panel.set_workspace(workspace, remember=False)
@@ -130,6 +132,15 @@ class LibraryWindow(QMainWindow):
             self.main.raise_()
             self.main.activateWindow()
         return opened
+
+    def export_run(self, path: Path) -> Any:
+        """The main window's export dialog on this run file (the export runs in its worker)."""
+        if self.main is None:
+            return None
+        if self.main.runner is not None:
+            QMessageBox.information(self, "Busy", "A search or sweep is running; export the run when it has ended.")
+            return None
+        return self.main.export_run(path)
 
     def show_sweep_dialog(self) -> SweepDialog | None:
         """The sweep form, filled from the run panel; Start hands the grid to the main window."""

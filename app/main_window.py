@@ -15,6 +15,7 @@ from engine.search.events import BlockDone, Stage, Started
 
 from . import errors, files
 from .controls import ControlBar
+from .export_actions import ExportActions
 from .file_actions import FileActions
 from .log_panel import LogPanel
 from .plots import PlotsPanel
@@ -38,7 +39,7 @@ def default_search_fn() -> Callable[..., Any]:
     return run_search
 
 
-class MainWindow(FileActions, SweepActions, QMainWindow):
+class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
     """``search_fn(spec, config, checkpoint=..., resume=...)`` yields engine events (the engine's run_search)."""
 
     run_finished = Signal(object)     # the RunRecord
@@ -46,6 +47,7 @@ class MainWindow(FileActions, SweepActions, QMainWindow):
     run_failed = Signal(object)       # the exception
     run_ended = Signal(str)           # "finished" | "stopped" | "failed"
     evaluation_ended = Signal(str)    # Evaluate scales…: "finished" | "failed"
+    export_ended = Signal(str)        # File ▸ Export…: "finished" | "stopped" | "failed"
     sweep_progress = Signal(str, int, int)   # text, runs done, runs in the sweep
     sweep_run_done = Signal(str)      # a sweep wrote this run file
     sweep_ended = Signal(str)         # "finished" | "stopped" | "failed"
@@ -63,6 +65,8 @@ class MainWindow(FileActions, SweepActions, QMainWindow):
         self._discarded_run: Any = None     # the unsaved run the user chose to lose when closing
         self._pausing = False
         self.evaluation = None
+        self.export_result = None         # the engine's Exported of the last File ▸ Export…
+        self.export_dialog = None
         self.recent = files.RecentFiles()
         self._build()
         self._timer = QTimer(self)
@@ -125,6 +129,9 @@ class MainWindow(FileActions, SweepActions, QMainWindow):
         self.evaluate_action = self._action(menu, "&Evaluate scales on the selected model…", self.evaluate_scales,
                                             None, "Put a run file's refined scales into the model and data selected "
                                             "on the left and measure test top-1 (like engine eval --scales).")
+        self.export_action = self._action(menu, "E&xport…", self.export_run, "Ctrl+E",
+                                          "Write a run file's model as ONNX QDQ or AIMET encodings and compare it "
+                                          "in onnxruntime (like engine export).")
         self.recent_menu = menu.addMenu("Recent files")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
         menu.addSeparator()
@@ -219,7 +226,7 @@ class MainWindow(FileActions, SweepActions, QMainWindow):
     def stop(self) -> None:
         if self.runner is not None and not self.runner.stop_requested:
             self.runner.stop()
-            if self.runner.kind == "evaluate":
+            if self.runner.kind in ("evaluate", "export"):
                 return
             self._pausing = False
             self.state.mark(STOPPING)
@@ -236,6 +243,9 @@ class MainWindow(FileActions, SweepActions, QMainWindow):
             return
         if self.runner.kind == "evaluate":
             self._evaluation_tick(self.runner.drain())
+            return
+        if self.runner.kind == "export":
+            self._export_tick(self.runner.drain())
             return
         if self.runner.kind == "sweep":
             self._sweep_tick(self.runner.drain())
@@ -284,7 +294,7 @@ class MainWindow(FileActions, SweepActions, QMainWindow):
 
     def _refresh(self) -> None:
         can_resume = self._last is not None and self.state.status in (STOPPED, FAILED)
-        evaluating = self.runner is not None and self.runner.kind == "evaluate"
+        evaluating = self.runner is not None and self.runner.kind in ("evaluate", "export")
         self.controls.set_buttons(self.state.status, can_resume)
         if evaluating:
             self.controls.start.setEnabled(False)
@@ -297,6 +307,7 @@ class MainWindow(FileActions, SweepActions, QMainWindow):
         self.open_action.setEnabled(self.runner is None)
         self.resume_action.setEnabled(self.runner is None)
         self.evaluate_action.setEnabled(self.runner is None)
+        self.export_action.setEnabled(self.runner is None)
         self.sweep_action.setEnabled(self.runner is None)
 
     # ------------------------------------------------------------------ errors, closing
