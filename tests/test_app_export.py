@@ -123,3 +123,22 @@ def test_library_exports_the_selected_run(qtbot, window, dialogs, demo_run, tmp_
     expected = suggested_output(tmp_path / demo_run.name, "aimet", False)
     assert window.export_result.files == (str(expected), str(expected.with_suffix(".encodings")))
     assert all(Path(f).is_file() for f in window.export_result.files) and not dialogs
+
+
+def test_base_scales_are_exported_when_chosen(qtbot, window, dialogs, demo_run, tmp_path):
+    """The Scales choice reaches the engine: Base writes the run's base set, and a run without one says so."""
+    from dataclasses import replace
+
+    from engine.scalefile import save_run
+
+    record = load_run(demo_run)
+    searched = tmp_path / "searched.h5"                  # a search run's two sets (here: equal, to stay fast)
+    save_run(searched, replace(record, base=record.scales))
+    dialog = window.export_run(searched)
+    dialog.scales.setCurrentIndex(dialog.scales.findData(True))
+    assert dialog.out.text() == str(suggested_output(searched, "onnx-qdq", True))
+    assert _export(qtbot, window, dialog) == "finished" and window.export_result.scales == "base" and not dialogs
+    dialog = window.export_run(demo_run)                 # a quantize run holds no base scales
+    dialog.scales.setCurrentIndex(dialog.scales.findData(True))
+    assert _export(qtbot, window, dialog, tmp_path / "none.onnx") == "failed"
+    assert [d[2] for d in dialogs] == ["export"] and "one set of scales" in dialogs[0][1]
