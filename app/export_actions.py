@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QLineEdit, QPushButton, QWidget)
@@ -106,7 +107,7 @@ class ExportDialog(QDialog):
                              None if self.check.isChecked() else False)
 
 
-def _with_browse(field: QLineEdit, browse) -> QWidget:
+def _with_browse(field: QLineEdit, browse: Callable[[], None]) -> QWidget:
     row = QWidget()
     layout = QHBoxLayout(row)
     layout.setContentsMargins(0, 0, 0, 0)
@@ -117,7 +118,7 @@ def _with_browse(field: QLineEdit, browse) -> QWidget:
     return row
 
 
-def exported_text(result) -> str:
+def exported_text(result: Any) -> str:
     """One line for the log and the status: what was written and, when checked, the parity."""
     written = ", ".join(Path(f).name for f in result.files)
     text = (f"exported the {result.scales} scales ({result.n_points} quantization points, opset {result.opset}) "
@@ -126,6 +127,8 @@ def exported_text(result) -> str:
 
 
 class ExportActions:
+    """A mixin of MainWindow (its runner, status line, error dialogs and ``export_ended`` signal)."""
+
     def export_run(self, path: str | Path | None = None) -> ExportDialog | None:
         """File ▸ Export…: the export dialog on ``path`` (default: the shown run's saved file); Export
         starts the job. None when busy."""
