@@ -104,6 +104,7 @@ class FileActions:
                 runner, self.runner = self.runner, None
                 runner.wait(5000)
                 runner.deleteLater()
+                self._refresh()   # first: it rewrites the status line of a run on screen
                 result = self.evaluation
                 if item.kind == "finished" and result is not None:
                     text = (f"{Path(result.path).name} on {result.model} ({result.bits}): test top-1 "
@@ -113,7 +114,6 @@ class FileActions:
                 elif item.kind == "failed":
                     self.controls.status.setText(f"Evaluating the scales failed: {errors.describe(item.error).title}")
                     self._error(item.error, "Evaluate scales")
-                self._refresh()
                 self.evaluation_ended.emit(item.kind)
                 if self._close_when_stopped:
                     self.close()

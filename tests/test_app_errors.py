@@ -121,3 +121,13 @@ def test_app_still_starts_a_run_after_an_error(qtbot, window, dialogs, tmp_path)
     _start_expect_failure(qtbot, window)
     assert [d[2] for d in dialogs] == ["model", "data"]
     _assert_usable(window)
+
+
+def test_evaluated_scales_stay_in_the_status_line_over_an_open_run(qtbot, window, dialogs, tmp_path):
+    """The result is written after the window redraws the run on screen, which rewrites the status."""
+    path = _demo_scale_file(tmp_path / "demo-scales.h5", "digits-vit")
+    assert window.open_run(path)
+    with qtbot.waitSignal(window.evaluation_ended, timeout=FAIL_TIMEOUT_MS) as blocker:
+        window.evaluate_scales(path)
+    assert blocker.args[0] == "finished" and not dialogs
+    assert "test top-1" in window.controls.status.text()
