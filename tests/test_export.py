@@ -271,3 +271,14 @@ def test_aimet_quantsim_reproduces_the_fake_quant_top1(demo_runs, tmp_path, digi
         expected = rebuild_model(record)(images).numpy()
     got = sim.session.run(None, {"images": images.numpy()})[0]
     assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.98
+
+
+def test_onnx_latency_bench_times_both_exports_of_a_run(demo_runs, capsys):
+    """``bench --onnx-latency``: a ratio per batch size from the same process (its value is a
+    measurement, not a target; here only that both models ran and were timed)."""
+    assert main(["bench", "--onnx-latency", str(demo_runs["W8A8"]), "--reps", "2", "--json", "--quiet"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [row["batch"] for row in result["latency"]] == [1, 32]
+    for row in result["latency"]:
+        assert row["qdq_ms"] > 0 and row["fp32_ms"] > 0
+        assert row["qdq_over_fp32"] == pytest.approx(row["qdq_ms"] / row["fp32_ms"])

@@ -1,5 +1,6 @@
 """``bench``: optimised vs naive candidate evaluation on the same model, data and candidates;
-with ``--memory``, peak memory of calibration and of one search pass at two calibration sizes."""
+with ``--memory``, peak memory of calibration and of one search pass at two calibration sizes; with
+``--onnx-latency RUN``, the CPU latency of a run's int8 QDQ export over its FP32 export."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,9 @@ import argparse
 from ..bench import bench_inputs, run_bench
 from ..bench_memory import format_table, run_memory_bench
 from ..cli import add_model_args, add_output_args, add_quant_args, emit, run_spec
+from ..export import load_export
 from ..quant import QuantConfig
+from ..scalefile import load_run
 from ..search.config import add_search_args, search_config_from_args
 
 DEFAULT_BITS = "W4A8"
@@ -26,6 +29,10 @@ def add_parser(sub) -> None:
     parser.add_argument("--block-steps", type=int, default=None,
                         help="with --memory: measure the pass's first N block steps only (for a slow CPU: every "
                              "ViT block input has the same size; default: all)")
+    parser.add_argument("--onnx-latency", metavar="RUN_H5",
+                        help="instead: onnxruntime CPU latency of this run's int8 QDQ export over its FP32 export "
+                             "(batch 1 and 32, alternating in one process; needs the export extra)")
+    parser.add_argument("--reps", type=int, default=20, help="with --onnx-latency: timed calls per model and batch")
     add_output_args(parser)
     parser.set_defaults(func=run)
 
@@ -37,7 +44,20 @@ def _sizes(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected image counts such as 64,256, got {text!r}") from None
 
 
+def _onnx_latency(args: argparse.Namespace) -> int:
+    load_export()   # names the extra when onnx or onnxruntime is missing
+    from ..export.latency import latency_ratios
+
+    rows = latency_ratios(load_run(args.onnx_latency), reps=args.reps)
+    emit(args, {"run": args.onnx_latency, "latency": rows},
+         "\n".join(f"batch {r['batch']}: int8 QDQ {r['qdq_ms']:.2f} ms, FP32 {r['fp32_ms']:.2f} ms, "
+                   f"ratio {r['qdq_over_fp32']:.2f} (median of {r['reps']}, {r['threads']} thread)" for r in rows))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.onnx_latency:
+        return _onnx_latency(args)
     if args.candidates < 1:
         raise ValueError("--candidates must be at least 1")
     quant = QuantConfig.from_bits(args.quantizer, args.bits or DEFAULT_BITS, args.attn_bits)
