@@ -1,4 +1,4 @@
-"""Sweeps: a grid of quantizers × bit-widths × seeds searched one after another, one run file each.
+"""Sweeps: a grid of quantizers × bit-widths × seeds, one search and one run file per cell.
 
 The runner is a generator of sweep-level events that wrap each run's search events, so the app's
 worker consumes a sweep exactly like a single search (pause and stop act between two events) and
@@ -7,6 +7,10 @@ workspace folder, which makes a sweep resumable without any sweep-level state on
 file exists, loads and has this run's identity (``runrecord.identity_mismatch``, the rule a search
 resume uses too) is skipped, and a run interrupted midway continues from the search's own checkpoint
 (kept in ``<workspace>/.checkpoints`` until its run file is written).
+
+Two backends run the cells: ``local`` searches them one after another in this process; ``ray``
+(``engine.sweep_ray``) runs each as a task on a Ray cluster and streams its events back, so the
+same events come out of both and this process writes every run file.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import time
 from contextlib import closing
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .library import LibraryRow, read_row
 from .models import create_model
@@ -29,10 +33,14 @@ from .search.checkpoint import load_checkpoint
 from .search.config import SearchConfig
 from .search.events import Event, Finished
 
+if TYPE_CHECKING:
+    from .sweep_ray import CellResources
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = ".checkpoints"
 SearchFn = Callable[..., Iterator[Event]]     # run_search's signature: (spec, config, checkpoint=, resume=)
+BACKENDS = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -151,9 +159,17 @@ class RunSkipped:
 
 
 @dataclass(frozen=True)
+class Worker:
+    """Where a Ray backend runs a cell: its worker's host and process."""
+    host: str
+    pid: int
+
+
+@dataclass(frozen=True)
 class RunStarted:
     run: PlannedRun
     resumed: bool                          # continues from the checkpoint of an interrupted sweep
+    worker: Worker | None = None           # None: this process (the local backend)
 
 
 @dataclass(frozen=True)
@@ -171,12 +187,20 @@ class RunDone:
 
 
 @dataclass(frozen=True)
+class RunFailed:
+    """The run raised (bad data, out of memory, its worker died more often than retried); a backend
+    that runs cells apart (Ray) reports it and goes on with the rest of the grid."""
+    run: PlannedRun
+    error: str
+
+
+@dataclass(frozen=True)
 class SweepFinished:
     rows: tuple[LibraryRow, ...]           # every run of the sweep, in sweep order, skipped ones included
     seconds: float
 
 
-SweepEvent = SweepStarted | RunSkipped | RunStarted | RunProgress | RunDone | SweepFinished
+SweepEvent = SweepStarted | RunSkipped | RunStarted | RunProgress | RunDone | RunFailed | SweepFinished
 
 
 # ---------------------------------------------------------------- runner
@@ -198,6 +222,22 @@ def _resumable(checkpoint: Path, identity: dict[str, Any]) -> bool:
     return True
 
 
+def run_progress(run: PlannedRun, event: Event) -> RunProgress:
+    """One search event of ``run``, as both backends pass it on. A Finished run is saved before the
+    event goes out, so a consumer that stops at Finished keeps the run."""
+    if isinstance(event, Finished):
+        save_run(run.path, event.run)
+        run.checkpoint.unlink(missing_ok=True)
+    return RunProgress(run, event)
+
+
+def run_done(run: PlannedRun, finished: bool, start: float) -> RunDone:
+    """The end of ``run``'s search events: its row, read back from the file ``run_progress`` wrote."""
+    if not finished:
+        raise RuntimeError(f"the search of {run.label} ended without a result")
+    return RunDone(run, read_row(run.path), time.perf_counter() - start)
+
+
 def _run_one(run: PlannedRun, config: SearchConfig, search_fn: SearchFn) -> Iterator[SweepEvent]:
     resume = run.checkpoint if _resumable(run.checkpoint, run.identity) else None
     yield RunStarted(run, resumed=resume is not None)
@@ -205,32 +245,54 @@ def _run_one(run: PlannedRun, config: SearchConfig, search_fn: SearchFn) -> Iter
     finished = False
     with closing(search_fn(run.spec, config, checkpoint=run.checkpoint, resume=resume)) as events:
         for event in events:
-            if isinstance(event, Finished):
-                # Saved before the event goes out: a consumer that stops at Finished keeps the run.
-                save_run(run.path, event.run)
-                run.checkpoint.unlink(missing_ok=True)
-                finished = True
-            yield RunProgress(run, event)
-    if not finished:
-        raise RuntimeError(f"the search of {run.label} ended without a result")
-    yield RunDone(run, read_row(run.path), time.perf_counter() - start)
+            finished = finished or isinstance(event, Finished)
+            yield run_progress(run, event)
+    yield run_done(run, finished, start)
 
 
-def run_sweep(grid: SweepGrid, base: RunSpec, config: SearchConfig, workspace: str | Path,
-              search_fn: SearchFn | None = None) -> Iterator[SweepEvent]:
-    """Plan, then search every unfinished run in turn. Stop by closing the generator; calling again
-    with the same arguments resumes. ``search_fn`` replaces ``run_search`` (the app and tests wrap it)."""
-    search_fn = search_fn or search_run.run_search
-    start = time.perf_counter()
-    Path(workspace).mkdir(parents=True, exist_ok=True)
-    runs = plan_sweep(grid, base, config, workspace)
-    yield SweepStarted(tuple(runs))
+def _run_local(runs: list[PlannedRun], config: SearchConfig, search_fn: SearchFn) -> Iterator[SweepEvent]:
+    """Every run in turn, in this process."""
     for run in runs:
         if run.done:
             yield RunSkipped(run)
         else:
             yield from _run_one(run, config, search_fn)
-    yield SweepFinished(tuple(read_row(run.path) for run in runs), time.perf_counter() - start)
+
+
+def run_sweep(grid: SweepGrid, base: RunSpec, config: SearchConfig, workspace: str | Path,
+              search_fn: SearchFn | None = None, backend: str = "local", address: str | None = None,
+              resources: "CellResources | None" = None) -> Iterator[SweepEvent]:
+    """Plan, then search every unfinished run. Stop by closing the generator; calling again with the
+    same arguments resumes. ``search_fn`` replaces ``run_search`` (the app and tests wrap it).
+
+    ``backend="ray"`` runs the cells as Ray tasks (``engine.sweep_ray``) on the cluster at ``address``
+    (None: the one ``RAY_ADDRESS`` names, else a new local one; "auto": the one started on this
+    machine; "ray://host:port") with ``resources`` per cell; the events of cells that run at the same
+    time interleave, each tagged with its run."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown sweep backend {backend!r}; known: {', '.join(BACKENDS)}")
+    if backend == "local" and (address is not None or resources is not None):
+        raise ValueError("an address and per-run resources are for the ray backend (--backend ray)")
+    if backend == "ray":
+        from .sweep_ray import run_cells, load_ray
+        load_ray()   # a missing extra fails before the weights are hashed
+    search_fn = search_fn or search_run.run_search
+    start = time.perf_counter()
+    Path(workspace).mkdir(parents=True, exist_ok=True)
+    runs = plan_sweep(grid, base, config, workspace)
+    yield SweepStarted(tuple(runs))
+    if backend == "ray":
+        events = run_cells(runs, config, search_fn, address, resources)
+    else:
+        events = _run_local(runs, config, search_fn)
+    failed = {}
+    with closing(events):
+        for event in events:
+            if isinstance(event, RunFailed):
+                failed[event.run.index] = LibraryRow(file=event.run.path.name, error=event.error)
+            yield event
+    rows = tuple(failed.get(run.index) or read_row(run.path) for run in runs)
+    yield SweepFinished(rows, time.perf_counter() - start)
 
 
 def describe(event: Any) -> str | None:
@@ -239,7 +301,10 @@ def describe(event: Any) -> str | None:
         return f"[{event.run.index}/{event.run.total}] {event.run.label}: done already -> {event.run.path.name}"
     if isinstance(event, RunStarted):
         how = "resuming from its checkpoint" if event.resumed else "searching"
-        return f"[{event.run.index}/{event.run.total}] {event.run.label}: {how}"
+        where = f" on {event.worker.host} (pid {event.worker.pid})" if event.worker else ""
+        return f"[{event.run.index}/{event.run.total}] {event.run.label}: {how}{where}"
+    if isinstance(event, RunFailed):
+        return f"[{event.run.index}/{event.run.total}] {event.run.label}: failed: {event.error}"
     if isinstance(event, RunDone):
         row = event.row
         if not row.ok:

@@ -1,4 +1,5 @@
-"""``sweep``: quantizers × bit-widths × seeds, searched one after another in this process.
+"""``sweep``: quantizers × bit-widths × seeds, searched one after another in this process, or as
+tasks on a Ray cluster with ``--backend ray`` (``engine.sweep_ray``).
 
 One progress line per run on stderr; the summary table (one library row per run) on stdout, as a
 JSON list on the last line with ``--json``. Rerunning the same command after an interruption skips
@@ -13,7 +14,8 @@ import sys
 from ..cli import add_model_args, add_output_args, emit, run_spec
 from ..quant import QuantConfig
 from ..search.config import add_search_args, search_config_from_args
-from ..sweep import RunStarted, SweepFinished, SweepGrid, describe, run_sweep
+from ..sweep import BACKENDS, RunStarted, SweepFinished, SweepGrid, describe, run_sweep
+from ..sweep_ray import CellResources
 from .compare import SUMMARY_COLUMNS, format_table
 from .search import rerun_command
 
@@ -27,6 +29,16 @@ def add_parser(sub) -> None:
     grid.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1 (default: --seed)")
     grid.add_argument("--attn-bits", type=int, default=None, help="bits of q, k, v and attention probabilities")
     add_search_args(parser)
+    cluster = parser.add_argument_group("backend")
+    cluster.add_argument("--backend", choices=BACKENDS, default="local",
+                         help="local: one run after another in this process; ray: each run a task on a Ray cluster")
+    cluster.add_argument("--address", default=None,
+                         help="ray: the cluster, 'auto' (started with ray start on this machine) or ray://HOST:PORT "
+                              "(default: RAY_ADDRESS, else a new local cluster)")
+    cluster.add_argument("--cpus-per-run", type=float, default=None, help="ray: CPUs (and torch threads) per run (1)")
+    cluster.add_argument("--gpus-per-run", type=float, default=None, help="ray: GPUs per run (0)")
+    cluster.add_argument("--max-retries", type=int, default=None,
+                         help="ray: times a run is restarted after its worker or node dies (3)")
     parser.add_argument("--out-dir", required=True, help="workspace folder for the run files (created if missing)")
     add_output_args(parser)
     parser.set_defaults(func=run)
@@ -40,13 +52,21 @@ def _stopped(reason: str, current: RunStarted | None, argv: list[str]) -> None:
           f"{rerun_command(argv)}", file=sys.stderr, flush=True)
 
 
+def _resources(args: argparse.Namespace) -> CellResources | None:
+    """The per-run resources given on the command line (None: none given)."""
+    given = {name: value for name, value in (("cpus", args.cpus_per_run), ("gpus", args.gpus_per_run),
+                                             ("max_retries", args.max_retries)) if value is not None}
+    return CellResources(**given) if given else None
+
+
 def run(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seeds is not None else str(args.seed)
     grid = SweepGrid.parse(args.quantizers, args.bits, seeds, args.attn_bits)
     base = run_spec(args, QuantConfig())   # quantization and seed are set per run by the grid
     rows, current = (), None
     try:
-        for event in run_sweep(grid, base, search_config_from_args(args), args.out_dir):
+        for event in run_sweep(grid, base, search_config_from_args(args), args.out_dir, backend=args.backend,
+                               address=args.address, resources=_resources(args)):
             line = describe(event)
             if line and not args.quiet:
                 print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,181 @@
+"""The Ray backend of a sweep against one local 2-CPU cluster per module (started by a fixture).
+
+The searches are the real engine search on test_sweep's cut-down demo (``small_search``), so a run
+takes seconds; the local backend's files of the same grid are the reference every Ray file must
+equal, scale for scale. Ray workers import this module and test_sweep (the tests folder goes on
+their PYTHONPATH), which is how the faults below run inside the workers.
+"""
+import io
+import os
+import signal
+import sys
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import ray
+
+from engine.cli import main
+from engine.pipeline import RunSpec
+from engine.scalefile import load_run
+from engine.search import run as search_run
+from engine.search.events import BlockDone
+from engine.sweep import RunDone, RunFailed, RunProgress, RunStarted, SweepFinished, SweepGrid, run_sweep
+from engine.sweep_ray import CellResources, search_cell
+from test_sweep import BASE, TINY, TINY_FLAGS, W4, W8, first_stop, small_search
+
+GRID = SweepGrid(("minmax",), ("W8A8", "W4A8"), (0,))
+TIMINGS = {"search_seconds", "calibration_seconds"}      # the only metrics that differ between two runs
+ARGV = ["sweep", "--quantizers", "minmax", "--bits", "W8A8,W4A8", "--seeds", "0", "--calib-size", "50",
+        "--batch-size", "50", *TINY_FLAGS]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """One local Ray cluster of 2 CPUs for the module; no auth token written, workers import the tests."""
+    tests = str(Path(__file__).parent)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "disabled")
+        patch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local_files(tmp_path_factory):
+    """The grid's run files made by the local backend: the reference."""
+    folder = tmp_path_factory.mktemp("local")
+    events = list(run_sweep(GRID, BASE, TINY, folder, search_fn=small_search))
+    assert isinstance(events[-1], SweepFinished) and all(row.ok for row in events[-1].rows)
+    return folder
+
+
+def assert_same_run(path: Path, reference: Path) -> None:
+    """Every scale (refined and base) bit for bit, the history and the metrics but their timings."""
+    run, ref = load_run(path), load_run(reference)
+    for mine, theirs in ((run.scales, ref.scales), (run.base, ref.base)):
+        points = [(name, role) for name, role, _ in mine.points()]
+        assert points == [(name, role) for name, role, _ in theirs.points()]
+        for (_, _, a), (_, _, b) in zip(mine.points(), theirs.points()):
+            assert a.scale.tobytes() == b.scale.tobytes() and a.zero_point.tobytes() == b.zero_point.tobytes()
+    for name in vars(ref.history):
+        np.testing.assert_array_equal(getattr(run.history, name), getattr(ref.history, name))
+    metrics = {k: v for k, v in run.metrics.items() if k not in TIMINGS}
+    assert metrics == {k: v for k, v in ref.metrics.items() if k not in TIMINGS}
+    assert (run.spec, run.search, run.weights_sha256) == (ref.spec, ref.search, ref.weights_sha256)
+
+
+def faulty_cells(stalled: Path, missing: Path, spec: RunSpec, config, checkpoint=None, resume=None):
+    """small_search, with two faults by bit-width. W8A8: its first attempt stalls after its first
+    block step (marked by the file ``stalled``) until the test kills its worker; not killed, it fails.
+    W2A3: its data folder does not exist (a user error)."""
+    if spec.quant.w_bits == 2:
+        spec = replace(spec, data=str(missing))
+    for event in small_search(spec, config, checkpoint, resume):
+        stall = spec.quant.w_bits == 8 and isinstance(event, BlockDone) and not stalled.exists()
+        if stall:
+            stalled.write_text(str(os.getpid()))   # before the event goes out: the retry must not stall
+        yield event
+        if stall:
+            time.sleep(60)
+            raise RuntimeError("the test did not kill this worker")
+
+
+@pytest.fixture(scope="module")
+def faulty_sweep(cluster, tmp_path_factory):
+    """A 3-run Ray sweep: W8A8's worker killed mid-run (by the pid its RunStarted reports), W4A8
+    untouched, W2A3 on a missing data folder."""
+    folder = tmp_path_factory.mktemp("ray")
+    grid = SweepGrid(("minmax",), ("W8A8", "W4A8", "W2A3"), (0,))
+    search_fn = partial(faulty_cells, folder / "stalled", folder / "missing")
+    events, killed = [], None
+    for event in run_sweep(grid, BASE, TINY, folder, search_fn=search_fn, backend="ray",
+                           resources=CellResources(cpus=1, max_retries=1)):
+        events.append(event)
+        if (isinstance(event, RunProgress) and event.run.spec.quant.w_bits == 8 and isinstance(event.event, BlockDone)
+                and killed is None):
+            killed = next(e.worker.pid for e in events if isinstance(e, RunStarted) and e.run is event.run)
+            os.kill(killed, signal.SIGKILL)
+    return SimpleNamespace(folder=folder, events=events, killed=killed)
+
+
+def test_missing_ray_is_an_error_naming_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)       # what `import ray` does where it is not installed
+    assert main([*ARGV, "--backend", "ray", "--out-dir", str(tmp_path)]) == 2
+    assert "error: the ray backend needs ray: pip install 'cptv-studio[ray]' (or pip install -e '.[ray]'" in (
+        capsys.readouterr().err)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--address", "auto"], "an address and per-run resources are for the ray backend (--backend ray)"),
+    (["--gpus-per-run", "1"], "an address and per-run resources are for the ray backend"),
+    (["--backend", "ray", "--cpus-per-run", "0"], "cpus per run must be positive, got 0.0"),
+    (["--backend", "ray", "--max-retries", "-1"], "max retries must be 0 or more, got -1"),
+])
+def test_bad_backend_options_are_refused_by_name(flags, message, tmp_path, capsys):
+    assert main([*ARGV, *flags, "--out-dir", str(tmp_path)]) == 2
+    assert f"error: {message}" in capsys.readouterr().err
+
+
+def test_a_cell_yields_its_worker_then_its_search_events():
+    events = list(search_cell(small_search, replace(BASE, quant=GRID.cells()[0][0]), TINY, threads=1))
+    assert events[0].pid == os.getpid() and type(events[-1]).__name__ == "Finished"
+
+
+def test_ray_run_files_equal_the_local_backends(faulty_sweep, local_files):
+    done = {e.run.path.stem: e for e in faulty_sweep.events if isinstance(e, RunDone)}
+    assert sorted(done) == sorted([W4, W8])
+    for stem in (W8, W4):
+        assert_same_run(faulty_sweep.folder / f"{stem}.h5", local_files / f"{stem}.h5")
+        assert done[stem].row.ok and done[stem].row.file == f"{stem}.h5"
+
+
+def test_a_killed_worker_is_retried_and_its_run_completes(faulty_sweep, local_files):
+    assert faulty_sweep.killed is not None and faulty_sweep.killed != os.getpid()
+    assert (faulty_sweep.folder / "stalled").read_text() == str(faulty_sweep.killed)
+    w8 = [e for e in faulty_sweep.events if not isinstance(e, (SweepFinished,)) and getattr(e, "run", None)
+          and e.run.path.stem == W8]
+    assert [type(e) for e in w8 if not isinstance(e, RunProgress)] == [RunStarted, RunDone]   # one run, no failure
+    steps = [e.event.step for e in w8 if isinstance(e, RunProgress) and isinstance(e.event, BlockDone)]
+    assert steps == [1, 2, 3, 4, 5, 6]          # the retry's events continue where the killed worker's stopped
+    assert_same_run(faulty_sweep.folder / f"{W8}.h5", local_files / f"{W8}.h5")
+
+
+def test_a_user_error_fails_its_run_and_the_grid_goes_on(faulty_sweep):
+    failed = [e for e in faulty_sweep.events if isinstance(e, RunFailed)]
+    assert [e.run.label for e in failed] == ["minmax W2A3 s0"]
+    assert failed[0].error.startswith("DataError: data folder not found: ") and "missing" in failed[0].error
+    rows = faulty_sweep.events[-1].rows
+    assert [(row.file, row.ok) for row in rows] == [(f"{W8}.h5", True), (f"{W4}.h5", True),
+                                                    ("digits-vit_minmax_W2A3_s0.h5", False)]
+    assert rows[2].error == failed[0].error
+    assert not (faulty_sweep.folder / "digits-vit_minmax_W2A3_s0.h5").exists()
+
+
+def test_the_driver_stopped_and_restarted_skips_the_finished_runs(cluster, local_files, tmp_path, monkeypatch):
+    """The driver stops after the first run file (the other task is cancelled); the same command
+    skips that run, counted, and searches the other, through the CLI."""
+    first = first_stop(run_sweep(GRID, BASE, TINY, tmp_path, search_fn=small_search, backend="ray"),
+                       lambda e: isinstance(e, RunDone))
+    written = sorted(p.stem for p in tmp_path.glob("*.h5"))
+    assert written == [first[-1].run.path.stem]
+    monkeypatch.setattr(search_run, "run_search", small_search)
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        assert main([*ARGV, "--backend", "ray", "--out-dir", str(tmp_path)]) == 0
+    lines = err.getvalue().splitlines()
+    assert sum("done already" in line for line in lines) == 1
+    assert any(f"done already -> {written[0]}.h5" in line for line in lines)
+    assert sum(": searching on " in line for line in lines) == 1
+    for stem in (W8, W4):
+        assert_same_run(tmp_path / f"{stem}.h5", local_files / f"{stem}.h5")
