@@ -14,7 +14,7 @@ import torch
 from .data import Splits
 from .models import ModelInfo, create_model
 from .pipeline import RunSpec, load_model_and_data
-from .quant import QuantizedModel
+from .quant import QuantConfig, QuantizedModel
 from .runrecord import RunRecord
 from .scalefile import ScaleFileError, apply_run
 
@@ -49,6 +49,17 @@ def _quantized(record: RunRecord, model: torch.nn.Module, info: ModelInfo, devic
     apply_run(record, qmodel, info.name, use_base=use_base)   # checks the model name and every shape
     check_weights(record, info)
     return qmodel
+
+
+def recorded_spec(record: RunRecord, data: str | None = None, device: str | None = None) -> RunSpec:
+    """The RunSpec the run was made with (its model, weights, data and seed), ``data`` and ``device``
+    overriding it (a folder that moved, another machine). Files older than the recorded spec know
+    only the model and seed."""
+    values = dict(record.spec or {"model": record.model_name, "seed": record.seed})
+    values.update(quant=QuantConfig(**values["quant"]) if "quant" in values else record.quant, device=device)
+    if data is not None:
+        values["data"] = data
+    return RunSpec(**values)
 
 
 def rebuild(record: RunRecord, spec: RunSpec, use_base: bool = False) -> Rebuilt:

@@ -15,8 +15,8 @@ import torch
 
 from ..data import DataError
 from ..pipeline import RunSpec
-from ..quant import QuantConfig, QuantizedModel
-from ..rebuild import rebuild, rebuild_model
+from ..quant import QuantizedModel
+from ..rebuild import rebuild, rebuild_model, recorded_spec
 from ..runrecord import RunRecord
 from ..search.events import Stage
 from . import FORMATS
@@ -42,17 +42,6 @@ class Exported:
         out = asdict(self)
         out["files"] = list(self.files)
         return out
-
-
-def recorded_spec(record: RunRecord, data: str | None = None, device: str | None = None) -> RunSpec:
-    """The RunSpec the run was made with (its model, weights, data and seed), ``data`` and ``device``
-    overriding it (a folder that moved, another machine). Files older than the recorded spec know
-    only the model and seed."""
-    values = dict(record.spec or {"model": record.model_name, "seed": record.seed})
-    values.update(quant=QuantConfig(**values["quant"]) if "quant" in values else record.quant, device=device)
-    if data is not None:
-        values["data"] = data
-    return RunSpec(**values)
 
 
 def _model_and_test_split(record: RunRecord, spec: RunSpec, check: bool | None):
