@@ -19,6 +19,11 @@ RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 ORGANIZATION, APPLICATION = "CPT-V", "CPT-V Studio"
 
 
+def launch(argv: list[str] | None = None) -> int:
+    """The gui-script entry point (``cptv-studio``): the same command line as ``python main.py``."""
+    return run_app(sys.argv[1:] if argv is None else argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python main.py", description="CPT-V Studio: refine quantized ViTs.")
     from engine.quant import available_quantizers
@@ -70,8 +75,8 @@ def run_app(argv: list[str]) -> int:
     app = make_application([])
     from PySide6.QtCore import QTimer
 
-    from .main_window import MainWindow
-    from .responsiveness import StallProbe
+    from app.window.main_window import MainWindow
+    from app.responsiveness import StallProbe
 
     window = MainWindow(interactive=not args.quit_when_done)
     window.show()

@@ -43,7 +43,7 @@ def new_window(**fields):
     """A shown main window set up for a short demo search (no qtbot: module-scoped fixtures use it)."""
     from PySide6.QtCore import QCoreApplication
 
-    from app.main_window import MainWindow
+    from app.window.main_window import MainWindow
 
     QCoreApplication.setOrganizationName("CPT-V-tests")
     QCoreApplication.setApplicationName("CPT-V Studio tests")
@@ -100,7 +100,7 @@ def answer_unsaved(monkeypatch, answer: str) -> list:
     returns the questions asked (their text)."""
     from PySide6.QtWidgets import QMessageBox
 
-    from app import closing
+    from app.window import closing
 
     button = {"save": QMessageBox.StandardButton.Save, "discard": QMessageBox.StandardButton.Discard,
               "cancel": QMessageBox.StandardButton.Cancel}[answer]
@@ -114,7 +114,7 @@ def measure_stall(start, done, timeout_s: float = 300.0) -> tuple[float, float]:
     holds, and how long that took (ms): the work a view would have frozen the window for, done on the GUI thread."""
     import time
 
-    from app.background import wait_for
+    from app.jobs.background import wait_for
     from app.responsiveness import StallProbe
 
     probe = StallProbe(interval_ms=10)

@@ -8,7 +8,7 @@ import torch
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 
-from app.run_state import FAILED
+from app.run.state import FAILED
 
 FAIL_TIMEOUT_MS = 60_000
 

@@ -13,8 +13,8 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from app.background import wait_for  # noqa: E402
-from app.export_actions import suggested_output  # noqa: E402
+from app.jobs.background import wait_for  # noqa: E402
+from app.window.export_actions import suggested_output  # noqa: E402
 from engine.cli import main as engine_main  # noqa: E402
 from engine.scalefile import load_run  # noqa: E402
 
@@ -108,7 +108,7 @@ def test_dialog_without_a_run_file_says_so(qtbot, window, dialogs):
 
 
 def test_library_exports_the_selected_run(qtbot, window, dialogs, demo_run, tmp_path):
-    from app.library_window import LibraryWindow
+    from app.library.window import LibraryWindow
 
     shutil.copy(demo_run, tmp_path / demo_run.name)
     library = LibraryWindow(main=window, workspace=tmp_path)

@@ -20,10 +20,10 @@ from PySide6.QtCore import QEventLoop, QPointF, Qt, QTimer
 from PySide6.QtGui import QDesktopServices, QImage
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from app.library_model import FIELDS
-from app.background import wait_for
-from app.library_window import LibraryWindow
-from app.run_state import FINISHED
+from app.library.model import FIELDS
+from app.jobs.background import wait_for
+from app.library.window import LibraryWindow
+from app.run.state import FINISHED
 from engine.library import COLUMNS
 from engine.scalefile import load_run
 from engine.sweep import plan_sweep

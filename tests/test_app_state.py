@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.run_state import FINISHED, LOADED, PREPARING, RUNNING, RunState
+from app.run.state import FINISHED, LOADED, PREPARING, RUNNING, RunState
 from engine.search.events import BlockDone, Evaluated, Finished, PassDone, Stage, Started
 from engine.quant import QuantConfig, ScaleSet
 from engine.runrecord import History, RunRecord

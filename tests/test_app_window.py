@@ -16,7 +16,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from app.responsiveness import StallProbe
-from app.run_state import FINISHED, PAUSED, STOPPED
+from app.run.state import FINISHED, PAUSED, STOPPED
 from engine.scalefile import load_run
 
 STALL_LIMIT_MS = 250.0
@@ -168,7 +168,7 @@ def test_closing_mid_search_asks_stops_cleanly_and_keeps_the_checkpoint(qtbot, d
 
 def _finished_unsaved(qtbot, run, interactive: bool = True):
     """A main window that has just finished a run, not saved: its search replays the shared run's last event."""
-    from app.main_window import MainWindow
+    from app.window.main_window import MainWindow
     from engine.search.events import Finished
 
     win = MainWindow(search_fn=lambda *_a, **_k: iter([Finished(run)]), interactive=interactive)
@@ -232,7 +232,7 @@ def test_a_non_interactive_window_closes_without_asking(qtbot, dialogs, monkeypa
 def test_run_panel_offers_every_search_option_with_a_label(window):
     from dataclasses import fields
 
-    from app.search_options import HIDDEN_FIELDS, OPTIONS
+    from app.run.search_options import HIDDEN_FIELDS, OPTIONS
     from engine.search.config import SearchConfig
     shown = {f.name for f in fields(SearchConfig)} - HIDDEN_FIELDS
     assert shown == set(window.run_panel.fields) and shown <= set(OPTIONS)

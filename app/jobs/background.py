@@ -1,6 +1,6 @@
 """BackgroundCall: one short engine call (a folder scan, a model rebuild, a sweep plan) off the GUI thread.
 
-The search has its own worker (``worker.py``), which may be busy for minutes; this is for calls of
+Long work runs as a ``Job`` (``job.py``), which may be busy for minutes; this is for calls of
 a fraction of a second to a few seconds whose answer a view shows. The function runs in a thread of
 the call's own pool (one at a time, in order); its result or exception comes back to the GUI thread
 through a queued signal, so the callbacks, and only they, touch widgets. Each request supersedes the

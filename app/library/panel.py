@@ -17,9 +17,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHea
 
 from engine.library import LibraryRow, scan_workspace, write_csv
 
-from . import files
-from .background import BackgroundCall
-from .library_model import FIELDS, LibraryModel, LibraryProxy
+from app import files
+from app.jobs.background import BackgroundCall
+from app.library.model import FIELDS, LibraryModel, LibraryProxy
 
 log = logging.getLogger(__name__)
 WORKSPACE_KEY = "library/workspace"

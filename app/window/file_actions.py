@@ -1,6 +1,6 @@
 """File ▸ Save scales…, Open run…, Evaluate scales…, Recent files: the main window's file actions.
 
-A mixin of MainWindow (it uses the window's state, runner, results card and error dialogs).
+A mixin of MainWindow (it uses the window's state, jobs, results card and error dialogs).
 Reading and writing run files is quick HDF5 I/O done on the GUI thread; anything that needs the
 model (Evaluate scales…) runs in the worker thread.
 """
@@ -9,11 +9,15 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from . import closing, errors, files
-from .run_state import RunState
-from .worker import Outcome, SearchRunner
+from engine.search.events import Stage
 
-log = logging.getLogger("app.main_window")
+from app import errors, files
+from app.jobs.evaluate import EvaluateJob
+from app.jobs.job import Job
+from app.run.state import RunState
+from app.window import closing
+
+log = logging.getLogger("app.window.main_window")
 
 
 class FileActions:
@@ -87,39 +91,27 @@ class FileActions:
         except ValueError as exc:
             self._error(exc, "Evaluate scales")
             return False
-        from .jobs import evaluate_scales
-        self.runner = SearchRunner(lambda: evaluate_scales(spec, path), kind="evaluate", parent=self)
         self.evaluation = None
         log.info("evaluating the scales of %s on %s", path, spec.model)
-        self.runner.start()
-        self._refresh()
+        self._start_job(EvaluateJob(spec, path), self._evaluation_events, self._evaluation_ended)
         return True
 
-    def _evaluation_tick(self, items: list) -> None:
-        from .jobs import ScalesEvaluated
+    def _evaluation_events(self, items: list) -> None:
         for item in items:
-            if isinstance(item, ScalesEvaluated):
-                self.evaluation = item
-            elif isinstance(item, Outcome):
-                runner, self.runner = self.runner, None
-                runner.wait(5000)
-                runner.deleteLater()
-                self._refresh()   # first: it rewrites the status line of a run on screen
-                result = self.evaluation
-                if item.kind == "finished" and result is not None:
-                    text = (f"{Path(result.path).name} on {result.model} ({result.bits}): test top-1 "
-                            f"{result.quant_top1:.2f}% (full precision {result.fp_top1:.2f}%, n={result.n_test:,})")
-                    log.info("%s", text)
-                    self.controls.status.setText(text)
-                elif item.kind == "failed":
-                    self.controls.status.setText(f"Evaluating the scales failed: {errors.describe(item.error).title}")
-                    self._error(item.error, "Evaluate scales")
-                self.evaluation_ended.emit(item.kind)
-                if self._close_when_stopped:
-                    self.close()
-                return
-            elif hasattr(item, "message"):
+            if isinstance(item, Stage):
                 self.controls.status.setText(f"Evaluating scales: {item.message}…")
+
+    def _evaluation_ended(self, job: Job) -> None:
+        result = self.evaluation = job.result
+        if job.outcome == "finished" and result is not None:
+            text = (f"{Path(result.path).name} on {result.model} ({result.bits}): test top-1 "
+                    f"{result.quant_top1:.2f}% (full precision {result.fp_top1:.2f}%, n={result.n_test:,})")
+            log.info("%s", text)
+            self.controls.status.setText(text)
+        elif job.outcome == "failed":
+            self.controls.status.setText(f"Evaluating the scales failed: {errors.describe(job.error).title}")
+            self._error(job.error, "Evaluate scales")
+        self.evaluation_ended.emit(job.outcome)
 
     def _fill_recent(self) -> None:
         self.recent_menu.clear()

@@ -1,8 +1,12 @@
-"""The main window: a thin view over the engine's search events, and the app's entry point (``launch``)."""
+"""The main window: a thin view over the engine's events, and the one place jobs start and end.
+
+Every long piece of work (a search, a sweep, Evaluate scales…, Export…) is a ``Job`` started by
+``_start_job`` with two callbacks: one for the events drained on each redraw tick, one for the end.
+The menus' actions (file, export, library and sweeps) are mixins that start their jobs the same way.
+"""
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
@@ -13,18 +17,19 @@ from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QSplitter, QVBox
 
 from engine.search.events import BlockDone, Stage, Started
 
-from . import errors, files
-from .controls import ControlBar
-from .export_actions import ExportActions
-from .file_actions import FileActions
-from .log_panel import LogPanel
-from .plots import PlotsPanel
-from .responsiveness import freeze_startup_objects
-from .results_card import ResultsCard
-from .run_panel import RunPanel
-from .run_state import FAILED, FINISHED, PAUSED, PREPARING, RUNNING, STOPPED, STOPPING, RunState
-from .sweep_actions import SweepActions
-from .worker import Outcome, PauseChanged, SearchRunner
+from app import errors, files
+from app.jobs.job import Job, JobKind, PauseChanged
+from app.jobs.search import SearchJob
+from app.responsiveness import freeze_startup_objects
+from app.run.controls import ControlBar
+from app.run.panel import RunPanel
+from app.run.plots import PlotsPanel
+from app.run.results_card import ResultsCard
+from app.run.state import FAILED, FINISHED, PAUSED, PREPARING, RUNNING, STOPPED, STOPPING, RunState
+from app.window.export_actions import ExportActions
+from app.window.file_actions import FileActions
+from app.window.log_panel import LogPanel
+from app.window.sweep_actions import SweepActions
 
 log = logging.getLogger(__name__)
 REDRAW_MS = 50   # 20 Hz
@@ -32,11 +37,6 @@ INTRO = ("<b>CPT-V</b> improves an already-quantized Vision Transformer by nudgi
          "one transformer block at a time, with an evolutionary search whose fitness is how closely the "
          "quantized model's outputs match the full-precision model's. Lower loss is better; the bars show "
          "whether accuracy comes back.")
-
-
-def default_search_fn() -> Callable[..., Any]:
-    from engine.search.run import run_search
-    return run_search
 
 
 class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
@@ -59,7 +59,8 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         self.interactive = interactive       # False: errors are logged, never a modal dialog (--quit-when-done)
         self._search_fn = search_fn
         self.state = RunState()
-        self.runner: SearchRunner | None = None
+        self.runner: Job | None = None       # the job running now (None: idle)
+        self._observer: tuple[Callable[[list], None], Callable[[Job], None]] | None = None
         self._last: tuple[Any, Any, Path] | None = None   # (spec, config, checkpoint) of the last run
         self._close_when_stopped = False
         self._discarded_run: Any = None     # the unsaved run the user chose to lose when closing
@@ -205,17 +206,22 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         return self._launch(spec, config, path, resume=path)
 
     def _launch(self, spec: Any, config: Any, checkpoint: Path, resume: Path | None) -> bool:
-        search_fn = self._search_fn or default_search_fn()
         self._last = (spec, config, checkpoint)
-        self.runner = SearchRunner(lambda: search_fn(spec, config, checkpoint=checkpoint, resume=resume), parent=self)
         self.state.mark(PREPARING)
         self.state.stage = "resuming from the checkpoint" if resume else "starting"
         log.info("%s %s, %s %s, preset %s; checkpoint %s", "resuming" if resume else "starting", spec.model,
                  spec.quant.quantizer, spec.quant.bits_label, getattr(config, "preset", "?"), checkpoint)
         self.statusBar().clearMessage()
+        self._start_job(SearchJob(spec, config, checkpoint, resume, self._search_fn), self._run_events, self._ended)
+        return True
+
+    def _start_job(self, kind: JobKind, on_events: Callable[[list], None], on_end: Callable[[Job], None]) -> None:
+        """Run ``kind`` in the worker thread: ``on_events(events)`` on each redraw tick while it runs,
+        ``on_end(job)`` once it has ended (the job's outcome, result and error are then final)."""
+        self.runner = Job(kind, parent=self)
+        self._observer = (on_events, on_end)
         self.runner.start()
         self._refresh()
-        return True
 
     def pause(self) -> None:
         if self.runner is not None and self.state.status in (PREPARING, RUNNING) and not self.runner.paused:
@@ -226,7 +232,7 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
     def stop(self) -> None:
         if self.runner is not None and not self.runner.stop_requested:
             self.runner.stop()
-            if self.runner.kind in ("evaluate", "export"):
+            if not self.runner.kind.shows_run:
                 return
             self._pausing = False
             self.state.mark(STOPPING)
@@ -239,62 +245,63 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
 
     def _tick(self) -> None:
         self.log_panel.drain()
-        if self.runner is None:
+        job = self.runner
+        if job is None:
             return
-        if self.runner.kind == "evaluate":
-            self._evaluation_tick(self.runner.drain())
+        on_events, on_end = self._observer
+        on_events(job.events())
+        if not job.done:
+            if job.kind.shows_run:
+                self._refresh()
             return
-        if self.runner.kind == "export":
-            self._export_tick(self.runner.drain())
-            return
-        if self.runner.kind == "sweep":
-            self._sweep_tick(self.runner.drain())
-            self._refresh()
-            return
-        outcome = None
-        for item in self.runner.drain():
-            if isinstance(item, Outcome):
-                outcome = item
-            elif isinstance(item, PauseChanged):
-                self.state.mark(PAUSED if item.paused else RUNNING)
-                self._pausing = False
-            else:
-                self.state.apply(item)
-                _log_event(item, self.state)
-                if self.state.status == RUNNING and self.runner.stop_requested:
-                    self.state.status = STOPPING
-        if outcome is not None:
-            self._ended(outcome)
-        self._refresh()
-
-    def _ended(self, outcome: Outcome) -> None:
-        runner, self.runner = self.runner, None
-        runner.wait(5000)             # the worker has already left the generator; this is the thread's exit
-        runner.deleteLater()
+        self.runner = None
+        job.wait(5000)             # the worker has already left the generator; this is the thread's exit
+        job.deleteLater()
         self._pausing = False
         self.log_panel.drain()
-        if outcome.kind == "finished" and self.state.run is not None:
+        self._refresh()            # before on_end, which may write the status line a refresh rewrites
+        on_end(job)
+        if self._close_when_stopped:
+            self.close()
+
+    def _run_events(self, items: list) -> None:
+        for item in items:
+            self._run_event(item)
+
+    def _run_event(self, item: Any) -> None:
+        """One search event (or a pause mark) folded into the run view's state (a search's or a sweep's run)."""
+        if isinstance(item, PauseChanged):
+            self.state.mark(PAUSED if item.paused else RUNNING)
+            self._pausing = False
+            return
+        self.state.apply(item)
+        _log_event(item, self.state)
+        if self.state.status == RUNNING and self.runner is not None and self.runner.stop_requested:
+            self.state.status = STOPPING
+
+    def _ended(self, job: Job) -> None:
+        """The search's end: the results card, or the reason it stopped or failed."""
+        run = self.state.run
+        if job.outcome == "finished" and run is not None:
             self.state.mark(FINISHED)
-            self.results.show_run(self.state.run)
+            self.results.show_run(run)
             self._refresh()
-            self.run_finished.emit(self.state.run)
-        elif outcome.kind == "stopped" or (outcome.kind == "finished" and self.state.run is None):
+            self.run_finished.emit(run)
+        elif job.outcome == "stopped" or (job.outcome == "finished" and run is None):
             self.state.mark(STOPPED)
             self._refresh()
             self.run_stopped.emit()
         else:
-            problem = errors.describe(outcome.error)
+            problem = errors.describe(job.error)
             self.state.mark(FAILED, f"{problem.title}: {problem.message}")
             self._refresh()
-            self._error(outcome.error, "The search")
-            self.run_failed.emit(outcome.error)
-        self.run_ended.emit(outcome.kind if outcome.kind != "finished" or self.state.run is not None else "stopped")
-        if self._close_when_stopped:
-            self.close()
+            self._error(job.error, "The search")
+            self.run_failed.emit(job.error)
+        self.run_ended.emit(job.outcome if job.outcome != "finished" or run is not None else "stopped")
 
     def _refresh(self) -> None:
         can_resume = self._last is not None and self.state.status in (STOPPED, FAILED)
-        evaluating = self.runner is not None and self.runner.kind in ("evaluate", "export")
+        evaluating = self.runner is not None and not self.runner.kind.shows_run
         self.controls.set_buttons(self.state.status, can_resume)
         if evaluating:
             self.controls.start.setEnabled(False)
@@ -357,9 +364,3 @@ def _log_event(event: Any, state: RunState) -> None:
                  event.heldout_fp_top1, event.heldout_base_top1)
     elif isinstance(event, Stage):
         log.info("%s", event.message)
-
-
-def launch(argv: list[str] | None = None) -> int:
-    """The gui-script entry point (``cptv-studio``); ``main.py`` adds the headless options."""
-    from .application import run_app
-    return run_app(sys.argv[1:] if argv is None else argv)

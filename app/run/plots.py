@@ -16,11 +16,9 @@ import pyqtgraph as pg
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QGridLayout, QWidget
 
-from .run_state import RunState
+from app.run.state import RunState
+from app.widgets.plot_style import INK, style
 
-pg.setConfigOptions(antialias=True, background="w", foreground="#333333")
-
-INK = "#333333"
 LOSS = QColor(52, 101, 164, 110)
 BEST = "#c0392b"
 BASE = "#7f8c8d"
@@ -69,20 +67,6 @@ class RangeKeeper:
             self.view.setRange(padding=0, **new)
 
 
-def _style_plot(plot: pg.PlotItem, title: str, bottom: str, left: str) -> None:
-    font = QFont()
-    font.setPointSize(10)
-    plot.setTitle(f'<span style="font-size:11pt; font-weight:600">{title}</span>', color=INK)
-    for name, text in (("bottom", bottom), ("left", left)):
-        axis = plot.getAxis(name)
-        axis.setLabel(text, **{"font-size": "10pt", "color": INK})
-        axis.setTickFont(font)
-        axis.setTextPen(INK)
-        axis.enableAutoSIPrefix(False)
-    plot.showGrid(x=True, y=True, alpha=0.15)
-    plot.getAxis("left").setWidth(74)   # room for five-digit losses next to the label
-
-
 class PlotsPanel(QWidget):
     """Three plots; ``update_from(state)`` redraws from the latest state."""
 
@@ -95,7 +79,7 @@ class PlotsPanel(QWidget):
 
         self.loss_widget = pg.PlotWidget(objectName="lossPlot")
         self.loss_plot = self.loss_widget.getPlotItem()
-        _style_plot(self.loss_plot, "Fitness loss of each candidate (lower = closer to full precision)",
+        style(self.loss_plot, "Fitness loss of each candidate (lower = closer to full precision)",
                     "candidate evaluation", "loss")
         self.loss_widget.setToolTip("Every dot is one candidate set of scales the search tried. The red line is the "
                                     "best loss so far; grey dashed lines separate block steps; the flat grey line "
@@ -119,7 +103,7 @@ class PlotsPanel(QWidget):
 
         self.acc_widget = pg.PlotWidget(objectName="accuracyPlot")
         self.acc_plot = self.acc_widget.getPlotItem()
-        _style_plot(self.acc_plot, ACC_TITLE, "transformer block", "top-1 (%)")
+        style(self.acc_plot, ACC_TITLE, "transformer block", "top-1 (%)")
         self.acc_widget.setToolTip("Accuracy on held-out images (never the test split) measured after the search "
                                    "finished a block. Green line: full-precision model; grey: quantized model "
                                    "before the search. Blue bars: at or above the grey line (accuracy won back); "
@@ -137,7 +121,7 @@ class PlotsPanel(QWidget):
 
         self.pop_widget = pg.PlotWidget(objectName="populationPlot")
         self.pop_plot = self.pop_widget.getPlotItem()
-        _style_plot(self.pop_plot, "Population in the current block", "evaluation within this block step", "loss")
+        style(self.pop_plot, "Population in the current block", "evaluation within this block step", "loss")
         self.pop_widget.setToolTip("The candidates kept for the block under search: the shaded band spans the worst "
                                    "to the best member's loss, the thick line is the median. A narrowing band "
                                    "means the population converges.")

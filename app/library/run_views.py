@@ -16,8 +16,9 @@ from PySide6.QtWidgets import QComboBox, QGridLayout, QLabel, QSpinBox, QWidget
 
 from engine.compare import NamedRun, SideBySide, layer_view, load_run_model, side_by_side
 
-from .background import BackgroundCall
-from .plot_card import PlotCard, colour, empty_message, plot_widget, set_title, short_names, style
+from app.jobs.background import BackgroundCall
+from app.widgets.plot_card import PlotCard, colour, empty_message, plot_widget, set_title, short_names
+from app.widgets.plot_style import style
 
 log = logging.getLogger(__name__)
 HEAT = pg.colormap.get("viridis")

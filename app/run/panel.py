@@ -19,7 +19,7 @@ from engine.pipeline import RunSpec
 from engine.quant import QuantConfig, available_quantizers
 from engine.search import config as search_config
 
-from .search_options import HIDDEN_FIELDS, OPTIONS, Option, base_type, choices, field_types
+from app.run.search_options import HIDDEN_FIELDS, OPTIONS, Option, base_type, choices, field_types
 
 DEMO_LABEL = f"{DEMO_MODEL}  (built-in demo)"
 SUGGESTED_MODELS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "vit_base_patch16_224",

@@ -4,8 +4,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from .results_card import format_seconds
-from .run_state import (FAILED, FINISHED, IDLE, LOADED, PAUSED, PREPARING, RUNNING, STOPPED, STOPPING,
+from app.run.results_card import format_seconds
+from app.run.state import (FAILED, FINISHED, IDLE, LOADED, PAUSED, PREPARING, RUNNING, STOPPED, STOPPING,
                         RunState)
 
 STATUS_TEXT = {

@@ -17,7 +17,7 @@ from engine.pipeline import RunSpec
 from engine.quant import available_quantizers
 from engine.sweep import SweepGrid, plan_sweep
 
-from .background import BackgroundCall
+from app.jobs.background import BackgroundCall
 
 DEFAULT_QUANTIZERS = ("minmax", "percentile", "omse")
 DEFAULT_BITS = "W8A8, W4A8, W4A3"

@@ -7,7 +7,6 @@ onnxruntime). The library's "Export run…" opens the same dialog on the selecte
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,23 +15,15 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, 
 
 from engine.search.events import Stage
 
-from . import errors, files
-from .worker import Outcome, SearchRunner
+from app import errors, files
+from app.jobs.export import ExportJob
+from app.jobs.job import Job
 
-log = logging.getLogger("app.main_window")
+log = logging.getLogger("app.window.main_window")
 
 FORMAT_CHOICES = (("ONNX QDQ (QuantizeLinear / DequantizeLinear pairs)", "onnx-qdq"),
                   ("AIMET encodings (FP ONNX model + .encodings JSON)", "aimet"))
 SCALE_CHOICES = (("Refined (after the search)", False), ("Base (before the search)", True))
-
-
-@dataclass(frozen=True)
-class ExportRequest:
-    run: Path
-    out: Path
-    fmt: str                 # one of engine.export.FORMATS
-    use_base: bool
-    check: bool | None       # None: check parity when the run's data loads (the CLI's default); False: skip
 
 
 def suggested_output(run: Path, fmt: str, use_base: bool) -> Path:
@@ -94,7 +85,7 @@ class ExportDialog(QDialog):
         if path:
             self.out.setText(path)
 
-    def request(self) -> ExportRequest:
+    def request(self) -> ExportJob:
         """The export the form describes; a ValueError naming an empty or missing field."""
         run, out = self.run_path.text().strip(), self.out.text().strip()
         if not run:
@@ -103,7 +94,7 @@ class ExportDialog(QDialog):
             raise ValueError(f"run file not found: {run}")
         if not out:
             raise ValueError("choose the output path of the exported model (.onnx)")
-        return ExportRequest(Path(run), Path(out), self.format.currentData(), self.scales.currentData(),
+        return ExportJob(Path(run), Path(out), self.format.currentData(), self.scales.currentData(),
                              None if self.check.isChecked() else False)
 
 
@@ -148,38 +139,27 @@ class ExportActions:
             return False
         return self.start_export(request)
 
-    def start_export(self, request: ExportRequest) -> bool:
+    def start_export(self, request: ExportJob) -> bool:
         """Run the engine's export of ``request`` in the worker thread."""
         if self._busy():
             return False
-        from .jobs import export_run_file
-        self.runner = SearchRunner(lambda: export_run_file(request.run, request.out, request.fmt, request.use_base,
-                                                           request.check), kind="export", parent=self)
         self.export_result = None
         log.info("exporting %s as %s to %s", request.run, request.fmt, request.out)
-        self.runner.start()
-        self._refresh()
+        self._start_job(request, self._export_events, self._export_ended)
         return True
 
-    def _export_tick(self, items: list) -> None:
+    def _export_events(self, items: list) -> None:
         for item in items:
             if isinstance(item, Stage):
                 self.controls.status.setText(f"Exporting: {item.message}…")
-            elif isinstance(item, Outcome):
-                runner, self.runner = self.runner, None
-                runner.wait(5000)
-                runner.deleteLater()
-                self._refresh()       # before the result's status line, which the refresh would overwrite
-                if item.kind == "finished" and self.export_result is not None:
-                    text = exported_text(self.export_result)
-                    log.info("%s", text)
-                    self.controls.status.setText(text)
-                elif item.kind == "failed":
-                    self.controls.status.setText(f"The export failed: {errors.describe(item.error).title}")
-                    self._error(item.error, "Export")
-                self.export_ended.emit(item.kind)
-                if self._close_when_stopped:
-                    self.close()
-                return
-            else:        # the engine's Exported (not imported here: it needs the export extra)
-                self.export_result = item
+
+    def _export_ended(self, job: Job) -> None:
+        self.export_result = job.result
+        if job.outcome == "finished" and job.result is not None:
+            text = exported_text(job.result)
+            log.info("%s", text)
+            self.controls.status.setText(text)
+        elif job.outcome == "failed":
+            self.controls.status.setText(f"The export failed: {errors.describe(job.error).title}")
+            self._error(job.error, "Export")
+        self.export_ended.emit(job.outcome)

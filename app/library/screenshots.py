@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from PySide6.QtWidgets import QApplication
 
-    from .application import make_application
-    from .background import wait_for
-    from .library_window import LibraryWindow
+    from app.application import make_application
+    from app.jobs.background import wait_for
+    from app.library.window import LibraryWindow
 
     app = make_application([])
     window = LibraryWindow(workspace=workspace)

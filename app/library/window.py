@@ -16,11 +16,11 @@ from engine.compare import NamedRun
 from engine.library import LibraryRow
 from engine.scalefile import load_run
 
-from .background import BackgroundCall
-from .bits_views import AccuracyVsBitsView, BitsMatrixView
-from .library_panel import LibraryPanel
-from .run_views import LayerDetailView, SideBySideView
-from .sweep_dialog import SweepDialog
+from app.jobs.background import BackgroundCall
+from app.library.bits_views import AccuracyVsBitsView, BitsMatrixView
+from app.library.panel import LibraryPanel
+from app.library.run_views import LayerDetailView, SideBySideView
+from app.library.sweep_dialog import SweepDialog
 
 log = logging.getLogger(__name__)
 

@@ -1,24 +1,33 @@
-"""Library ▸ Run library… / New sweep…: a sweep runs in the main window's worker, like a search.
+"""Library ▸ Run library… / New sweep…: a sweep runs as a job of the main window, like a search.
 
 A mixin of MainWindow. ``engine.sweep.run_sweep`` is one generator of sweep events wrapping each
-run's search events, so the same SearchRunner (QThread) consumes it and Pause/Stop act between
-events. Each run's search events feed the window's live plots, exactly as a single search does;
-the sweep events move the library's progress bar and refresh its table as run files appear.
+run's search events (``SweepJob``), so Pause/Stop act between events as for a search. Each run's
+search events feed the window's live plots, exactly as a single search does; the sweep events move
+the library's progress bar and refresh its table as run files appear.
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.sweep import (RunDone, RunProgress, RunStarted, SweepFinished, SweepGrid, SweepStarted,
-                          describe, run_sweep)
+from engine.sweep import RunDone, RunProgress, RunStarted, SweepFinished, SweepGrid, SweepStarted, describe
 
-from . import errors
-from .run_state import FAILED, FINISHED, PAUSED, PREPARING, RUNNING, STOPPED, STOPPING, RunState
-from .worker import Outcome, PauseChanged, SearchRunner
+from app import errors
+from app.jobs.job import Job, PauseChanged
+from app.jobs.sweep import SweepJob
+from app.run.state import FAILED, FINISHED, PREPARING, STOPPED, RunState
 
-log = logging.getLogger("app.main_window")
+log = logging.getLogger("app.window.main_window")
+
+
+@dataclass
+class SweepCount:
+    """Where the sweep in progress stands, for the status line and the library's progress bar."""
+    total: int
+    done: int = 0
+    label: str = ""        # the run in progress, e.g. "run 2 of 4 (minmax W4A8 s0)"
 
 
 class SweepActions:
@@ -29,12 +38,12 @@ class SweepActions:
         self.sweep_action = self._action(menu, "New &sweep…", self.new_sweep, "Ctrl+Shift+S",
                                          "Search quantizers × bit-widths × seeds into the workspace folder.")
         self.library_window = None
-        self._sweep: dict[str, Any] = {}
+        self._sweep = SweepCount(total=0)
 
     def show_library(self):
         """The run library window (one per main window, created on first use)."""
         if self.library_window is None:
-            from .library_window import LibraryWindow
+            from app.library.window import LibraryWindow
             self.library_window = LibraryWindow(main=self, parent=self)   # a window of its own, closed with this one
         self.library_window.show()
         self.library_window.raise_()
@@ -52,12 +61,8 @@ class SweepActions:
         except ValueError as exc:
             self._error(exc, "Sweep")
             return False
-        from .main_window import default_search_fn
-        search_fn = self._search_fn or default_search_fn()
         workspace = Path(workspace)
-        self._sweep = {"done": 0, "total": len(grid.cells()), "label": "", "workspace": workspace}
-        self.runner = SearchRunner(lambda: run_sweep(grid, spec, config, workspace, search_fn=search_fn),
-                                   kind="sweep", parent=self)
+        self._sweep = SweepCount(total=len(grid.cells()))
         self._last = None
         self.state = RunState()
         self.results.clear()
@@ -65,81 +70,60 @@ class SweepActions:
         self.state.stage = "planning the sweep"
         log.info("sweep: %s × %s × seeds %s into %s", ",".join(grid.quantizers), ",".join(grid.bits),
                  ",".join(map(str, grid.seeds)), workspace)
-        self.runner.start()
+        self._start_job(SweepJob(grid, spec, config, workspace, self._search_fn), self._sweep_events,
+                        self._sweep_ended)
         self._sweep_status("planning…")
-        self._refresh()
         return True
 
     def _sweep_status(self, text: str) -> None:
-        s = self._sweep
         self.statusBar().showMessage(f"Sweep: {text}")
-        self.sweep_progress.emit(text, s.get("done", 0), s.get("total", 0))
+        self.sweep_progress.emit(text, self._sweep.done, self._sweep.total)
 
-    def _sweep_tick(self, items: list) -> None:
-        outcome = None
+    def _sweep_events(self, items: list) -> None:
         for item in items:
-            if isinstance(item, Outcome):
-                outcome = item
+            if isinstance(item, RunProgress):
+                self._run_event(item.event)
             elif isinstance(item, PauseChanged):
-                self.state.mark(PAUSED if item.paused else RUNNING)
-                self._pausing = False
-            elif isinstance(item, RunProgress):
-                self._sweep_event(item.event)
+                self._run_event(item)
             else:
                 self._sweep_step(item)
-        if outcome is not None:
-            self._sweep_ended(outcome)
-
-    def _sweep_event(self, event: Any) -> None:
-        from .main_window import _log_event
-        self.state.apply(event)
-        _log_event(event, self.state)
-        if self.state.status == RUNNING and self.runner is not None and self.runner.stop_requested:
-            self.state.status = STOPPING
 
     def _sweep_step(self, item: Any) -> None:
         line = describe(item)
         if line:
             log.info("%s", line)
-        s = self._sweep
+        count = self._sweep
         if isinstance(item, SweepStarted):
-            s["total"], s["done"] = len(item.runs), sum(run.done for run in item.runs)
-            self._sweep_status(f"{s['done']} of {s['total']} runs already in the workspace")
+            count.total, count.done = len(item.runs), sum(run.done for run in item.runs)
+            self._sweep_status(f"{count.done} of {count.total} runs already in the workspace")
         elif isinstance(item, RunStarted):
             self.state = RunState()             # each run of the sweep gets fresh live plots
             self.state.mark(PREPARING)
             self.state.stage = f"{item.run.label}: loading and calibrating"
             self.results.clear()
-            s["label"] = f"run {item.run.index} of {item.run.total} ({item.run.label})"
-            self._sweep_status(f"{s['label']}…")
+            count.label = f"run {item.run.index} of {item.run.total} ({item.run.label})"
+            self._sweep_status(f"{count.label}…")
         elif isinstance(item, RunDone):
-            s["done"] += 1
+            count.done += 1
             self.state.saved = True             # the sweep wrote the run's file
             if self.state.run is not None:
                 self.results.show_run(self.state.run, str(item.run.path))
-            self._sweep_status(f"{s['label']} done → {item.run.path.name}")
+            self._sweep_status(f"{count.label} done → {item.run.path.name}")
             self.sweep_run_done.emit(str(item.run.path))
         elif isinstance(item, SweepFinished):
             self._sweep_status(f"finished: {len(item.rows)} runs in {item.seconds:.0f} s")
 
-    def _sweep_ended(self, outcome: Outcome) -> None:
-        runner, self.runner = self.runner, None
-        runner.wait(5000)
-        runner.deleteLater()
-        self._pausing = False
-        self.log_panel.drain()
-        if outcome.kind == "finished":
+    def _sweep_ended(self, job: Job) -> None:
+        if job.outcome == "finished":
             self.state.mark(FINISHED if self.state.run is not None else STOPPED)
-        elif outcome.kind == "stopped":
+        elif job.outcome == "stopped":
             self.state.mark(STOPPED)
-            self._sweep_status(f"stopped; {self._sweep.get('done', 0)} of {self._sweep.get('total', 0)} runs done. "
+            self._sweep_status(f"stopped; {self._sweep.done} of {self._sweep.total} runs done. "
                                "Start the same sweep again to resume it.")
         else:
-            problem = errors.describe(outcome.error)
+            problem = errors.describe(job.error)
             self.state.mark(FAILED, f"{problem.title}: {problem.message}")
             self._sweep_status(f"failed: {problem.title}")
-            self._error(outcome.error, "The sweep")
+            self._error(job.error, "The sweep")
         self._refresh()
-        self.sweep_ended.emit(outcome.kind)
-        if self._close_when_stopped:
-            self.close()
+        self.sweep_ended.emit(job.outcome)

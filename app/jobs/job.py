@@ -1,10 +1,14 @@
-"""Running the engine's search generator in a background QThread.
+"""Job: one piece of long engine work (a search, a sweep, an evaluation, an export) in a QThread.
 
-The worker never touches a widget. It puts each (immutable) engine event, and at the end one
-outcome message, on a thread-safe queue; the GUI thread drains the queue on its redraw timer.
-Pause and Stop act between two events: pause waits on a ``threading.Event``; stop sets a flag and
-closes the generator, which lets the engine clean up (its checkpoint of the last finished block
-step stays on disk). Nothing here calls ``QThread.terminate()``.
+What the work is lives in a small *kind* object (``JobKind``: ``SearchJob``, ``SweepJob``, …): a name,
+the engine generator of events it consumes, and which event carries its result. ``Job`` is the one
+way such work runs, whatever its kind:
+
+- The worker never touches a widget. It puts each (immutable) engine event, and at the end one
+  ``Outcome``, on a thread-safe queue; the GUI thread drains it (``events()``) on its redraw timer.
+- Pause and Stop act between two events: pause waits on a ``threading.Event``; stop sets a flag and
+  closes the generator, which lets the engine clean up (a search's checkpoint of the last finished
+  block step stays on disk). Nothing here calls ``QThread.terminate()``.
 """
 from __future__ import annotations
 
@@ -12,16 +16,33 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator, Literal, Protocol
 
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 log = logging.getLogger(__name__)
 
+class JobKind(Protocol):
+    """What a job does. ``shows_run``: its events are search events the run view draws, so Stop shows
+    "stopping" there and the run controls follow it; other kinds report in the status line only."""
+
+    name: str
+    shows_run: bool
+
+    def events(self) -> Iterator[Any]:
+        """The engine's generator of events, called once, in the worker thread."""
+
+    def result_of(self, event: Any) -> Any:
+        """The job's result if ``event`` carries it, else None."""
+
+
+OutcomeKind = Literal["finished", "stopped", "failed"]
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """The worker's last message: how the run ended."""
-    kind: str                      # "finished" | "stopped" | "failed"
+    """The worker's last message: how the work ended."""
+    kind: OutcomeKind
     error: BaseException | None = None
 
 
@@ -31,14 +52,14 @@ class PauseChanged:
     paused: bool
 
 
-class SearchWorker(QObject):
-    """Consumes the event generator ``job()`` returns, in the thread it lives in."""
+class _Worker(QObject):
+    """Consumes the kind's event generator in the thread it lives in."""
 
     done = Signal()   # emitted last, from the worker thread
 
-    def __init__(self, job: Callable[[], Iterator[Any]], out: "queue.SimpleQueue[Any]") -> None:
+    def __init__(self, kind: JobKind, out: "queue.SimpleQueue[Any]") -> None:
         super().__init__()
-        self._job = job
+        self._kind = kind
         self._out = out
         self._running = threading.Event()
         self._running.set()
@@ -65,7 +86,7 @@ class SearchWorker(QObject):
         outcome = Outcome("finished")
         events = None
         try:
-            events = self._job()
+            events = self._kind.events()
             for event in events:
                 self._out.put(event)
                 if not self._running.is_set() and not self._stop.is_set():
@@ -77,7 +98,7 @@ class SearchWorker(QObject):
                     outcome = Outcome("stopped")
                     break
         except Exception as exc:       # shown to the user as a dialog; the app keeps running
-            log.debug("search failed", exc_info=True)
+            log.debug("%s failed", self._kind.name, exc_info=True)
             outcome = Outcome("failed", exc)
         finally:
             if events is not None and hasattr(events, "close"):
@@ -91,7 +112,7 @@ class SearchWorker(QObject):
 
 
 def _lower_priority() -> None:
-    """A hint to the OS that the search is background work (the GUI thread comes first where supported).
+    """A hint to the OS that the job is background work (the GUI thread comes first where supported).
 
     Not a lower Linux nice value: on a shared machine that starves the search behind every other
     process, while the scheduler already favours the mostly idle GUI thread when it wakes up.
@@ -99,18 +120,22 @@ def _lower_priority() -> None:
     QThread.currentThread().setPriority(QThread.Priority.LowPriority)
 
 
-class SearchRunner(QObject):
-    """Owns one QThread + SearchWorker pair for one job (a search, or another engine generator)."""
+class Job(QObject):
+    """One run of a ``JobKind`` in its own QThread; the GUI thread starts it, polls ``events()``, and
+    reads ``outcome`` / ``result`` / ``error`` once ``done``."""
 
-    ended = Signal()   # the thread has finished; the queue holds the Outcome
+    ended = Signal()   # the thread has finished; the next events() call sets the outcome
 
-    def __init__(self, job: Callable[[], Iterator[Any]], kind: str = "search", parent: QObject | None = None) -> None:
+    def __init__(self, kind: JobKind, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.kind = kind
-        self.queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self.outcome: OutcomeKind | None = None   # set once done
+        self.error: BaseException | None = None
+        self.result: Any = None
+        self._queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._thread = QThread()
-        self._thread.setObjectName(f"cptv-{kind}")
-        self._worker = SearchWorker(job, self.queue)
+        self._thread.setObjectName(f"cptv-{kind.name}")
+        self._worker = _Worker(kind, self._queue)
         self._worker.moveToThread(self._thread)
         self._thread.started.connect(self._worker.run)
         # quit() is thread-safe; a direct call lets the thread end even while the GUI thread waits on it.
@@ -123,6 +148,10 @@ class SearchRunner(QObject):
 
     def is_running(self) -> bool:
         return self._thread.isRunning()
+
+    @property
+    def done(self) -> bool:
+        return self.outcome is not None
 
     @property
     def paused(self) -> bool:
@@ -144,12 +173,20 @@ class SearchRunner(QObject):
     def stop_requested(self) -> bool:
         return self._worker.stop_requested
 
-    def drain(self, limit: int = 100_000) -> list[Any]:
-        """Everything queued since the last call (GUI thread)."""
-        items = []
+    def events(self, limit: int = 100_000) -> list[Any]:
+        """The engine events and ``PauseChanged`` marks queued since the last call (GUI thread). The
+        worker's last message is not returned: it sets ``outcome`` and ``error``."""
+        items: list[Any] = []
         try:
             while len(items) < limit:
-                items.append(self.queue.get_nowait())
+                item = self._queue.get_nowait()
+                if isinstance(item, Outcome):
+                    self.outcome, self.error = item.kind, item.error
+                    continue
+                result = None if isinstance(item, PauseChanged) else self.kind.result_of(item)
+                if result is not None:
+                    self.result = result
+                items.append(item)
         except queue.Empty:
             pass
         return items

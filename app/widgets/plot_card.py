@@ -16,8 +16,8 @@ from PySide6.QtWidgets import (QFileDialog, QFrame, QHBoxLayout, QLabel, QPushBu
 
 from engine.library import write_csv
 
-from . import files
-from .plots import INK, _style_plot
+from app import files
+from app.widgets.plot_style import INK
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +28,6 @@ EMPTY_TEXT = "Nothing to show yet"
 
 def colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
-
-
-def style(plot: pg.PlotItem, title: str, bottom: str, left: str) -> None:
-    """The live plots' look (fonts, grid, axis labels), shared by the comparison views."""
-    _style_plot(plot, title, bottom, left)
 
 
 def set_title(plot: pg.PlotItem, title: str, subtitle: str = "") -> None:

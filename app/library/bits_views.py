@@ -17,7 +17,8 @@ from PySide6.QtWidgets import QComboBox, QLabel, QWidget
 from engine.compare import BitsMatrix, BitsPoint, accuracy_vs_bits, bits_matrix, by_setting
 from engine.library import LibraryRow
 
-from .plot_card import PlotCard, colour, empty_message, plot_widget, set_title, style
+from app.widgets.plot_card import PlotCard, colour, empty_message, plot_widget, set_title
+from app.widgets.plot_style import style
 
 Setting = tuple[str, "str | None"]
 
