@@ -4,7 +4,8 @@
   between block steps.
 - Held-out top-1 per block: one bar per transformer block (its latest block step), with the
   full-precision and the base (quantized, unrefined) accuracy as reference lines.
-- The population's loss spread in the block under search: min–max band, median, current members.
+- The population of the block under search, after each evaluation: its best, median and worst
+  member's loss (a band between best and worst).
 """
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ BOUNDARY = QColor(140, 140, 140, 110)
 ACC_TITLE = "Held-out top-1 after each block's step"
 WON = "#2e86c1"      # a block step at or above the base accuracy
 LOST = "#e67e22"     # below it
+POP_BEST, POP_MEDIAN, POP_WORST = "#1e8449", "#6c3483", "#a569bd"
+POP_KEY = (f'<br><span style="font-size:9pt"><span style="color:{POP_BEST}">━ best member</span> &nbsp; '
+           f'<span style="color:{POP_MEDIAN}">━ median</span> &nbsp; '
+           f'<span style="color:{POP_WORST}">╍ worst member</span></span>')
 
 
 class RangeKeeper:
@@ -84,7 +89,8 @@ class PlotsPanel(QWidget):
         self.loss_widget.setToolTip("Every dot is one candidate set of scales the search tried. The red line is the "
                                     "best loss so far; grey dashed lines separate block steps; the flat grey line "
                                     "is the loss of the quantized model before the search.")
-        legend = self.loss_plot.addLegend(offset=(10, -10), labelTextSize="9pt")   # bottom left: losses fall
+        # Top right: a run fills the plot from the left and its losses fall, so that corner stays empty.
+        self.loss_legend = legend = self.loss_plot.addLegend(offset=(-10, 10), labelTextSize="9pt")
         legend.setBrush(pg.mkBrush(255, 255, 255, 200))
         self.boundaries = pg.PlotDataItem(pen=pg.mkPen(BOUNDARY, width=1, style=pg.QtCore.Qt.PenStyle.DashLine),
                                           connect="pairs")
@@ -122,16 +128,21 @@ class PlotsPanel(QWidget):
         self.pop_widget = pg.PlotWidget(objectName="populationPlot")
         self.pop_plot = self.pop_widget.getPlotItem()
         style(self.pop_plot, "Population in the current block", "evaluation within this block step", "loss")
-        self.pop_widget.setToolTip("The candidates kept for the block under search: the shaded band spans the worst "
-                                   "to the best member's loss, the thick line is the median. A narrowing band "
-                                   "means the population converges.")
-        self.pop_min = self.pop_plot.plot([], [], pen=pg.mkPen("#8e44ad", width=1))
-        self.pop_max = self.pop_plot.plot([], [], pen=pg.mkPen("#8e44ad", width=1))
-        self.pop_band = pg.FillBetweenItem(self.pop_min, self.pop_max, brush=pg.mkBrush(142, 68, 173, 50))
+        self.pop_widget.setToolTip("The candidate scale sets kept for the block under search, after each evaluation: "
+                                   "the loss of the best, the median and the worst member (shaded between best and "
+                                   "worst). A step starts with every member equal; a candidate better than the "
+                                   "worst replaces it, a worse one is dropped at once, so lines that lie on top of "
+                                   "each other mean those members share one loss. A narrowing band means the "
+                                   "population converges.")
+        # The key is in the title (as in the accuracy plot): a legend box would sit on the flat lines.
+        self.pop_max = self.pop_plot.plot([], [], pen=pg.mkPen(POP_WORST, width=2.5,
+                                                               style=pg.QtCore.Qt.PenStyle.DashLine))
+        self.pop_median = self.pop_plot.plot([], [], pen=pg.mkPen(POP_MEDIAN, width=2))
+        self.pop_min = self.pop_plot.plot([], [], pen=pg.mkPen(POP_BEST, width=1.5))
+        self.pop_band = pg.FillBetweenItem(self.pop_min, self.pop_max, brush=pg.mkBrush(142, 68, 173, 40))
         self.pop_plot.addItem(self.pop_band)
-        for curve in (self.pop_min, self.pop_max):
-            curve.setZValue(1)
-        self.pop_median = self.pop_plot.plot([], [], pen=pg.mkPen("#6c3483", width=2))
+        for z, curve in enumerate((self.pop_max, self.pop_median, self.pop_min), start=1):
+            curve.setZValue(z)             # the best member on top: it is the one that moves first
         self.pop_note = pg.TextItem("", color=BASE, anchor=(0.5, 0.5))
         self.pop_plot.addItem(self.pop_note)
 
@@ -271,7 +282,7 @@ class PlotsPanel(QWidget):
         if live:
             name = state.block_names[state.block_index] if 0 <= state.block_index < state.n_blocks else ""
             self.pop_plot.setTitle(f'<span style="font-size:11pt; font-weight:600">Population in {name} '
-                                   f'(pass {state.pass_index + 1})</span>', color=INK)
+                                   f'(pass {state.pass_index + 1})</span>{POP_KEY}', color=INK)
             self.pop_note.setVisible(False)
         else:
             self.pop_plot.setTitle('<span style="font-size:11pt; font-weight:600">Population in the current block'
@@ -289,10 +300,14 @@ class PlotsPanel(QWidget):
         y0 = bars.get("y0", 0) or 0
         heights = np.asarray(bars.get("height", []), float)
         return {"loss_x": self.loss_points.xData if self.loss_points.xData is not None else np.zeros(0),
-                "loss": self.loss_points.yData if self.loss_points.yData is not None else np.zeros(0),
-                "best": self.best_curve.yData if self.best_curve.yData is not None else np.zeros(0),
+                "loss": _y(self.loss_points), "best": _y(self.best_curve),
                 "bar_x": np.asarray(bars.get("x", []), float), "bar_top1": heights + y0,
-                "population_median": self.pop_median.yData if self.pop_median.yData is not None else np.zeros(0)}
+                "population_min": _y(self.pop_min), "population_median": _y(self.pop_median),
+                "population_max": _y(self.pop_max)}
+
+
+def _y(curve: pg.PlotDataItem) -> np.ndarray:
+    return curve.yData if curve.yData is not None else np.zeros(0)
 
 
 def _short_block(name: str) -> str:
