@@ -18,7 +18,7 @@ from .models import DEMO_MODEL, ModelLoadError
 from .quant import QuantConfig, ScaleMismatch, available_quantizers
 
 COMMANDS = ("quantize", "eval", "inspect", "train_demo", "search", "bench", "sweep", "compare",
-            "make_folder", "export")
+            "make_folder", "export", "diagnose")
 USER_ERRORS = (DataError, ModelLoadError, ScaleMismatch, FileNotFoundError, ValueError)
 
 
