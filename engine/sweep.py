@@ -285,7 +285,7 @@ def run_sweep(grid: SweepGrid, base: RunSpec, config: SearchConfig, workspace: s
         events = run_cells(runs, config, search_fn, address, resources)
     else:
         events = _run_local(runs, config, search_fn)
-    failed = {}
+    failed: dict[int, LibraryRow] = {}
     with closing(events):
         for event in events:
             if isinstance(event, RunFailed):
