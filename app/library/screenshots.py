@@ -1,6 +1,6 @@
 """Screenshots of the run library and its comparison views, from a folder of real run files.
 
-``python -m app.library_screenshots RUN_DIR [--out docs]`` copies the run files to a temporary
+``python -m app.library.screenshots RUN_DIR [--out docs]`` copies the run files to a temporary
 workspace (the originals are never touched), opens the library window offscreen at 1400×850 and
 saves library.png, accuracy_vs_bits.png, side_by_side.png (and matrix.png, layer.png).
 """
@@ -17,7 +17,7 @@ SIZE = (1400, 850)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m app.library_screenshots")
+    parser = argparse.ArgumentParser(prog="python -m app.library.screenshots")
     parser.add_argument("runs", type=Path, help="a folder of run files (e.g. a sweep's --out-dir)")
     parser.add_argument("--out", type=Path, default=Path("docs"), help="where the PNGs go (default docs/)")
     parser.add_argument("--select", default="omse_W4A3_s0,percentile_W4A3_s0,minmax_W4A3_s0",

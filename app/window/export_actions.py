@@ -118,7 +118,7 @@ def exported_text(result: Any) -> str:
 
 
 class ExportActions:
-    """A mixin of MainWindow (its runner, status line, error dialogs and ``export_ended`` signal)."""
+    """A mixin of MainWindow (its jobs, status line, error dialogs and ``export_ended`` signal)."""
 
     def export_run(self, path: str | Path | None = None) -> ExportDialog | None:
         """File ▸ Export…: the export dialog on ``path`` (default: the shown run's saved file); Export

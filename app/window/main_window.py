@@ -212,7 +212,8 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         log.info("%s %s, %s %s, preset %s; checkpoint %s", "resuming" if resume else "starting", spec.model,
                  spec.quant.quantizer, spec.quant.bits_label, getattr(config, "preset", "?"), checkpoint)
         self.statusBar().clearMessage()
-        self._start_job(SearchJob(spec, config, checkpoint, resume, self._search_fn), self._run_events, self._ended)
+        self._start_job(SearchJob(spec, config, checkpoint, resume, self._search_fn), self._run_events,
+                        self._search_ended)
         return True
 
     def _start_job(self, kind: JobKind, on_events: Callable[[list], None], on_end: Callable[[Job], None]) -> None:
@@ -279,7 +280,7 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         if self.state.status == RUNNING and self.runner is not None and self.runner.stop_requested:
             self.state.status = STOPPING
 
-    def _ended(self, job: Job) -> None:
+    def _search_ended(self, job: Job) -> None:
         """The search's end: the results card, or the reason it stopped or failed."""
         run = self.state.run
         if job.outcome == "finished" and run is not None:
@@ -348,7 +349,7 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
                     return
             self._close_when_stopped = True
             self.stop()
-        event.ignore()   # closes itself once the worker has left the generator (see _ended)
+        event.ignore()   # closes itself once the worker has left the generator (see _tick)
 
 
 def _log_event(event: Any, state: RunState) -> None:
