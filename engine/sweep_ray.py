@@ -133,8 +133,9 @@ def run_cells(runs: list[PlannedRun], config: SearchConfig, search_fn: SearchFn,
     task = ray.remote(search_cell).options(num_returns="streaming", num_cpus=resources.cpus,
                                            num_gpus=resources.gpus, max_retries=resources.max_retries)
     cells = {task.remote(search_fn, run.spec, config, resources.threads): _Cell(run) for run in todo}
-    log.info("ray: %d runs submitted (%s CPU, %s GPU each) to a cluster of %s", len(todo), resources.cpus,
-             resources.gpus, ray.cluster_resources())
+    cluster = ray.cluster_resources()
+    log.info("ray: %d runs submitted, %g CPU and %g GPU each, to a cluster of %g CPUs and %g GPUs", len(todo),
+             resources.cpus, resources.gpus, cluster.get("CPU", 0), cluster.get("GPU", 0))
     try:
         while cells:
             ready, _ = ray.wait(list(cells), num_returns=1)
