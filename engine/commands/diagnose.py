@@ -12,6 +12,7 @@ import sys
 from ..cli import add_model_args, add_output_args, add_quant_args, emit, quant_config, run_spec
 from ..diagnose import DiagnoseConfig, Diagnosed, Diagnosis, Measured, diagnose_calibrated, diagnose_run
 from ..diagnose.store import save_diagnosis, save_into_run
+from ..diagnose.run import DEFAULT_IMAGES
 from ..diagnose.whatif import DEFAULT_DRAWS, DEFAULT_K
 from ..models import DEMO_MODEL
 from ..scalefile import load_run
@@ -45,8 +46,9 @@ def add_parser(sub) -> None:
                              f"bits (default {','.join(map(str, DEFAULT_K))}; none skips it)")
     parser.add_argument("--to", dest="to_bits", type=int, default=8, help="bit-width of raised points (default 8)")
     parser.add_argument("--draws", type=int, default=DEFAULT_DRAWS, help="random draws per K (default 5)")
-    parser.add_argument("--images", type=int, default=None,
-                        help="calibration images the fitness loss compares (default: the run's, else all)")
+    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES,
+                        help=f"the first N calibration images score the fitness loss (default {DEFAULT_IMAGES}; "
+                             "fewer if the run's search compared fewer)")
     parser.add_argument("--heldout-images", type=int, default=None,
                         help="held-out images that score top-1: the first N (default: all)")
     parser.add_argument("--out", help="write the diagnosis to this file (.h5)")

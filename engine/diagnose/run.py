@@ -39,6 +39,9 @@ from .whatif import DEFAULT_DRAWS, DEFAULT_K, check_k, raisable, what_if
 
 log = logging.getLogger(__name__)
 
+# The fitness loss on the first 256 calibration images: each point is measured twice per set of scales,
+# so the images dominate the cost; the what-if checks the ranking against held-out top-1.
+DEFAULT_IMAGES = 256
 WHATIF_STREAM = 0xD1A6   # the what-if's random draws: independent of the calibration draw of the same seed
 MODE_LABELS = {ISOLATED: "only {} quantized", LEFT_OUT: "all but {} quantized"}
 
@@ -51,7 +54,7 @@ class DiagnoseConfig:
     raise_k: tuple[int, ...] = DEFAULT_K    # what-if point counts; () skips the what-if
     to_bits: int = 8
     draws: int = DEFAULT_DRAWS              # random draws per K
-    images: int | None = None               # calibration images the fitness compares; None: the run's, else all
+    images: int | None = DEFAULT_IMAGES     # the first N calibration images score the fitness loss; None: all
     heldout_images: int | None = None       # the first N held-out images score top-1; None: all
 
     def __post_init__(self) -> None:
@@ -175,7 +178,8 @@ def diagnose_subject(subject: Subject, config: DiagnoseConfig) -> Iterator[Event
     qmodel, spec, device = subject.qmodel, subject.spec, subject.device
     points = quantization_points(qmodel)
     segments = model_segments(qmodel.model)
-    images = first_images(subject.calib, config.images or subject.fitness.search_images)
+    limits = [n for n in (config.images, subject.fitness.search_images) if n is not None]
+    images = first_images(subject.calib, min(limits) if limits else None)
     yield Stage(f"computing the FP reference on {sum(len(x) for x in images)} calibration images")
     fitness = search_fitness(qmodel, segments, images, subject.fitness)
     heldout = _first(materialize(subject.splits.heldout, spec.batch_size, device), config.heldout_images)
