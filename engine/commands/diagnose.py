@@ -89,7 +89,7 @@ def summary(d: Diagnosis) -> str:
     names = list(d.tables)
     lines = [f"{d.model_name} {d.quantizer} {d.bits} ({d.source}): held-out FP {d.fp_top1:.2f}%  " + "  ".join(
         f"{name} {t.top1_all:.2f}% (loss {t.loss_all:.4g})" for name, t in d.tables.items()),
-        f"most sensitive points by {names[-1]} (fitness loss recovered when only that point is FP"
+        f"most sensitive points by {names[-1]} (fitness loss with only that point quantized"
         f"{', ' + ' -> '.join(names) if len(names) > 1 else ''}; SQNR dB):"]
     for rank, i in enumerate(d.most_sensitive(SHOWN_POINTS), 1):
         point = d.points[i]

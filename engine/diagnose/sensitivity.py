@@ -1,9 +1,9 @@
 """One-at-a-time sensitivity: every point alone quantized (the rest in FP), and every point alone in
 FP (the rest quantized).
 
-The first says how much damage a point does by itself; the second how much of the quantized model's
-loss goes away if that one point is spared, with every interaction in place, which is what raising
-its bit-width buys. Points are visited in forward order, so the input of block ``i`` is computed once
+The first says how much damage a point does by itself (it ranks the points); the second how much
+of the quantized model's loss goes away if that one point is spared, with every interaction in place
+(after a search the other scales compensate for a point's error, so sparing it can even hurt). Points are visited in forward order, so the input of block ``i`` is computed once
 (in the sweep's base state) and each point of block ``i`` reruns only blocks ``i..`` and the head.
 """
 from __future__ import annotations
