@@ -16,7 +16,7 @@ class Problem:
     message: str      # the engine's own words (names the file / layer / model)
     hint: str         # what to try next
     kind: str         # "model" | "weights" | "data" | "scales" | "checkpoint" | "memory" | "file" | "export"
-                      # | "other"
+                      # | "sweep" | "other"
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -72,6 +72,10 @@ def describe(exc: BaseException) -> Problem:
     export_problem = _export_problem(exc, text)
     if export_problem is not None:
         return export_problem
+    ray_hint = _engine_class("engine.sweep_ray", "INSTALL_HINT")
+    if ray_hint and isinstance(exc, ValueError) and ray_hint in text:
+        return Problem("The ray extra is not installed", text, "Install it (on every machine of the cluster), "
+                       "or run the sweep in this process (Run on, in the sweep form).", "sweep")
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
         return Problem("A file could not be read or written", text,
                        "Check the path and its permissions.", "file")

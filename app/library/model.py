@@ -36,15 +36,19 @@ GAIN_INK, LOSS_INK = QColor("#1e8449"), QColor("#c0392b")
 
 
 class LibraryModel(QAbstractTableModel):
-    """One table row per run file; an unreadable file is a row whose model cell says why."""
+    """One table row per run file; an unreadable file, or a sweep's run that failed (no file), is a row
+    whose model cell says why."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self._rows: list[LibraryRow] = []
+        self._failed: frozenset[str] = frozenset()
 
-    def set_rows(self, rows: Sequence[LibraryRow]) -> None:
+    def set_rows(self, rows: Sequence[LibraryRow], failed: frozenset[str] = frozenset()) -> None:
+        """``failed``: the files of ``rows`` that are a sweep's failed runs rather than unreadable files."""
         self.beginResetModel()
         self._rows = list(rows)
+        self._failed = failed
         self.endResetModel()
 
     def rows(self) -> list[LibraryRow]:
@@ -76,12 +80,14 @@ class LibraryModel(QAbstractTableModel):
         if role == ROW_ROLE:
             return row
         if not row.ok:
+            failed = row.file in self._failed
             if role == Qt.ItemDataRole.DisplayRole and name == "model":
-                return f"unreadable: {row.error}"
+                return f"{'failed' if failed else 'unreadable'}: {row.error}"
             if role == Qt.ItemDataRole.ForegroundRole:
                 return ERROR_INK
             if role == Qt.ItemDataRole.ToolTipRole:
-                return f"{row.file} could not be read:\n{row.error}"
+                return (f"The sweep's search of {row.file} failed:\n{row.error}" if failed
+                        else f"{row.file} could not be read:\n{row.error}")
             return None
         value = getattr(row, name)
         if role == Qt.ItemDataRole.DisplayRole:

@@ -76,6 +76,7 @@ class LibraryPanel(QWidget):
         layout.addLayout(bottom)
         QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.table, activated=self.delete_selected)
         self._scanner = BackgroundCall("library-scan", self)
+        self.failed: dict[str, LibraryRow] = {}   # the running sweep's failed runs (no file), by file name
         self.folder.setText(str(self.workspace))   # read by refresh(), once the owner has connected the signals
 
     def _workspace_bar(self) -> QHBoxLayout:
@@ -125,6 +126,7 @@ class LibraryPanel(QWidget):
 
     def set_workspace(self, folder: str | Path, remember: bool = True) -> None:
         self.workspace = Path(folder)
+        self.failed.clear()
         if remember:
             QSettings().setValue(WORKSPACE_KEY, str(self.workspace))
         self.refresh()
@@ -147,16 +149,24 @@ class LibraryPanel(QWidget):
         """A scan is under way (its rows are not in the table yet)."""
         return self._scanner.pending
 
+    def add_failed(self, row: LibraryRow) -> None:
+        """A run of the sweep failed before writing its file: a row that says why, until the file appears."""
+        self.failed[row.file] = row
+        self.refresh()
+
     def _show_rows(self, rows: list[LibraryRow] | None) -> None:
         selected = {row.file for row in self.selected_rows(readable_only=False)}
-        self.model.set_rows(rows or [])
+        files = {row.file for row in rows or []}
+        self.failed = {file: row for file, row in self.failed.items() if file not in files}
+        self.model.set_rows([*(rows or []), *self.failed.values()], frozenset(self.failed))
         self.select_files(selected)
+        failed = f", {len(self.failed)} failed in the sweep" if self.failed else ""
         if rows is None:
-            self.count.setText("folder not found (a sweep creates it)")
+            self.count.setText("folder not found (a sweep creates it)" + failed)
         else:
             bad = sum(not row.ok for row in rows)
             self.count.setText(f"{len(rows)} run file{'s' if len(rows) != 1 else ''}"
-                               + (f", {bad} unreadable" if bad else ""))
+                               + (f", {bad} unreadable" if bad else "") + failed)
         self.table.resizeColumnsToContents()
         self._update_buttons()
         self.rows_changed.emit(rows or [])
@@ -229,6 +239,8 @@ class LibraryPanel(QWidget):
             return []
         deleted = []
         for row in rows:
+            if self.failed.pop(row.file, None) is not None:
+                continue                      # a failed run's row: no file to delete
             path = self.path_of(row)
             try:
                 path.unlink()

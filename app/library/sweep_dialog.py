@@ -1,8 +1,9 @@
-"""The sweep form: which quantizers × bit-widths × seeds to search into the workspace folder.
+"""The sweep form: which quantizers × bit-widths × seeds to search into the workspace folder, and where.
 
 Everything else a run needs (model, data, calibration size, preset and search options, device) is
 shared by every run of the sweep and taken from the main window's run panel, so there is one
-place to set it. The form only builds an ``engine.sweep.SweepGrid``; the main window runs it.
+place to set it. The form only builds an ``engine.sweep.SweepGrid`` and a ``SweepBackend`` (this
+process, or a Ray cluster); the main window runs them.
 """
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QFormLayout, QLabel, QLineEdit, QListWidget,
-                               QListWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpinBox, QFormLayout, QLabel,
+                               QLineEdit, QListWidget, QListWidgetItem, QVBoxLayout, QWidget)
 
 from engine.pipeline import RunSpec
 from engine.quant import available_quantizers
 from engine.sweep import SweepGrid, plan_sweep
+from engine.sweep_ray import CellResources, load_ray
 
 from app.jobs.background import BackgroundCall
+from app.jobs.sweep import SweepBackend
 
 DEFAULT_QUANTIZERS = ("minmax", "percentile", "omse")
 DEFAULT_BITS = "W8A8, W4A8, W4A3"
@@ -35,9 +38,9 @@ class SweepDialog(QDialog):
         self.setWindowTitle("New sweep")
         self.spec, self.config, self.workspace = spec, config, Path(workspace)
         layout = QVBoxLayout(self)
-        intro = QLabel("Search every combination below, one run after another, each into its own run file in "
-                       "the workspace. Runs already in the folder are skipped, so starting the same sweep again "
-                       "resumes it.", objectName="hint")
+        intro = QLabel("Search every combination below, each into its own run file in the workspace: one run "
+                       "after another in this process, or several at once on a Ray cluster. Runs already in the "
+                       "folder are skipped, so starting the same sweep again resumes it.", objectName="hint")
         intro.setWordWrap(True)
         layout.addWidget(intro)
         form = QFormLayout()
@@ -59,6 +62,7 @@ class SweepDialog(QDialog):
         self.seeds = QLineEdit(str(last.get("seeds", DEFAULT_SEEDS)), objectName="sweepSeeds")
         self.seeds.setToolTip("Seeds separated by commas; the views show the mean and spread over them.")
         form.addRow("Seeds", self.seeds)
+        self._add_backend_rows(form, last)
         layout.addLayout(form)
         shared = QLabel(self._shared_text(), objectName="sweepShared")
         shared.setWordWrap(True)
@@ -76,10 +80,53 @@ class SweepDialog(QDialog):
         self._planner = BackgroundCall("sweep-plan", self)
         self._plan_timer = QTimer(self, singleShot=True, interval=PLAN_DELAY_MS)
         self._plan_timer.timeout.connect(self._update_plan)
-        for signal in (self.bits.textChanged, self.seeds.textChanged, self.quantizers.itemChanged):
+        for signal in (self.bits.textChanged, self.seeds.textChanged, self.quantizers.itemChanged,
+                       self.backend_choice.currentIndexChanged):
             signal.connect(lambda *_a: self._edited())
         self._update_plan()
         self.resize(560, 520)
+
+    def _add_backend_rows(self, form: QFormLayout, last: dict) -> None:
+        """Where the runs execute; the Ray rows are editable only with Ray chosen."""
+        self.backend_choice = QComboBox(objectName="sweepBackend")
+        self.backend_choice.addItem("This process: one run after another", "local")
+        self.backend_choice.addItem("Ray cluster: several runs at once", "ray")
+        self.backend_choice.setToolTip("Ray runs each run as a task on a Ray cluster (pip install -e '.[ray]'); "
+                                       "this process writes every run file, so workers need no shared folder.")
+        form.addRow("Run on", self.backend_choice)
+        self.address = QLineEdit(str(last.get("address", "")), objectName="sweepAddress")
+        self.address.setPlaceholderText("empty: a new local cluster (or the one RAY_ADDRESS names)")
+        self.address.setToolTip("The cluster to join: auto = the one `ray start --head` started on this machine; "
+                                "ray://host:10001 = a remote head node; empty = start one here for the sweep.")
+        form.addRow("Ray address", self.address)
+        self.cpus = _resource_spin("sweepCpus", 0.1, float(last.get("cpus", 1.0)),
+                                   "CPU cores each run asks for (the search uses as many threads).")
+        form.addRow("CPUs per run", self.cpus)
+        self.gpus = _resource_spin("sweepGpus", 0.0, float(last.get("gpus", 0.0)),
+                                   "GPUs each run asks for: 1 = a GPU of its own; 0.5 = two runs share one.")
+        form.addRow("GPUs per run", self.gpus)
+        self.backend_choice.currentIndexChanged.connect(lambda _i: self._backend_changed())
+        self.backend_choice.setCurrentIndex(max(0, self.backend_choice.findData(last.get("backend", "local"))))
+        self._backend_changed()
+
+    def _backend_changed(self) -> None:
+        on_ray = self.backend_choice.currentData() == "ray"
+        for widget in (self.address, self.cpus, self.gpus):
+            widget.setEnabled(on_ray)
+
+    def backend(self) -> SweepBackend:
+        """Where the runs execute, as chosen."""
+        if self.backend_choice.currentData() != "ray":
+            return SweepBackend()
+        return SweepBackend("ray", self.address.text().strip() or None,
+                            CellResources(cpus=self.cpus.value(), gpus=self.gpus.value()))
+
+    def set_backend(self, name: str, address: str = "", cpus: float = 1.0, gpus: float = 0.0) -> None:
+        """Fill the backend rows (tests)."""
+        self.backend_choice.setCurrentIndex(self.backend_choice.findData(name))
+        self.address.setText(address)
+        self.cpus.setValue(cpus)
+        self.gpus.setValue(gpus)
 
     def _shared_text(self) -> str:
         spec, config = self.spec, self.config
@@ -109,7 +156,10 @@ class SweepDialog(QDialog):
     def remember(self) -> None:
         """Keep the grid for the next time the form opens (to resume or extend the sweep)."""
         QSettings().setValue(SETTINGS_KEY, {"quantizers": ",".join(self.checked_quantizers()),
-                                            "bits": self.bits.text(), "seeds": self.seeds.text()})
+                                            "bits": self.bits.text(), "seeds": self.seeds.text(),
+                                            "backend": self.backend_choice.currentData(),
+                                            "address": self.address.text(), "cpus": self.cpus.value(),
+                                            "gpus": self.gpus.value()})
 
     @property
     def planning(self) -> bool:
@@ -128,10 +178,10 @@ class SweepDialog(QDialog):
             self._planner.cancel()
             self._show_problem(exc)
             return
-        spec, config, workspace = self.spec, self.config, self.workspace
+        spec, config, workspace, backend = self.spec, self.config, self.workspace, self.backend()
         self.plan.setText("Looking for runs of this grid already in the workspace…")
         self.start.setEnabled(False)
-        self._planner.request(lambda: _plan(grid, spec, config, workspace),
+        self._planner.request(lambda: _plan(grid, spec, config, workspace, backend),
                               lambda runs: self._show_plan(grid, runs), self._show_problem)
 
     def _show_problem(self, exc: BaseException) -> None:
@@ -148,6 +198,17 @@ class SweepDialog(QDialog):
         self.start.setEnabled(left > 0)
 
 
-def _plan(grid: SweepGrid, spec: RunSpec, config: Any, workspace: Path) -> list[Any] | None:
-    """The grid's runs, each marked done or not (pool thread); None when the workspace does not exist yet."""
+def _plan(grid: SweepGrid, spec: RunSpec, config: Any, workspace: Path, backend: SweepBackend) -> list[Any] | None:
+    """The grid's runs, each marked done or not (pool thread); None when the workspace does not exist yet.
+    With Ray chosen, a missing ``ray`` is the engine's ValueError naming the extra, shown before Start."""
+    if backend.name == "ray":
+        load_ray()
     return plan_sweep(grid, spec, config, workspace) if workspace.is_dir() else None
+
+
+def _resource_spin(name: str, minimum: float, value: float, tip: str) -> QDoubleSpinBox:
+    spin = QDoubleSpinBox(objectName=name, decimals=2, singleStep=0.5)
+    spin.setRange(minimum, 1024.0)
+    spin.setValue(value)
+    spin.setToolTip(tip)
+    return spin

@@ -59,6 +59,7 @@ class LibraryWindow(QMainWindow):
         if main is not None:
             main.sweep_progress.connect(self.panel.set_sweep_status)
             main.sweep_run_done.connect(lambda _path: self.panel.refresh())
+            main.sweep_run_failed.connect(self.panel.add_failed)
             main.sweep_ended.connect(lambda _kind: self.panel.refresh())
         else:
             self.panel.buttons["sweep"].setEnabled(False)
@@ -162,9 +163,10 @@ class LibraryWindow(QMainWindow):
         except ValueError as exc:
             self.main._error(exc, "Sweep")
             return False
-        started = self.main.start_sweep(grid, self.panel.workspace)
+        started = self.main.start_sweep(grid, self.panel.workspace, dialog.backend())
         if started:
             dialog.remember()
+            self.panel.failed.clear()         # the failures of an earlier sweep
             self.panel.set_sweep_status("Sweep starting…", 0, len(grid.cells()))
         return started
 

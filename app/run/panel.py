@@ -19,7 +19,7 @@ from engine.pipeline import RunSpec
 from engine.quant import QuantConfig, available_quantizers
 from engine.search import config as search_config
 
-from app.run.search_options import HIDDEN_FIELDS, OPTIONS, Option, base_type, choices, field_types
+from app.run.search_options import COMPILE_OPTION, HIDDEN_FIELDS, OPTIONS, Option, base_type, choices, field_types
 
 DEMO_LABEL = f"{DEMO_MODEL}  (built-in demo)"
 SUGGESTED_MODELS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "vit_base_patch16_224",
@@ -201,6 +201,8 @@ class RunPanel(QScrollArea):
             field = _Field(f.name, kind, optional, option, getattr(defaults, f.name))
             self.fields[f.name] = field
             (advanced_form if option.advanced else form).addRow(_label(option.label, field.widget), field.widget)
+        self.compile = _Field("compile", str, False, COMPILE_OPTION, RunSpec().compile)
+        advanced_form.addRow(_label(COMPILE_OPTION.label, self.compile.widget), self.compile.widget)
         self.more = QToolButton(objectName="moreOptions", text="More search options", checkable=True)
         self.more.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         self.more.setArrowType(Qt.ArrowType.RightArrow)
@@ -231,7 +233,7 @@ class RunPanel(QScrollArea):
         return RunSpec(model=self.model_name(), weights=self.weights.text().strip() or None,
                        pretrained=self.pretrained.isChecked(), data=self.data.text().strip() or None,
                        quant=quant, calib_size=self.calib_size.value(), batch_size=self.batch_size.value(),
-                       seed=self.seed.value(), device=self.device.currentData())
+                       seed=self.seed.value(), device=self.device.currentData(), compile=self.compile.get())
 
     def search_config(self) -> Any:
         values = {name: field.get() for name, field in self.fields.items()}
@@ -242,7 +244,8 @@ class RunPanel(QScrollArea):
         return dataclasses.replace(base, **values)
 
     def set_values(self, spec: RunSpec | None = None, config: Any = None) -> None:
-        """Show the settings of a run (opened or resumed)."""
+        """Show the settings of a run (opened or resumed). The compile mode stays as chosen: a run file does
+        not record it (it changes how fast a run computes, not what)."""
         if spec is not None:
             self.model.setCurrentText(DEMO_LABEL if spec.model == DEMO_MODEL else spec.model)
             self.weights.setText(spec.weights or "")

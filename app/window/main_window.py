@@ -50,6 +50,7 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
     export_ended = Signal(str)        # File ▸ Export…: "finished" | "stopped" | "failed"
     sweep_progress = Signal(str, int, int)   # text, runs done, runs in the sweep
     sweep_run_done = Signal(str)      # a sweep wrote this run file
+    sweep_run_failed = Signal(object) # a sweep's run failed: its LibraryRow, whose error says why
     sweep_ended = Signal(str)         # "finished" | "stopped" | "failed"
 
     def __init__(self, search_fn: Callable[..., Any] | None = None, interactive: bool = True) -> None:
@@ -197,7 +198,8 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         except (OSError, ValueError) as exc:
             self._error(exc, f"Resume {path.name}")
             return False
-        spec = replace(spec, device=self.run_panel.spec().device)   # continue on the device chosen now
+        now = self.run_panel.spec()
+        spec = replace(spec, device=now.device, compile=now.compile)   # continue as chosen now
         self.run_panel.set_values(spec, config)
         self.recent.add(path)
         self.state = RunState()

@@ -4,6 +4,11 @@ A mixin of MainWindow. ``engine.sweep.run_sweep`` is one generator of sweep even
 run's search events (``SweepJob``), so Pause/Stop act between events as for a search. Each run's
 search events feed the window's live plots, exactly as a single search does; the sweep events move
 the library's progress bar and refresh its table as run files appear.
+
+On a Ray cluster several runs go at once and their events interleave: the run view follows one run
+(the one that started last), since plots of two runs at once would be one meaningless curve; the
+status line and the library count every run, and a run that fails is a row of the library's table
+and a line of the log, while the rest of the grid goes on.
 """
 from __future__ import annotations
 
@@ -12,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.sweep import RunDone, RunProgress, RunStarted, SweepFinished, SweepGrid, SweepStarted, describe
+from engine.library import LibraryRow
+from engine.sweep import (RunDone, RunFailed, RunProgress, RunStarted, SweepFinished, SweepGrid, SweepStarted,
+                          describe)
 
 from app import errors
 from app.jobs.job import Job, PauseChanged
-from app.jobs.sweep import SweepJob
+from app.jobs.sweep import SweepBackend, SweepJob
 from app.run.state import FAILED, FINISHED, PREPARING, STOPPED, RunState
 
 log = logging.getLogger("app.window.main_window")
@@ -27,7 +34,9 @@ class SweepCount:
     """Where the sweep in progress stands, for the status line and the library's progress bar."""
     total: int
     done: int = 0
-    label: str = ""        # the run in progress, e.g. "run 2 of 4 (minmax W4A8 s0)"
+    failed: int = 0
+    label: str = ""        # the run the view follows, e.g. "run 2 of 4 (minmax W4A8 s0) on node-1"
+    followed: int = 0      # that run's index (1-based; 0: none yet): only its search events reach the view
 
 
 class SweepActions:
@@ -52,8 +61,8 @@ class SweepActions:
     def new_sweep(self):
         return self.show_library().show_sweep_dialog()
 
-    def start_sweep(self, grid: SweepGrid, workspace: str | Path) -> bool:
-        """Search every run of ``grid`` with the run panel's other settings, into ``workspace``."""
+    def start_sweep(self, grid: SweepGrid, workspace: str | Path, backend: SweepBackend = SweepBackend()) -> bool:
+        """Search every run of ``grid`` with the run panel's other settings, into ``workspace``, on ``backend``."""
         if self._busy():
             return False
         try:
@@ -68,9 +77,9 @@ class SweepActions:
         self.results.clear()
         self.state.mark(PREPARING)
         self.state.stage = "planning the sweep"
-        log.info("sweep: %s × %s × seeds %s into %s", ",".join(grid.quantizers), ",".join(grid.bits),
-                 ",".join(map(str, grid.seeds)), workspace)
-        self._start_job(SweepJob(grid, spec, config, workspace, self._search_fn), self._sweep_events,
+        log.info("sweep: %s × %s × seeds %s into %s on %s", ",".join(grid.quantizers), ",".join(grid.bits),
+                 ",".join(map(str, grid.seeds)), workspace, backend.label)
+        self._start_job(SweepJob(grid, spec, config, workspace, self._search_fn, backend), self._sweep_events,
                         self._sweep_ended)
         self._sweep_status("planning…")
         return True
@@ -82,7 +91,8 @@ class SweepActions:
     def _sweep_events(self, items: list) -> None:
         for item in items:
             if isinstance(item, RunProgress):
-                self._run_event(item.event)
+                if item.run.index == self._sweep.followed:
+                    self._run_event(item.event)
             elif isinstance(item, PauseChanged):
                 self._run_event(item)
             else:
@@ -91,7 +101,7 @@ class SweepActions:
     def _sweep_step(self, item: Any) -> None:
         line = describe(item)
         if line:
-            log.info("%s", line)
+            log.log(logging.WARNING if isinstance(item, RunFailed) else logging.INFO, "%s", line)
         count = self._sweep
         if isinstance(item, SweepStarted):
             count.total, count.done = len(item.runs), sum(run.done for run in item.runs)
@@ -101,21 +111,34 @@ class SweepActions:
             self.state.mark(PREPARING)
             self.state.stage = f"{item.run.label}: loading and calibrating"
             self.results.clear()
-            count.label = f"run {item.run.index} of {item.run.total} ({item.run.label})"
+            where = f" on {item.worker.host}" if item.worker else ""
+            count.followed = item.run.index
+            count.label = f"run {item.run.index} of {item.run.total} ({item.run.label}){where}"
             self._sweep_status(f"{count.label}…")
         elif isinstance(item, RunDone):
             count.done += 1
-            self.state.saved = True             # the sweep wrote the run's file
-            if self.state.run is not None:
-                self.results.show_run(self.state.run, str(item.run.path))
-            self._sweep_status(f"{count.label} done → {item.run.path.name}")
+            if item.run.index == count.followed:
+                self.state.saved = True         # the sweep wrote the run's file
+                if self.state.run is not None:
+                    self.results.show_run(self.state.run, str(item.run.path))
+            self._sweep_status(f"run {item.run.index} of {item.run.total} ({item.run.label}) done → "
+                               f"{item.run.path.name}")
             self.sweep_run_done.emit(str(item.run.path))
+        elif isinstance(item, RunFailed):
+            count.done += 1
+            count.failed += 1
+            if item.run.index == count.followed:
+                self.state.mark(FAILED, f"{item.run.label}: {item.error}")
+            self._sweep_status(f"run {item.run.index} of {item.run.total} ({item.run.label}) failed: {item.error}")
+            self.sweep_run_failed.emit(LibraryRow(file=item.run.path.name, error=item.error))
         elif isinstance(item, SweepFinished):
-            self._sweep_status(f"finished: {len(item.rows)} runs in {item.seconds:.0f} s")
+            failed = f" ({count.failed} failed, see the log)" if count.failed else ""
+            self._sweep_status(f"finished: {len(item.rows)} runs{failed} in {item.seconds:.0f} s")
 
     def _sweep_ended(self, job: Job) -> None:
         if job.outcome == "finished":
-            self.state.mark(FINISHED if self.state.run is not None else STOPPED)
+            if self.state.status != FAILED:     # else the run on view failed, and says why
+                self.state.mark(FINISHED if self.state.run is not None else STOPPED)
         elif job.outcome == "stopped":
             self.state.mark(STOPPED)
             self._sweep_status(f"stopped; {self._sweep.done} of {self._sweep.total} runs done. "
