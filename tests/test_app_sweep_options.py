@@ -2,7 +2,7 @@
 
 What the forms build and what reaches the engine: the ``SweepBackend`` the sweep form makes, a missing
 ``ray`` named by the form before Start and by the app's error dialog after it, and the compile mode
-chosen in the advanced search options inside the RunSpec of a search and of a sweep's runs. The Ray
+chosen in the advanced search options inside the RunSpec of a search, a resumed one and a sweep's runs. The Ray
 backend against a real cluster is tests/test_app_sweep_ray.py.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ from app_conftest_helpers import dialogs  # noqa: F401  (shared fixture)
 
 import sys
 
+import numpy as np
 import pytest
 from PySide6.QtCore import QSettings
 
@@ -19,6 +20,8 @@ from app.jobs.background import wait_for
 from app.jobs.sweep import SweepBackend
 from app.library.sweep_dialog import SETTINGS_KEY
 from app.window.main_window import MainWindow
+from engine.runrecord import run_identity, spec_values
+from engine.search.checkpoint import SearchState, save_checkpoint
 from engine.sweep import SweepGrid
 from engine.sweep_ray import INSTALL_HINT, CellResources
 
@@ -108,3 +111,17 @@ def test_compile_mode_is_an_advanced_option_that_reaches_the_runspec(win, dialog
     assert specs[1].quant.bits_label == "W8A8"
     # the recording search yields no result, which the sweep reports as the run's failure
     assert ended.args == ["failed"] and "ended without a result" in dialogs[0][1]
+
+
+def test_a_resumed_run_computes_with_the_compile_mode_chosen_now(win, specs, qtbot, tmp_path):
+    """A checkpoint does not record the compile mode (how a run computes, like the device), so File ▸
+    Resume run… continues with the panel's."""
+    spec, config = win.run_panel.spec(), win.run_panel.search_config()
+    state = SearchState(vectors=[np.zeros(3)], rng_state=np.random.default_rng(0).bit_generator.state,
+                        base_loss=1.0, heldout_fp_top1=98.0, heldout_base_top1=90.0, current_loss=1.0)
+    checkpoint = save_checkpoint(tmp_path / "run.ckpt", state, run_identity(spec_values(spec), config.to_dict(), None))
+    win.run_panel.compile.widget.setCurrentText("off")
+    with qtbot.waitSignal(win.run_ended, timeout=30_000):
+        assert win.resume_run(checkpoint)
+    assert [(s.compile, s.model, s.quant) for s in specs] == [("off", spec.model, spec.quant)]
+    assert win.run_panel.spec().compile == "off"
