@@ -1,0 +1,196 @@
+"""The Diagnose tab of one run (in the run window and in the library): its saved diagnosis, or a new one.
+
+A run file that holds a ``/diagnosis`` group is shown at once (``engine.diagnose.load_diagnosis``, no
+model work). Diagnose measures the run in a ``DiagnoseJob`` started by the window that owns the jobs
+(``host``), with progress from the engine's ``Measured`` events; Stop closes the engine's generator
+between two measurements. The three views draw the ``Diagnosis`` the engine returns.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QShowEvent
+from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter, QVBoxLayout,
+                               QWidget)
+
+from engine.diagnose import DiagnoseConfig, Diagnosis, Measured, load_diagnosis
+from engine.scalefile import ScaleFileError
+from engine.search.events import Stage
+
+from app import errors
+from app.jobs.diagnose import DiagnoseJob
+from app.jobs.job import Job
+from app.widgets.diagnose_views import HeatmapView, SensitiveBarsView, WhatIfView, summary
+
+log = logging.getLogger(__name__)
+NO_RUN = "No finished run on screen: run a search, or open a run file, to diagnose it."
+UNSAVED = ("This run is in no file yet: Diagnose measures it, but the result is not kept (File ▸ Save scales… "
+           "first to keep it in the run file).")
+
+
+class DiagnosePanel(QWidget):
+    """``host``: the main window, which runs jobs (``runner``, ``_start_job``, ``_error``); None: saved
+    diagnoses only. ``empty_text``: what to say while no run is given."""
+
+    ended = Signal(str)      # the job's outcome: "finished" | "stopped" | "failed"
+
+    def __init__(self, host: Any = None, empty_text: str = NO_RUN, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("diagnosePanel")
+        self.host = host
+        self.empty_text = empty_text
+        self.config = DiagnoseConfig()           # the CLI's defaults
+        self.diagnosis: Diagnosis | None = None
+        self.job: Job | None = None              # the job this panel started, while it runs
+        self._record: Any = None                 # the run to diagnose: a RunRecord in no file, or
+        self._path: Path | None = None           # its run file
+        self._stale = True                       # the saved diagnosis of the run is still to be read
+
+        self.diagnose_button = QPushButton("Diagnose", objectName="diagnoseButton")
+        self.diagnose_button.setToolTip("Measure every quantization point of this run (SQNR, sensitivity, recovery; "
+                                        "base and refined scales) and the what-if bit-widths, on held-out images "
+                                        "(like python -m engine diagnose RUN.h5). About two minutes on the demo.")
+        self.diagnose_button.clicked.connect(lambda: self.start())
+        self.stop_button = QPushButton("Stop", objectName="diagnoseStop")
+        self.stop_button.setToolTip("Stop after the current measurement; nothing is kept.")
+        self.stop_button.clicked.connect(lambda: self.stop())
+        self.keep = QCheckBox("Keep the result in the run file", objectName="diagnoseKeep")
+        self.keep.setChecked(True)
+        self.keep.setToolTip("Adds a /diagnosis group to the run file (atomically; the run loads as before), so "
+                             "the next time the run is shown its diagnosis is read back, not measured again.")
+        self.progress = QProgressBar(objectName="diagnoseProgress")
+        self.progress.setTextVisible(True)
+        self.progress.setFormat("")
+        self.status = QLabel("", objectName="diagnoseStatus")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.heatmap, self.bars, self.whatif = HeatmapView(), SensitiveBarsView(), WhatIfView()
+        self._layout()
+        self._show_run()
+
+    def _layout(self) -> None:
+        bar = QHBoxLayout()
+        for widget in (self.diagnose_button, self.stop_button, self.keep):
+            bar.addWidget(widget)
+        bar.addWidget(self.progress, 1)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.bars)
+        right.addWidget(self.whatif)
+        views = QSplitter(Qt.Orientation.Horizontal)
+        views.addWidget(self.heatmap)
+        views.addWidget(right)
+        views.setSizes([700, 700])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(bar)
+        layout.addWidget(self.status)
+        layout.addWidget(views, 1)
+
+    # ------------------------------------------------------------------ which run
+
+    def set_run(self, record: Any = None, path: str | Path | None = None) -> None:
+        """The run to show: its file (``path``), or a finished run in no file yet (``record``). Cheap when
+        nothing changed; the saved diagnosis is read when the tab is on screen."""
+        path = Path(path) if path else None
+        if path != self._path or (path is None and record is not self._record):
+            self._record, self._path, self._stale = record, path, True
+            if self.job is None and self.isVisible():
+                self._show_run()
+        self._update_buttons()
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self._stale and self.job is None:
+            self._show_run()
+
+    def _show_run(self) -> None:
+        """The run's saved diagnosis, or why there is none."""
+        self._stale = False
+        diagnosis, text = None, self.empty_text
+        if self._path is not None:
+            try:
+                diagnosis = load_diagnosis(self._path)
+                text = f"Saved in {self._path.name}: {summary(diagnosis)}"
+            except (OSError, ScaleFileError) as exc:
+                text = str(exc)
+        elif self._record is not None:
+            text = UNSAVED
+        self._show(diagnosis, text)
+
+    def _show(self, diagnosis: Diagnosis | None, text: str) -> None:
+        self.diagnosis = diagnosis
+        for view in (self.heatmap, self.bars, self.whatif):
+            view.show_diagnosis(diagnosis)
+        self.status.setText(text)
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        has_run = self._path is not None or self._record is not None
+        host_free = self.host is not None and self.host.runner is None
+        self.diagnose_button.setEnabled(has_run and host_free and self.job is None)
+        self.stop_button.setEnabled(self.job is not None and not self.job.stop_requested)
+        self.keep.setEnabled(self._path is not None and self.job is None)
+        if self.host is None:
+            self.diagnose_button.setToolTip("Diagnose runs from the main window's library.")
+
+    # ------------------------------------------------------------------ the job
+
+    def start(self) -> bool:
+        """Diagnose the run in the host's worker; False when there is nothing to diagnose or it is busy."""
+        if self.host is None or (self._path is None and self._record is None) or self.job is not None:
+            return False
+        if self.host.runner is not None:
+            self.status.setText("Busy: a search, sweep or export is running; diagnose when it has ended.")
+            return False
+        job = DiagnoseJob(self._path or self._record, self.config, keep_in_run=self.keep.isChecked())
+        log.info("diagnosing %s", self._path or "the run on screen")
+        self.progress.setRange(0, 0)
+        self.status.setText("Diagnosing: starting…")
+        self.host._start_job(job, self._events, self._ended)
+        self.job = self.host.runner
+        self._update_buttons()
+        return True
+
+    def stop(self) -> None:
+        if self.job is not None and not self.job.stop_requested:
+            self.job.stop()
+            self.status.setText("Stopping after the current measurement…")
+            self._update_buttons()
+
+    def _events(self, items: list) -> None:
+        for item in items:
+            if isinstance(item, Stage):
+                log.info("diagnose: %s", item.message)
+                self.progress.setRange(0, 0)
+                self.status.setText(f"Diagnosing: {item.message}…")
+            elif isinstance(item, Measured):
+                self.progress.setRange(0, item.total)
+                self.progress.setValue(item.done)
+                self.progress.setFormat(f"{item.done} / {item.total} measurements")
+                self.status.setText(f"Diagnosing: {item.what}")
+
+    def _ended(self, job: Job) -> None:
+        self.job = None
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.progress.setFormat("")
+        kept = job.kind.path if job.kind.keep_in_run else None
+        same_run = job.kind.run is self._record if job.kind.path is None else job.kind.path == self._path
+        if job.outcome == "finished" and job.result is not None and same_run:
+            self.progress.setValue(1)
+            where = f"kept in {kept.name}" if kept is not None else "not kept in a file"
+            log.info("diagnosed in %.1f s (%s)", job.result.seconds, where)
+            self._show(job.result, f"Diagnosed ({where}): {summary(job.result)}")
+        elif job.outcome == "failed":
+            problem = errors.describe(job.error)
+            self.status.setText(f"The diagnosis failed: {problem.title}: {problem.message}")
+            self.host._error(job.error, "Diagnose")
+        else:
+            self._show_run()            # stopped (nothing kept), or the run changed meanwhile
+            if job.outcome == "stopped":
+                self.status.setText("Stopped: nothing was kept. " + self.status.text())
+        self._update_buttons()
+        self.ended.emit(job.outcome)
