@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.library import LibraryRow
-from engine.sweep import (RunDone, RunFailed, RunProgress, RunStarted, SweepFinished, SweepGrid, SweepStarted,
-                          describe)
+from engine.sweep import (PlannedRun, RunDone, RunFailed, RunProgress, RunStarted, SweepFinished, SweepGrid,
+                          SweepStarted, describe)
 
 from app import errors
 from app.jobs.job import Job, PauseChanged
@@ -113,7 +113,7 @@ class SweepActions:
             self.results.clear()
             where = f" on {item.worker.host}" if item.worker else ""
             count.followed = item.run.index
-            count.label = f"run {item.run.index} of {item.run.total} ({item.run.label}){where}"
+            count.label = f"{_named(item.run)}{where}"
             self._sweep_status(f"{count.label}…")
         elif isinstance(item, RunDone):
             count.done += 1
@@ -121,15 +121,14 @@ class SweepActions:
                 self.state.saved = True         # the sweep wrote the run's file
                 if self.state.run is not None:
                     self.results.show_run(self.state.run, str(item.run.path))
-            self._sweep_status(f"run {item.run.index} of {item.run.total} ({item.run.label}) done → "
-                               f"{item.run.path.name}")
+            self._sweep_status(f"{_named(item.run)} done → {item.run.path.name}")
             self.sweep_run_done.emit(str(item.run.path))
         elif isinstance(item, RunFailed):
             count.done += 1
             count.failed += 1
             if item.run.index == count.followed:
                 self.state.mark(FAILED, f"{item.run.label}: {item.error}")
-            self._sweep_status(f"run {item.run.index} of {item.run.total} ({item.run.label}) failed: {item.error}")
+            self._sweep_status(f"{_named(item.run)} failed: {item.error}")
             self.sweep_run_failed.emit(LibraryRow(file=item.run.path.name, error=item.error))
         elif isinstance(item, SweepFinished):
             failed = f" ({count.failed} failed, see the log)" if count.failed else ""
@@ -150,3 +149,8 @@ class SweepActions:
             self._error(job.error, "The sweep")
         self._refresh()
         self.sweep_ended.emit(job.outcome)
+
+
+def _named(run: PlannedRun) -> str:
+    """How the status line names a run of the sweep, e.g. "run 2 of 4 (minmax W4A8 s0)"."""
+    return f"run {run.index} of {run.total} ({run.label})"
