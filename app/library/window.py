@@ -1,7 +1,8 @@
 """The run library window: the workspace's runs and the views that put them next to each other.
 
 Tabs: Runs (the table), Accuracy vs bit-width and Quantizer × bits (over every readable run),
-Side by side and Layer (over the runs selected in the table, read in the background). The window only wires the pieces:
+Side by side and Layer (over the runs selected in the table, read in the background), Diagnose (one selected
+run: its saved diagnosis, or one measured in the main window's worker). The window only wires the pieces:
 numbers come from ``engine.compare``, files from ``engine.library``, sweeps from the main window.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from app.library.bits_views import AccuracyVsBitsView, BitsMatrixView
 from app.library.panel import LibraryPanel
 from app.library.run_views import LayerDetailView, SideBySideView
 from app.library.sweep_dialog import SweepDialog
+from app.run.diagnose_panel import DiagnosePanel
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +40,11 @@ class LibraryWindow(QMainWindow):
         self.matrix = BitsMatrixView()
         self.side = SideBySideView()
         self.layer = LayerDetailView()
+        self.diagnose = DiagnosePanel(main, empty_text="Select one run in the Runs tab to diagnose it.")
         self.tabs = QTabWidget(objectName="libraryTabs")
         for widget, title in ((self.panel, "Runs"), (self.accuracy, "Accuracy vs bit-width"),
-                              (self.matrix, "Quantizer × bits"), (self.side, "Side by side"), (self.layer, "Layer")):
+                              (self.matrix, "Quantizer × bits"), (self.side, "Side by side"), (self.layer, "Layer"),
+                              (self.diagnose, "Diagnose")):
             self.tabs.addTab(widget, title)
         self.setCentralWidget(self.tabs)
         self._records: dict[str, tuple[float, Any]] = {}     # file -> (mtime, RunRecord)
@@ -93,6 +97,7 @@ class LibraryWindow(QMainWindow):
         files are read in the background (a few hundred ms each)."""
         current = self.tabs.currentWidget()
         files = tuple((row.file, self.panel.path_of(row)) for row in self._selected)
+        self.diagnose.set_run(None, files[0][1] if len(files) == 1 and self._selected[0].ok else None)
         for name, view in (("side", self.side), ("layer", self.layer)):
             if current is view and self._drawn.get(name) != files:
                 cache = dict(self._records)

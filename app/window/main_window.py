@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QTimer, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
 from engine.search.events import BlockDone, Stage, Started
 
@@ -22,6 +22,7 @@ from app.jobs.job import Job, JobKind, PauseChanged
 from app.jobs.search import SearchJob
 from app.responsiveness import freeze_startup_objects
 from app.run.controls import ControlBar
+from app.run.diagnose_panel import DiagnosePanel
 from app.run.panel import RunPanel
 from app.run.plots import PlotsPanel
 from app.run.results_card import ResultsCard
@@ -86,6 +87,7 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         self.results = ResultsCard()
         self.plots = PlotsPanel()
         self.log_panel = LogPanel()
+        self.diagnose = DiagnosePanel(host=self)
         intro = QLabel(INTRO, objectName="intro")
         intro.setWordWrap(True)
 
@@ -96,7 +98,10 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         right_layout.addWidget(intro)
         right_layout.addWidget(self.controls)
         right_layout.addWidget(self.results)
-        right_layout.addWidget(self.plots, 1)
+        self.view_tabs = QTabWidget(objectName="runTabs")
+        self.view_tabs.addTab(self.plots, "Search")
+        self.view_tabs.addTab(self.diagnose, "Diagnose")   # the run on screen, once it has finished
+        right_layout.addWidget(self.view_tabs, 1)
 
         vertical = QSplitter(Qt.Orientation.Vertical)
         vertical.addWidget(right)
@@ -318,6 +323,7 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         self.resume_action.setEnabled(self.runner is None)
         self.evaluate_action.setEnabled(self.runner is None)
         self.export_action.setEnabled(self.runner is None)
+        self.diagnose.set_run(self.state.run, self.state.source_path)
         self.sweep_action.setEnabled(self.runner is None)
 
     # ------------------------------------------------------------------ errors, closing
