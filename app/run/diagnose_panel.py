@@ -132,7 +132,7 @@ class DiagnosePanel(QWidget):
         host_free = self.host is not None and self.host.runner is None
         self.diagnose_button.setEnabled(has_run and host_free and self.job is None)
         self.stop_button.setEnabled(self.job is not None and not self.job.stop_requested)
-        self.keep.setEnabled(self._path is not None and self.job is None)
+        self.keep.setEnabled(self.host is not None and self._path is not None and self.job is None)
         if self.host is None:
             self.diagnose_button.setToolTip("Diagnose runs from the main window's library.")
 
