@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -22,7 +22,9 @@ from .models import DEMO_MODEL
 from .pipeline import Prepared, RunSpec, prepare
 from .quant import QuantizedModel
 from .search.config import SearchConfig
-from .search.evaluator import CachedEvaluator, NaiveEvaluator, search_fitness
+from .bench_forward import segment_flops
+from .search.compiled import evaluation_forwards
+from .search.evaluator import CachedEvaluator, Forwards, NaiveEvaluator, search_fitness
 from .search.segments import model_segments
 from .search.space import block_space, mutate
 
@@ -31,16 +33,28 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BenchResult:
+    """Eager cached (``opt_*``, the historical keys) and compiled cached (``compiled_*``; None when
+    not compiling) paths, each over the naive path; ``gflops`` per path counts the matmul work each
+    really did (the cached paths skip the blocks before the searched one)."""
     naive_evals_per_s: float
     opt_evals_per_s: float
     speedup: float
     cpu_speedup: float          # the same ratio in process CPU time
     max_rel_loss_diff: float
+    gflops: dict[str, float]
     model: str
     device: str
     evaluations: int
     n_calib: int
     blocks: int
+    compiled: bool | None = None                # False: compilation failed and that path ran eager
+    compile_s: float | None = None              # its first (compiling) pass minus its timed pass
+    compiled_evals_per_s: float | None = None
+    compiled_speedup: float | None = None
+    compiled_cpu_speedup: float | None = None
+    compiled_max_rel_loss_diff: float | None = None
+    compiled_equals_eager: bool | None = None   # every compiled loss bit-identical to the eager cached one
+    forward: dict | None = None                 # ForwardBench.to_dict(), when measured
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,10 +84,35 @@ def _timed(device: torch.device, fn, *args) -> tuple[object, float, float]:
     return result, time.perf_counter() - wall, time.process_time() - cpu
 
 
+@dataclass
+class _PathClock:
+    """One evaluation path's losses and accumulated wall and CPU seconds."""
+    losses: list = field(default_factory=list)
+    wall: float = 0.0
+    cpu: float = 0.0
+
+    def run(self, device: torch.device, fn, *args) -> None:
+        losses, wall, cpu = _timed(device, fn, *args)
+        self.losses.append(losses)
+        self.wall, self.cpu = self.wall + wall, self.cpu + cpu
+
+    def rel_diff(self, reference: np.ndarray) -> float:
+        losses = np.concatenate(self.losses)
+        return float((np.abs(losses - reference) / np.maximum(np.abs(reference), np.finfo(np.float64).tiny)).max())
+
+
+def _cached_pass(evaluator: CachedEvaluator, work, children: int, clock: _PathClock, device: torch.device) -> None:
+    for index, space, vectors in work:
+        for i in range(0, len(vectors), children):
+            clock.run(device, evaluator.evaluate, index, space, vectors[i:i + children])
+
+
 def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: SearchConfig, model_name: str,
-              device: torch.device, candidates: int = 8, seed: int = 0) -> BenchResult:
-    """Time both paths over the same candidates; the optimised path's time includes building its
-    block-input cache at every block. Both use the fitness's images (``config.search_images``)."""
+              device: torch.device, candidates: int = 8, seed: int = 0, compile_mode: str = "off") -> BenchResult:
+    """Time the paths over the same candidates; a cached path's time includes building its block-input
+    cache at every block. Where ``compile_mode`` compiles (``compiled.should_compile``), the compiled
+    path runs once untimed first: its compilation, reported as ``compile_s``. All use the fitness's
+    images (``config.search_images``)."""
     calib = first_images(calib, config.search_images)
     keep_freed_memory()   # as the search does before its evaluations (engine/allocator.py)
     segments = model_segments(qmodel.model)
@@ -82,25 +121,43 @@ def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: Sea
     n_evals = sum(len(vectors) for _, _, vectors in work)
 
     naive = NaiveEvaluator(qmodel, segments, calib, fitness)
-    cached = CachedEvaluator(qmodel, segments, calib, fitness)
-    naive_s = naive_cpu = opt_s = opt_cpu = 0.0
-    naive_losses, opt_losses = [], []
-    for index, space, vectors in work:   # interleaved per block, so load changes hit both paths alike
-        losses, wall, cpu = _timed(device, naive.evaluate, space, vectors)
-        naive_losses.append(losses)
-        naive_s, naive_cpu = naive_s + wall, naive_cpu + cpu
-        for i in range(0, len(vectors), config.children):
-            losses, wall, cpu = _timed(device, cached.evaluate, index, space, vectors[i:i + config.children])
-            opt_losses.append(losses)
-            opt_s, opt_cpu = opt_s + wall, opt_cpu + cpu
-    naive_losses, opt_losses = np.concatenate(naive_losses), np.concatenate(opt_losses)
-    log.info("%d evaluations: naive %.1f s (CPU %.1f s), optimised %.1f s (CPU %.1f s)", n_evals, naive_s,
-             naive_cpu, opt_s, opt_cpu)
+    cached = {"cached_eager": CachedEvaluator(qmodel, segments, calib, fitness)}
+    forwards = evaluation_forwards(segments, compile_mode, calib[0])
+    compiling = forwards != Forwards(segments)
+    warmup = _PathClock()
+    if compiling:
+        cached["cached_compiled"] = CachedEvaluator(qmodel, segments, calib, fitness, forwards=forwards)
+        _cached_pass(cached["cached_compiled"], work, config.children, warmup, device)
+        cached["cached_compiled"].begin_pass()
+    clocks = {name: _PathClock() for name in ("naive", *cached)}
+    for index, space, vectors in work:   # interleaved per block, so load changes hit every path alike
+        clocks["naive"].run(device, naive.evaluate, space, vectors)
+        for name, evaluator in cached.items():
+            _cached_pass(evaluator, [(index, space, vectors)], config.children, clocks[name], device)
+    log.info("%d evaluations: %s", n_evals, ", ".join(f"{name} {c.wall:.1f} s (CPU {c.cpu:.1f} s)"
+                                                      for name, c in clocks.items()))
 
-    rel = np.abs(opt_losses - naive_losses) / np.maximum(np.abs(naive_losses), np.finfo(np.float64).tiny)
-    return BenchResult(naive_evals_per_s=n_evals / naive_s, opt_evals_per_s=n_evals / opt_s, speedup=naive_s / opt_s,
-                       cpu_speedup=naive_cpu / opt_cpu, max_rel_loss_diff=float(rel.max()), model=model_name,
-                       device=str(device), evaluations=n_evals, n_calib=sum(len(b) for b in calib), blocks=len(work))
+    images = sum(len(b) for b in calib)
+    flops = segment_flops(segments, calib[0], fitness.pre_logits)
+    cached_flops = images * sum(flops.before(index) + len(vectors) * flops.from_block(index)
+                                for index, _, vectors in work)
+    reference = np.concatenate(clocks["naive"].losses)
+    base, eager = clocks["naive"], clocks["cached_eager"]
+    result = BenchResult(
+        naive_evals_per_s=n_evals / base.wall, opt_evals_per_s=n_evals / eager.wall, speedup=base.wall / eager.wall,
+        cpu_speedup=base.cpu / eager.cpu, max_rel_loss_diff=eager.rel_diff(reference),
+        gflops={name: (images * n_evals * flops.total if name == "naive" else cached_flops) / clock.wall / 1e9
+                for name, clock in clocks.items()},
+        model=model_name, device=str(device), evaluations=n_evals, n_calib=images, blocks=len(work))
+    if not compiling:
+        return result
+    fused = clocks["cached_compiled"]
+    return replace(result, compiled=not forwards.candidates.fallback.active,
+                   compile_s=max(0.0, warmup.wall - fused.wall), compiled_evals_per_s=n_evals / fused.wall,
+                   compiled_speedup=base.wall / fused.wall, compiled_cpu_speedup=base.cpu / fused.cpu,
+                   compiled_max_rel_loss_diff=fused.rel_diff(reference),
+                   compiled_equals_eager=bool(np.array_equal(np.concatenate(fused.losses),
+                                                             np.concatenate(eager.losses))))
 
 
 def bench_inputs(spec: RunSpec) -> Prepared:

@@ -59,7 +59,8 @@ def run_spec(args: argparse.Namespace, quant: QuantConfig | None = None):
 
     return RunSpec(model=args.model, weights=args.weights, pretrained=args.pretrained, data=args.data,
                    quant=quant or quant_config(args), calib_size=args.calib_size, batch_size=args.batch_size,
-                   seed=args.seed, device=args.device, heldout_from=args.heldout_from)
+                   seed=args.seed, device=args.device, heldout_from=args.heldout_from,
+                   compile=getattr(args, "compile", "auto"))
 
 
 def emit(args: argparse.Namespace, result: dict[str, Any], human: str) -> None:

@@ -28,6 +28,7 @@ class RunSpec:
     seed: int = 0
     device: str | None = None
     heldout_from: str = "train"        # a folder's held-out images: a draw from train/ or from val/
+    compile: str = "auto"              # torch.compile of candidate evaluation (search/compiled.py): same results
 
     def to_dict(self) -> dict:
         return asdict(self)

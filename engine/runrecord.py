@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 # RunSpec fields that do not make a run another run: the device (a run may continue on another one)
 # and where the weights came from (their hash, ``weights_sha256``, identifies them, wherever the file lies).
-NOT_IDENTITY = frozenset({"device", "weights", "pretrained"})
+EXECUTION = frozenset({"device", "compile"})     # where and how a run computes, not what it computes
+NOT_IDENTITY = EXECUTION | {"weights", "pretrained"}
 
 
 @dataclass
@@ -57,8 +58,9 @@ def _plain(values: Any) -> Any:
 
 
 def spec_values(spec: Any) -> dict[str, Any]:
-    """A RunSpec as the run file records it: every field but the device, as plain JSON values."""
-    return _plain({k: v for k, v in spec.to_dict().items() if k != "device"})
+    """A RunSpec as the run file records it: every field but how it was executed, as plain JSON values
+    (so a run file is the same whatever device type and compile mode computed it)."""
+    return _plain({k: v for k, v in spec.to_dict().items() if k not in EXECUTION})
 
 
 def run_identity(spec: dict[str, Any], search: dict[str, Any] | None, weights_sha256: str | None) -> dict[str, Any]:

@@ -4,8 +4,10 @@ with ``--memory``, peak memory of calibration and of one search pass at two cali
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
-from ..bench import bench_inputs, run_bench
+from ..bench import BenchResult, bench_inputs, run_bench
+from ..bench_forward import measure_forwards
 from ..bench_memory import format_table, run_memory_bench
 from ..cli import add_model_args, add_output_args, add_quant_args, emit, run_spec
 from ..export import load_export
@@ -68,10 +70,28 @@ def run(args: argparse.Namespace) -> int:
         emit(args, memory.to_dict(), format_table(memory))
         return 0
     prepared = bench_inputs(spec)
-    result = run_bench(prepared.qmodel, prepared.calib, config, spec.model, prepared.device, args.candidates, args.seed)
-    emit(args, result.to_dict(),
-         f"{result.model} on {result.device}: naive {result.naive_evals_per_s:.2f} evals/s, optimised "
-         f"{result.opt_evals_per_s:.2f} evals/s, speedup {result.speedup:.2f}x (CPU time {result.cpu_speedup:.2f}x), "
-         f"max relative loss difference {result.max_rel_loss_diff:.1e} ({result.evaluations} evaluations, "
-         f"{result.n_calib} images, {result.blocks} blocks)")
+    result = run_bench(prepared.qmodel, prepared.calib, config, spec.model, prepared.device, args.candidates,
+                       args.seed, compile_mode=spec.compile)
+    if result.compiled is not None:
+        result = replace(result, forward=measure_forwards(prepared).to_dict())
+    emit(args, result.to_dict(), _summary(result))
     return 0
+
+
+def _summary(result: BenchResult) -> str:
+    lines = [f"{result.model} on {result.device}: naive {result.naive_evals_per_s:.2f} evals/s, optimised "
+             f"{result.opt_evals_per_s:.2f} evals/s, speedup {result.speedup:.2f}x (CPU time {result.cpu_speedup:.2f}x), "
+             f"max relative loss difference {result.max_rel_loss_diff:.1e} ({result.evaluations} evaluations, "
+             f"{result.n_calib} images, {result.blocks} blocks)"]
+    if result.compiled is not None:
+        lines.append(f"compiled{'' if result.compiled else ' (FAILED: ran eager)'}: {result.compiled_evals_per_s:.2f} "
+                     f"evals/s, speedup {result.compiled_speedup:.2f}x (CPU time {result.compiled_cpu_speedup:.2f}x), "
+                     f"losses {'bit-identical to' if result.compiled_equals_eager else 'DIFFERENT from'} eager, "
+                     f"compile {result.compile_s:.1f} s")
+    lines.append("matmul GFLOP/s: " + ", ".join(f"{name} {value:.1f}" for name, value in result.gflops.items()))
+    if result.forward:
+        f = result.forward
+        lines.append(f"forward per image: FP {f['fp_s'] * 1e3:.1f} ms, fake-quant eager {f['fq_eager_s'] * 1e3:.1f} ms "
+                     f"({f['fq_eager_over_fp']:.2f}x FP), compiled {f['fq_compiled_s'] * 1e3:.1f} ms "
+                     f"({f['fq_compiled_over_fp']:.2f}x FP); plain matmul {f['matmul_gflops']:.1f} GFLOP/s")
+    return "\n".join(lines)

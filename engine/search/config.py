@@ -18,6 +18,7 @@ MUTATIONS = ("absolute", "relative")
 LOSS_NAMES = ("contrastive", "kl", "mse", "cosine")
 FEATURES = ("logits", "prelogits")
 SELECTIONS = ("last", "best-loss", "best-heldout")
+COMPILE_MODES = ("auto", "on", "off")
 
 # Absolute noise U(-r, r) as in the release: r = 1e-3 at <= 4 bits, 1e-4 above.
 ABSOLUTE_RANGE_LOW_BITS = 1e-3
@@ -156,6 +157,9 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
     for flag, kind, text in _FLAGS:
         dest = flag.replace("-", "_")
         group.add_argument(f"--{flag}", dest=dest, type=kind, default=None, choices=_CHOICES.get(dest), help=text)
+    group.add_argument("--compile", choices=COMPILE_MODES, default="auto",
+                       help="torch.compile the blocks candidate evaluation reruns (same losses, bit for bit; falls "
+                            "back to eager if compiling fails); auto: on for blocks of deit_tiny's size and up")
 
 
 def search_config_from_args(args: argparse.Namespace) -> SearchConfig:

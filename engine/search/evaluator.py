@@ -10,7 +10,8 @@ network on every calibration batch. ``CachedEvaluator`` is ours and gives the sa
 * a candidate reruns only its block and the ones after it, plus the head;
 * several candidates run in one batched call: ``torch.vmap`` over the block's scale buffers
   (``torch.func.functional_call``), then the later blocks see candidates stacked along the batch;
-* per-batch losses stay on the device, with one host copy per call (no sync per candidate).
+* per-batch losses stay on the device, with one host copy per call (no sync per candidate);
+* its forwards may be compiled (``compiled.py``), with losses bit-identical to eager.
 
 The model's own buffers are never touched during evaluation, so a consumer may stop the search
 between any two evaluations and the model still holds the last written-back scales.
@@ -18,10 +19,11 @@ between any two evaluations and the model still holds the last written-back scal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 from torch.func import functional_call
 
 from ..quant import QuantizedModel
@@ -93,14 +95,31 @@ class NaiveEvaluator:
         return mean_over_batches(torch.stack(rows))
 
 
+def candidate_outputs(block: nn.Module, buffers: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``block``'s output for every candidate on the same input: vmap over the candidates' stacked
+    buffers (``(K, *shape)`` each), giving ``(K, *x.shape)``."""
+    return torch.vmap(lambda own, rows: functional_call(block, own, (rows,)), in_dims=(0, None))(buffers, x)
+
+
+@dataclass(frozen=True)
+class Forwards:
+    """What candidate evaluation runs: ``segments`` for the blocks before and after the searched one,
+    ``candidates`` (``candidate_outputs`` or its compiled twin) for the searched block."""
+    segments: Segments
+    candidates: Callable[[nn.Module, dict[str, torch.Tensor], torch.Tensor], torch.Tensor] = candidate_outputs
+
+
 class CachedEvaluator:
     """Block-input cache + batched candidates. The cache holds the input of one block, the last one
     evaluated; call ``begin_pass`` whenever blocks before the one under search may have changed
-    (at the start of each pass, after a resume) so that it is rebuilt from the model."""
+    (at the start of each pass, after a resume) so that it is rebuilt from the model.
+
+    ``forwards`` runs the blocks (eager by default; ``compiled.py`` builds the compiled ones)."""
 
     def __init__(self, qmodel: QuantizedModel, segments: Segments, calib: Sequence[torch.Tensor],
-                 fitness: Fitness, stack_elements: int | None = None) -> None:
+                 fitness: Fitness, stack_elements: int | None = None, forwards: Forwards | None = None) -> None:
         self.qmodel, self.segments, self.fitness = qmodel, segments, fitness
+        self.forwards = forwards or Forwards(segments)
         self.calib = list(calib)
         self.batch_sizes = [len(images) for images in self.calib]
         device = self.calib[0].device.type
@@ -127,7 +146,7 @@ class CachedEvaluator:
         allocated once: no per-batch list concatenated into a second copy."""
         cache, offset = None, 0
         for images in self.calib:
-            x = self.segments.block_input(images, block_index)
+            x = self.forwards.segments.block_input(images, block_index)
             if cache is None:
                 cache = x.new_empty((sum(self.batch_sizes), *x.shape[1:]))
             cache[offset:offset + len(x)] = x
@@ -139,12 +158,11 @@ class CachedEvaluator:
         cache = self.block_input(block_index)
         block = self.segments.blocks[block_index]
         stacked = space.stacked_buffers(torch.from_numpy(np.ascontiguousarray(vectors, np.float32)).to(cache.device))
-        batched_block = torch.vmap(lambda buffers, x: functional_call(block, buffers, (x,)), in_dims=(0, None))
 
         def outputs(buffers: dict[str, torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
             n = next(iter(buffers.values())).shape[0]
-            out = batched_block(buffers, rows).flatten(0, 1)               # candidates stacked on the batch
-            return self.segments.run_after(out, block_index, self.fitness.pre_logits).unflatten(0, (n, -1))
+            out = self.forwards.candidates(block, buffers, rows).flatten(0, 1)   # candidates stacked on the batch
+            return self.forwards.segments.run_after(out, block_index, self.fitness.pre_logits).unflatten(0, (n, -1))
 
         max_rows = max(1, self.stack_elements // cache[0].numel())
         per_call = min(len(vectors), max(1, max_rows // max(self.batch_sizes)))

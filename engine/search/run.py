@@ -27,6 +27,7 @@ from ..quant import QuantizedModel, ScaleSet
 from ..runrecord import RunRecord, identity_mismatch, run_identity, spec_values
 from .checkpoint import SearchState, load_checkpoint, save_checkpoint
 from .config import SearchConfig
+from .compiled import evaluation_forwards
 from .evaluator import CachedEvaluator, search_fitness
 from .events import BlockDone, Evaluated, Event, Finished, PassDone, Stage, Started
 from .evolution import BlockResult, EvolutionParams, evolve_block
@@ -167,7 +168,8 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
     yield Stage("computing the FP reference on the calibration images")
     images = first_images(prepared.calib, config.search_images)
     keep_freed_memory()   # candidate evaluation reuses freed memory from here on (engine/allocator.py)
-    evaluator = CachedEvaluator(qmodel, segments, images, search_fitness(qmodel, segments, images, config))
+    evaluator = CachedEvaluator(qmodel, segments, images, search_fitness(qmodel, segments, images, config),
+                                forwards=evaluation_forwards(segments, spec.compile, images[0]))
     heldout = materialize(prepared.splits.heldout, spec.batch_size, prepared.device)   # read after every step
     rng = np.random.default_rng([SEARCH_STREAM, spec.seed])
     if resume is not None:

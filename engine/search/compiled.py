@@ -1,0 +1,132 @@
+"""``torch.compile`` of the blocks the evaluator reruns: the same losses as eager, never an error.
+
+Fake quantization is elementwise: eager, each point costs seven passes over its tensor (divide, round,
+add, two clamps, subtract, multiply); inductor fuses them into one pass, or into the kernel next to it.
+But inductor also rewrites LayerNorm, GELU and softmax into its own kernels, whose results differ from
+eager's by an ulp in ~40 % of the elements, and at 3-4 bits a few of those land across a rounding
+boundary (deit_tiny W4A3: 1.6e-4 of a block's outputs move by a whole quantization step). So those ops
+keep their eager kernels (``EAGER_OPS``) and inductor fuses everything around them: compiled and
+eager give bit-identical blocks, and a search's result does not depend on whether it compiled.
+
+Compilation is lazy (at a block's first call), so failures surface there: a missing C++ toolchain,
+an op inductor cannot lower, a model dynamo cannot trace. The first one switches every compiled
+block of the run back to eager with one log line. Inductor keeps its generated kernels on disk
+(its FX graph cache), so a second run on the same model skips the C++ compilation.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .config import COMPILE_MODES
+from .evaluator import Forwards, candidate_outputs
+from .segments import Segments
+
+log = logging.getLogger(__name__)
+
+# ``auto`` compiles blocks whose input holds at least this many values per image (tokens x width).
+# Measured with ``bench``: deit_tiny (197 x 192 = 37,824) gains; the digits demo (17 x 64 = 1,088)
+# spends more on compiling than fusion saves over a whole search.
+AUTO_MIN_BLOCK_ELEMENTS = 8192
+# Swin's stages, shifted and plain windows, and the evaluator's batch shapes each make a graph.
+RECOMPILE_LIMIT = 64
+
+_aten = torch.ops.aten
+EAGER_OPS = frozenset({_aten.native_layer_norm, _aten.layer_norm, _aten.gelu, _aten._softmax, _aten.softmax})
+
+
+def exact_inductor(graph: torch.fx.GraphModule, example_inputs: list) -> Callable:
+    """Inductor without its own LayerNorm, GELU and softmax. AOTAutograd's cache is bypassed: it is
+    keyed on the graph before decomposition, so it could hand back a plain-inductor build of the same
+    graph; inductor's own cache, keyed on the decomposed graph, still skips repeated C++ builds."""
+    from torch._inductor.compile_fx import compile_fx
+    from torch._inductor.decomposition import select_decomp_table
+
+    table = {op: fn for op, fn in select_decomp_table().items()
+             if getattr(op, "overloadpacket", op) not in EAGER_OPS}
+    with torch._functorch.config.patch(enable_autograd_cache=False):
+        return compile_fx(graph, example_inputs, decompositions=table)
+
+
+def should_compile(mode: str, block_elements: int) -> bool:
+    """``on``/``off`` as asked; ``auto`` where it measured faster (blocks of deit_tiny's size and up)."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    return mode == "on" or (mode == "auto" and block_elements >= AUTO_MIN_BLOCK_ELEMENTS)
+
+
+class EagerFallback:
+    """Shared by the compiled blocks of one run: after the first failure, all of them run eager."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.reason is not None
+
+    def trip(self, error: Exception) -> None:
+        self.reason = _root_cause(error)
+        log.warning("torch.compile failed, running eager from here on (%s)", self.reason)
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost exception, one line: dynamo wraps the compiler's own error (a missing g++, ...)."""
+    while (inner := getattr(error, "inner_exception", None) or error.__cause__) is not None:
+        error = inner
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A compiled callable with its eager original beside it for the fallback."""
+    eager: Callable[..., torch.Tensor]
+    compiled: Callable[..., torch.Tensor]
+    fallback: EagerFallback
+
+    def __call__(self, *args) -> torch.Tensor:
+        if self.fallback.active:
+            return self.eager(*args)
+        try:
+            return self.compiled(*args)
+        except torch.OutOfMemoryError:
+            raise                       # eager would not fit either; the search reports it
+        except Exception as error:      # noqa: BLE001 - any compiler failure means "run eager"
+            self.fallback.trip(error)
+            return self.eager(*args)
+
+
+def _contiguous_candidates(block: nn.Module, buffers: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The candidates' buffers are views into one vector, strided by the block's vector size; made
+    contiguous, blocks with different vector sizes (Swin's stages) guard alike."""
+    return candidate_outputs(block, {name: value.contiguous() for name, value in buffers.items()}, x)
+
+
+def compiled_forwards(segments: Segments, backend: Callable | str = exact_inductor) -> Forwards:
+    """Every block compiled (blocks of one class share one graph: parameters and buffers are graph
+    inputs), and the candidate-batched searched block; stem, joins and head stay eager (a small share).
+    One failure anywhere sends all of them back to eager."""
+    fallback = EagerFallback()
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    blocks = tuple(Compiled(block, torch.compile(block, backend=backend), fallback) for block in segments.blocks)
+    candidates = Compiled(candidate_outputs, torch.compile(_contiguous_candidates, backend=backend), fallback)
+    return Forwards(replace(segments, blocks=blocks), candidates)
+
+
+def block_elements(segments: Segments, images: torch.Tensor) -> int:
+    """Values per image entering the first block (tokens x width): the size ``auto`` decides on."""
+    with torch.no_grad():
+        return segments.block_input(images[:1], 0)[0].numel()
+
+
+def evaluation_forwards(segments: Segments, mode: str, images: torch.Tensor) -> Forwards:
+    """The forwards candidate evaluation runs: compiled where ``mode`` asks for it."""
+    if not should_compile(mode, block_elements(segments, images)):
+        return Forwards(segments)
+    log.info("compiling the blocks for candidate evaluation (--compile %s)", mode)
+    return compiled_forwards(segments)
