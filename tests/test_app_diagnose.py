@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.jobs.diagnose import DiagnoseJob  # noqa: E402
 from app.library.window import LibraryWindow  # noqa: E402
-from app.run.diagnose_panel import DiagnosePanel  # noqa: E402
+from app.run.diagnose_panel import UNSAVED, DiagnosePanel  # noqa: E402
+from app.run.state import RunState  # noqa: E402
 from app.widgets.diagnose_views import DIFFERENCE, format_value  # noqa: E402
 from engine.cli import main as engine_main  # noqa: E402
 from engine.diagnose import DiagnoseConfig, Diagnosed, diagnose_run, load_diagnosis, save_into_run  # noqa: E402
@@ -162,3 +164,16 @@ def test_stop_ends_the_diagnosis_between_measurements_and_keeps_nothing(qtbot, w
     assert panel.diagnose_button.isEnabled()
     with pytest.raises(ScaleFileError, match="holds no diagnosis"):
         load_diagnosis(path)
+
+
+def test_a_finished_run_in_no_file_is_diagnosed_from_memory_and_nothing_is_kept(qtbot, window, run_file):
+    record = load_run(run_file)
+    window.state = RunState.from_record(record)            # as a search leaves it before Save scales…
+    window._refresh()
+    panel = window.diagnose
+    window.view_tabs.setCurrentWidget(panel)
+    assert panel.status.text() == UNSAVED and panel.diagnose_button.isEnabled() and not panel.keep.isEnabled()
+    job = DiagnoseJob(record, SMALL)
+    events = job.events()
+    assert next(events).message.startswith("rebuilding digits-vit minmax W4A3 from the unsaved run")
+    events.close()
