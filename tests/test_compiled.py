@@ -103,17 +103,19 @@ def test_a_missing_cxx_toolchain_falls_back_to_eager(vit, monkeypatch, caplog):
     np.testing.assert_array_equal(losses, _first_block_losses(qmodel, calib))
 
 
-def test_auto_compiles_blocks_of_deit_tiny_size_and_not_the_demo(vit):
+def test_auto_compiles_on_cuda_for_blocks_of_deit_tiny_size_only(vit):
     qmodel, calib = vit
     segments = model_segments(qmodel.model)
     assert block_elements(segments, calib[0]) == 17 * 32             # 16 patches + class token, width 32
     assert evaluation_forwards(segments, "auto", calib[0]) == Forwards(segments)
     assert evaluation_forwards(segments, "off", calib[0]) == Forwards(segments)
     assert evaluation_forwards(segments, "on", calib[0]).segments.blocks[0].eager is segments.blocks[0]
-    assert should_compile("auto", 197 * 192) and not should_compile("auto", AUTO_MIN_BLOCK_ELEMENTS - 1)
-    assert not should_compile("off", 10 ** 9) and should_compile("on", 1)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert should_compile("auto", cuda, 197 * 192) and not should_compile("auto", cuda, AUTO_MIN_BLOCK_ELEMENTS - 1)
+    assert not should_compile("auto", cpu, 197 * 192)       # measured no faster on an idle CPU
+    assert not should_compile("off", cuda, 10 ** 9) and should_compile("on", cpu, 1)
     with pytest.raises(ValueError, match="compile mode"):
-        should_compile("fast", 1)
+        should_compile("fast", cpu, 1)
 
 
 def test_the_compile_mode_is_not_part_of_a_run():

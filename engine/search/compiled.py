@@ -1,4 +1,5 @@
-"""``torch.compile`` of the blocks the evaluator reruns: the same losses as eager, never an error.
+"""``torch.compile`` of candidate evaluation (every block, and the searched one batched over
+candidates): the same losses as eager, bit for bit, and never an error.
 
 Fake quantization is elementwise: eager, each point costs seven passes over its tensor (divide, round,
 add, two clamps, subtract, multiply); inductor fuses them into one pass, or into the kernel next to it.
@@ -28,9 +29,11 @@ from .segments import Segments
 
 log = logging.getLogger(__name__)
 
-# ``auto`` compiles blocks whose input holds at least this many values per image (tokens x width).
-# Measured with ``bench``: deit_tiny (197 x 192 = 37,824) gains; the digits demo (17 x 64 = 1,088)
-# spends more on compiling than fusion saves over a whole search.
+# ``auto`` compiles on CUDA, for blocks whose input holds at least this many values per image
+# (tokens x width: deit_tiny's is 197 x 192 = 37,824, the digits demo's 17 x 96 = 1,632, too small
+# for fusion to pay for compiling). Not on the CPU: there, on an idle machine, the compiled forward
+# measured no faster than eager (``bench``: deit_tiny 1.43x vs 1.31x the FP forward), since eager
+# fake quantization stays in cache and the kept LayerNorm / GELU / softmax bound what fuses.
 AUTO_MIN_BLOCK_ELEMENTS = 8192
 # Swin's stages, shifted and plain windows, and the evaluator's batch shapes each make a graph.
 RECOMPILE_LIMIT = 64
@@ -52,11 +55,11 @@ def exact_inductor(graph: torch.fx.GraphModule, example_inputs: list) -> Callabl
         return compile_fx(graph, example_inputs, decompositions=table)
 
 
-def should_compile(mode: str, block_elements: int) -> bool:
-    """``on``/``off`` as asked; ``auto`` where it measured faster (blocks of deit_tiny's size and up)."""
+def should_compile(mode: str, device: torch.device, block_elements: int) -> bool:
+    """``on``/``off`` as asked; ``auto``: on CUDA, for blocks of deit_tiny's size and up."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
-    return mode == "on" or (mode == "auto" and block_elements >= AUTO_MIN_BLOCK_ELEMENTS)
+    return mode == "on" or (mode == "auto" and device.type == "cuda" and block_elements >= AUTO_MIN_BLOCK_ELEMENTS)
 
 
 class EagerFallback:
@@ -126,7 +129,7 @@ def block_elements(segments: Segments, images: torch.Tensor) -> int:
 
 def evaluation_forwards(segments: Segments, mode: str, images: torch.Tensor) -> Forwards:
     """The forwards candidate evaluation runs: compiled where ``mode`` asks for it."""
-    if not should_compile(mode, block_elements(segments, images)):
+    if not should_compile(mode, images.device, block_elements(segments, images)):
         return Forwards(segments)
     log.info("compiling the blocks for candidate evaluation (--compile %s)", mode)
     return compiled_forwards(segments)
