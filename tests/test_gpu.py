@@ -78,3 +78,17 @@ def test_swin_runs_on_cuda(workload, tmp_path, quantizer):
     """Swin's shifted-window mask and relative position bias meet the quantizers' buffers on CUDA."""
     result = _workflow(workload, "swin_tiny_patch4_window7_224", quantizer, "cuda", tmp_path / "swin.h5")
     assert 0.0 <= result["refined_top1"] <= 100.0
+
+
+def test_compiled_evaluation_is_eager_bit_for_bit_on_cuda(workload):
+    """The CPU test's promise on CUDA (Triton kernels around cuBLAS and the eager LayerNorm / GELU /
+    softmax): the compiled evaluator's losses equal the eager ones."""
+    from engine.bench import run_bench
+    from engine.search.config import PRESETS
+
+    spec = RunSpec(model=MODELS[0], weights=str(workload[MODELS[0]]), data=str(workload["data"]),
+                   quant=QuantConfig.from_bits("minmax", "W4A8"), calib_size=8, batch_size=8, device="cuda")
+    prepared = prepare(spec)
+    result = run_bench(prepared.qmodel, prepared.calib, PRESETS["default"], spec.model, prepared.device,
+                       candidates=2, compile_mode="on")
+    assert result.compiled and result.compiled_equals_eager
