@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
@@ -53,36 +54,42 @@ def _json_attrs(values: dict[str, Any]) -> dict[str, Any]:
             for k, v in values.items()}
 
 
-def save_run(path: str | Path, record: RunRecord) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write; moved onto ``path`` only if the block succeeds."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION,
-                           created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                           producer=PRODUCER, producer_version=PRODUCER_VERSION, host=platform.node(),
-                           model_name=record.model_name, model_source=record.model_source,
-                           weights_sha256=record.weights_sha256, torch_version=str(torch.__version__),
-                           timm_version=str(timm.__version__))
-            config = f.create_group("config")
-            config.attrs.update(quantizer=record.quant.quantizer, w_bits=record.quant.w_bits,
-                                a_bits=record.quant.a_bits, attn_bits=record.quant.attention_bits,
-                                attn_bits_explicit=record.quant.attn_bits is not None, seed=record.seed,
-                                search=json.dumps(record.search) if record.search is not None else "",
-                                run_spec=json.dumps(record.spec) if record.spec is not None else "")
-            f.create_group("calibration").attrs.update(_json_attrs(record.calibration))
-            _write_scales(f.create_group("layers", track_order=True), record.scales)
-            if record.base is not None:
-                _write_scales(f.create_group("base", track_order=True), record.base)
-            if record.history is not None:
-                history = f.create_group("history")
-                for key, value in vars(record.history).items():
-                    history.create_dataset(key, data=np.asarray(value))
-            f.create_group("metrics").attrs.update(_json_attrs(record.metrics))
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def save_run(path: str | Path, record: RunRecord) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION,
+                       created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       producer=PRODUCER, producer_version=PRODUCER_VERSION, host=platform.node(),
+                       model_name=record.model_name, model_source=record.model_source,
+                       weights_sha256=record.weights_sha256, torch_version=str(torch.__version__),
+                       timm_version=str(timm.__version__))
+        config = f.create_group("config")
+        config.attrs.update(quantizer=record.quant.quantizer, w_bits=record.quant.w_bits,
+                            a_bits=record.quant.a_bits, attn_bits=record.quant.attention_bits,
+                            attn_bits_explicit=record.quant.attn_bits is not None, seed=record.seed,
+                            search=json.dumps(record.search) if record.search is not None else "",
+                            run_spec=json.dumps(record.spec) if record.spec is not None else "")
+        f.create_group("calibration").attrs.update(_json_attrs(record.calibration))
+        _write_scales(f.create_group("layers", track_order=True), record.scales)
+        if record.base is not None:
+            _write_scales(f.create_group("base", track_order=True), record.base)
+        if record.history is not None:
+            history = f.create_group("history")
+            for key, value in vars(record.history).items():
+                history.create_dataset(key, data=np.asarray(value))
+        f.create_group("metrics").attrs.update(_json_attrs(record.metrics))
     return path
 
 
@@ -118,15 +125,20 @@ def _read_scales(group: h5py.Group, where: str) -> ScaleSet:
     return scales
 
 
-def load_run(path: str | Path) -> RunRecord:
+def open_for_reading(path: str | Path, what: str = "scale file") -> h5py.File:
+    """``path`` opened read-only, or the error a user should read: it is missing, or it is not HDF5."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"scale file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
-        f = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as exc:
         raise ScaleFileError(f"{path} is not a readable HDF5 file (truncated or another format): {exc}") from None
-    with f:
+
+
+def load_run(path: str | Path) -> RunRecord:
+    path = Path(path)
+    with open_for_reading(path) as f:
         try:
             if _attr(f.attrs.get("schema")) != SCHEMA:
                 raise ScaleFileError(f"{path} is HDF5 but not a CPT-V scale file (schema attribute missing)")

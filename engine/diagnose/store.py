@@ -18,16 +18,13 @@ works on a copy of the run file, so a crash leaves the run file as it was.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
 
-from ..scalefile import ScaleFileError, load_run
+from ..scalefile import ScaleFileError, atomic_path, load_run, open_for_reading
 from .points import Point
 from .result import Diagnosis, PointTable, WhatIf
 
@@ -36,17 +33,6 @@ SCHEMA_VERSION = 1
 GROUP = "diagnosis"
 TABLE_ARRAYS = ("sqnr_db", "loss_only", "top1_only", "loss_without", "top1_without")
 WHATIF_ARRAYS = ("k", "top1_top", "top1_random", "mean_act_bits_top", "mean_act_bits_random", "ranking")
-
-
-@contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path`` to write; moved onto ``path`` only if the block succeeds."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_group(group: h5py.Group, diagnosis: Diagnosis) -> None:
@@ -77,7 +63,7 @@ def save_diagnosis(path: str | Path, diagnosis: Diagnosis) -> Path:
     """A diagnosis file of its own (``DIAG.h5``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION)
             _write_group(f.create_group(GROUP), diagnosis)
@@ -90,7 +76,7 @@ def save_into_run(path: str | Path, diagnosis: Diagnosis) -> Path:
     record = load_run(path)   # a readable run file, or a ScaleFileError naming what is wrong
     if record.model_name != diagnosis.model_name:
         raise ScaleFileError(f"{path} is a run of {record.model_name!r}; the diagnosis is of {diagnosis.model_name!r}")
-    with _atomic(path) as tmp:
+    with atomic_path(path) as tmp:
         shutil.copyfile(path, tmp)
         with h5py.File(tmp, "a") as f:
             if GROUP in f:
@@ -125,13 +111,7 @@ def _read_group(group: h5py.Group) -> Diagnosis:
 def load_diagnosis(path: str | Path) -> Diagnosis:
     """The diagnosis in a diagnosis file or in a run file's ``/diagnosis`` group."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"diagnosis file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ScaleFileError(f"{path} is not a readable HDF5 file: {exc}") from None
-    with f:
+    with open_for_reading(path, "diagnosis file") as f:
         if GROUP not in f:
             raise ScaleFileError(f"{path} holds no diagnosis (make one with: python -m engine diagnose {path} "
                                  "--into-run, or --out DIAG.h5)")
