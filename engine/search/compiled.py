@@ -42,6 +42,22 @@ _aten = torch.ops.aten
 EAGER_OPS = frozenset({_aten.native_layer_norm, _aten.layer_norm, _aten.gelu, _aten._softmax, _aten.softmax})
 
 
+def _register_eager_fallbacks() -> None:
+    """Lower the kept ops to their eager kernels, registered here and not left to inductor's implicit
+    fallback: that one raises when the ``CI`` environment variable is set ("a decomposition exists, we
+    should switch to it"), a check meant for PyTorch's own CI. Plain inductor never reaches these
+    lowerings, since its decompositions remove the ops first."""
+    from torch._inductor import lowering
+    from torch._library.utils import get_layout_constraint_tag
+
+    for packet in EAGER_OPS:
+        for name in packet.overloads():
+            op = getattr(packet, name)
+            if op not in lowering.lowerings:
+                constraint = lowering.tag_to_layout_constraint(get_layout_constraint_tag(op, with_default=True))
+                lowering.make_fallback(op, layout_constraint=constraint, warn=False, override_decomp=True)
+
+
 def exact_inductor(graph: torch.fx.GraphModule, example_inputs: list) -> Callable:
     """Inductor without its own LayerNorm, GELU and softmax. AOTAutograd's cache is bypassed: it is
     keyed on the graph before decomposition, so it could hand back a plain-inductor build of the same
@@ -49,6 +65,7 @@ def exact_inductor(graph: torch.fx.GraphModule, example_inputs: list) -> Callabl
     from torch._inductor.compile_fx import compile_fx
     from torch._inductor.decomposition import select_decomp_table
 
+    _register_eager_fallbacks()
     table = {op: fn for op, fn in select_decomp_table().items()
              if getattr(op, "overloadpacket", op) not in EAGER_OPS}
     with torch._functorch.config.patch(enable_autograd_cache=False):
