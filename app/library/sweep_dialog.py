@@ -131,9 +131,12 @@ class SweepDialog(QDialog):
     def _shared_text(self) -> str:
         spec, config = self.spec, self.config
         data = spec.data or "built-in digits"
+        budget = (f"{config.passes} passes × {config.cycles} cycles × {config.children} children per block step"
+                  if config.budget is None else
+                  f"{config.budget:,} evaluations over {config.passes} passes, {config.children} children per cycle")
         return (f"<b>Shared by every run</b> (from the run panel): model {spec.model}, data {data}, "
-                f"{spec.calib_size:,} calibration images, preset {config.preset}: {config.passes} passes × "
-                f"{config.cycles} cycles × {config.children} children per block step, device "
+                f"{spec.calib_size:,} calibration images, preset {config.preset} ({config.strategy}): "
+                f"{budget}, device "
                 f"{spec.device or 'auto'}.<br><b>Workspace</b>: {self.workspace}")
 
     def checked_quantizers(self) -> list[str]:

@@ -36,8 +36,15 @@ OPTIONS: dict[str, Option] = {
                     "qkv and proj (the paper), mlp = weight scales of fc1 and fc2, act = the block's activation "
                     "clip ranges; all = everything.",
                     choices=("attn+act", "attn", "attn+mlp", "attn+mlp+act", "act", "mlp", "all")),
-    "strategy": Option("Strategy", "evolution = the CPT-V search; random = a null baseline that spends the same "
-                       "evaluations on random changes accepted at random.", advanced=True),
+    "strategy": Option("Strategy", "cmaes = CMA-ES, which adapts its sampling to the losses seen (one generation = "
+                       "the cycle's children); evolution = the CPT-V paper's search; random = a null baseline that "
+                       "spends the same evaluations on random changes accepted at random.", advanced=True),
+    "vector": Option("Searched vector", "channels = every scale, one per output channel of a weight (the paper); "
+                     "points = one factor per quantization point (each channel keeps its calibrated share); "
+                     "points+channels = both.",
+                     advanced=True),
+    "budget": Option("Budget (evaluations)", "Total candidate evaluations of the run; sets the cycles per block "
+                     "step. Empty = passes × blocks × cycles × children.", 2, 10_000_000, 0, empty="from cycles"),
     "loss": Option("Fitness loss", "How far the quantized model's outputs are from the full-precision ones. "
                    "contrastive = InfoNCE of the paper; kl = KL divergence to the FP softmax."),
     "temperature": Option("Temperature", "Softmax temperature T of the contrastive and kl losses (paper: 3).", 1e-4, 1e4, 4,
@@ -66,7 +73,8 @@ COMPILE_OPTION = Option("Compile", "torch.compile the blocks that candidate eval
                         "and up, off for the small digits demo.", choices=search_config.COMPILE_MODES, advanced=True)
 HIDDEN_FIELDS = {"preset", "seed", "device", "calib_size", "batch_size"}
 ENUM_CONSTANTS = {"loss": ("LOSS_NAMES",), "select": ("SELECTIONS",), "mutation": ("MUTATIONS",),
-                  "features": ("FEATURES",), "strategy": ("STRATEGIES",)}
+                  "features": ("FEATURES",), "strategy": ("STRATEGIES",),
+                  "vector": ("VECTORS",)}
 
 
 def choices(name: str, current: Any) -> list[str]:

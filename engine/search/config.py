@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 SCOPE_PARTS = ("attn", "mlp", "act")
-STRATEGIES = ("evolution", "random")
+STRATEGIES = ("evolution", "cmaes", "random")
+VECTORS = ("channels", "points", "points+channels")
 MUTATIONS = ("absolute", "relative")
 LOSS_NAMES = ("contrastive", "kl", "mse", "cosine")
 FEATURES = ("logits", "prelogits")
@@ -56,7 +57,9 @@ class SearchConfig:
     cycles: int = 8
     children: int = 4              # per cycle, evaluated in one batched pass
     passes: int = 2
-    strategy: str = "evolution"    # "random" = the null baseline
+    strategy: str = "evolution"    # "cmaes"; "random" = the null baseline
+    vector: str = "channels"       # or "points", "points+channels" (vector.py)
+    budget: int | None = None      # total evaluations; sets the cycles per block step (cycles_for)
     mutation: str = "relative"
     mutation_range: float | None = None      # weights; None = the mode's default (see resolved_ranges)
     act_mutation_range: float | None = None  # activations; likewise
@@ -70,7 +73,7 @@ class SearchConfig:
         scope_parts(self.scope)
         for name, value, allowed in (("strategy", self.strategy, STRATEGIES), ("mutation", self.mutation, MUTATIONS),
                                      ("loss", self.loss, LOSS_NAMES), ("features", self.features, FEATURES),
-                                     ("select", self.select, SELECTIONS)):
+                                     ("select", self.select, SELECTIONS), ("vector", self.vector, VECTORS)):
             if value not in allowed:
                 raise ValueError(f"{name} {value!r}: choose one of {', '.join(allowed)}")
         for name in ("population", "tournament", "cycles", "children", "passes"):
@@ -80,6 +83,10 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if self.strategy == "cmaes" and self.children < 2:
+            raise ValueError("cmaes needs at least 2 children per cycle (its generation size)")
+        if self.budget is not None and self.budget < 2:
+            raise ValueError(f"budget must be at least 2 evaluations, got {self.budget}")
         if self.search_images is not None and self.search_images < 1:
             raise ValueError(f"search_images must be at least 1, got {self.search_images}")
         if not self.temperature > 0:
@@ -96,20 +103,31 @@ class SearchConfig:
         return (self.mutation_range if self.mutation_range is not None else w_default,
                 self.act_mutation_range if self.act_mutation_range is not None else a_default)
 
+    def cycles_for(self, n_blocks: int) -> int:
+        """Cycles per block step: ``cycles``, or with a ``budget`` as many as it pays for (at least 1)."""
+        if self.budget is None:
+            return self.cycles
+        return max(1, (self.budget - 1) // (self.passes * n_blocks * self.children))
+
     def evaluations(self, n_blocks: int) -> int:
         """Loss evaluations of a whole run: the base once, then every child."""
-        return 1 + self.passes * n_blocks * self.cycles * self.children
+        return 1 + self.passes * n_blocks * self.cycles_for(n_blocks) * self.children
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SearchConfig":
+        """Also reads files written before ``vector`` and ``budget`` existed (``LEGACY``)."""
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown search parameters: {', '.join(sorted(unknown))}")
-        return cls(**values)
+        return cls(**{**LEGACY, **values})
+
+
+# What a run file written before these fields existed searched with.
+LEGACY: dict[str, Any] = {"vector": "channels", "budget": None}
 
 
 _RELEASE = SearchConfig(
@@ -132,7 +150,11 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("cycles", int, "cycles per block step"),
     ("children", int, "children per cycle (evaluated in one batched pass)"),
     ("passes", int, "sweeps over all blocks, last to first"),
-    ("strategy", str, "evolution, or random (the null baseline: parents and survivors drawn at random)"),
+    ("strategy", str, "evolution, cmaes (CMA-ES, the cmaes library; a generation = the cycle's children), or "
+                      "random (the null baseline: parents and survivors drawn at random)"),
+    ("vector", str, "channels: every scale of the selected points; points: one factor per quantization point; "
+                    "points+channels: both"),
+    ("budget", int, "total loss evaluations of the run; sets the cycles per block step (overrides --cycles)"),
     ("mutation", str, "absolute: |s + U(-r, r)| (the release); relative: s * exp(U(-r, r))"),
     ("mutation-range", float, "r for weight scales (default: 1e-3 at <=4 bits else 1e-4 absolute; 0.05 relative, "
                               "halved per bit above 4)"),
@@ -145,7 +167,7 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("search-images", int, "calibration images the fitness compares: the first N of the calibration draw "
                            "(default: all; fewer is faster and noisier)"),
 )
-_CHOICES = {"strategy": STRATEGIES, "mutation": MUTATIONS, "loss": LOSS_NAMES, "features": FEATURES,
+_CHOICES = {"vector": VECTORS, "strategy": STRATEGIES, "mutation": MUTATIONS, "loss": LOSS_NAMES, "features": FEATURES,
             "select": SELECTIONS}
 
 

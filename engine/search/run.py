@@ -27,12 +27,14 @@ from ..quant import QuantizedModel, ScaleSet
 from ..runrecord import RunRecord, identity_mismatch, run_identity, spec_values
 from .checkpoint import SearchState, load_checkpoint, save_checkpoint
 from .config import SearchConfig
+from .cma_es import cmaes_block
 from .compiled import evaluation_forwards
 from .evaluator import CachedEvaluator, search_fitness
 from .events import BlockDone, Evaluated, Event, Finished, PassDone, Stage, Started
 from .evolution import BlockResult, EvolutionParams, evolve_block
 from .segments import model_segments
 from .space import BlockSpace, block_space
+from .vector import SearchedVector, searched_vector
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +115,22 @@ def _record_step(state: SearchState, config: SearchConfig, pass_index: int, bloc
         state.selected_vectors = [v.copy() for v in state.vectors] if config.select != "last" else []
 
 
-def _evolution_params(config: SearchConfig, space: BlockSpace, prepared: Prepared) -> EvolutionParams:
+def _evolution_params(config: SearchConfig, space: BlockSpace, vector: SearchedVector, prepared: Prepared,
+                      cycles: int) -> EvolutionParams:
     w_range, a_range = config.resolved_ranges(prepared.qmodel.config.w_bits, prepared.qmodel.config.a_bits)
-    return EvolutionParams(config.population, config.tournament, config.cycles, config.children, config.strategy,
-                           config.mutation, space.ranges(w_range, a_range))
+    return EvolutionParams(config.population, config.tournament, cycles, config.children, config.strategy,
+                           config.mutation, vector.ranges(space.ranges(w_range, a_range)))
+
+
+def _block_step(config: SearchConfig, evaluator: CachedEvaluator, block_index: int, space: BlockSpace,
+                vector: SearchedVector, loss: float, params: EvolutionParams,
+                rng: np.random.Generator) -> Generator:
+    """The strategy's block step over the searched vector's coordinates; returns a BlockResult
+    holding the block's scales."""
+    step = cmaes_block if config.strategy == "cmaes" else evolve_block
+    result = yield from step(vector.start(), loss, lambda c: evaluator.evaluate(block_index, space, vector.expand(c)),
+                             params, rng)
+    return BlockResult(vector.expand(result.vector[None])[0], result.loss, result.population_losses)
 
 
 def _fresh_state(prepared: Prepared, config: SearchConfig, spaces: list[BlockSpace], heldout: TensorImages,
@@ -190,16 +204,17 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
                       device=str(prepared.device), resumed_from_step=state.step,
                       evaluations_done=state.evaluations)
     steps = schedule(config.passes, len(spaces))
+    cycles = config.cycles_for(len(spaces))
     cached_pass = 0 if resume is None else None   # block inputs stay valid for a whole pass
     for pass_index, block_index in steps[state.step:]:
         if cached_pass != pass_index:
             evaluator.begin_pass()
             cached_pass = pass_index
         space = spaces[block_index]
-        evolution = evolve_block(state.vectors[block_index], state.current_loss,
-                                 lambda vectors, b=block_index, s=space: evaluator.evaluate(b, s, vectors),
-                                 _evolution_params(config, space, prepared), rng)
-        result = yield from _search_block(state, evolution, pass_index, block_index, watch)
+        vector = searched_vector(config.vector, space, state.vectors[block_index])
+        params = _evolution_params(config, space, vector, prepared, cycles)
+        step = _block_step(config, evaluator, block_index, space, vector, state.current_loss, params, rng)
+        result = yield from _search_block(state, step, pass_index, block_index, watch)
         space.write(qmodel, result.vector)
         state.vectors[block_index] = result.vector
         state.current_loss = result.loss

@@ -1,0 +1,128 @@
+"""The stronger search's parts: the ``points`` vector, the CMA-ES block step, ``--budget``, and the
+whole search with CMA-ES (bit-reproducible, resumable mid-pass, its null on the same budget)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from engine.search.checkpoint import load_checkpoint
+from engine.search.cma_es import cmaes_block
+from engine.search.config import PRESETS, SearchConfig
+from engine.search.evaluator import CachedEvaluator
+from engine.search.events import Evaluated, Started
+from engine.search.evolution import EvolutionParams
+from engine.search.run import search_prepared
+from engine.search.space import BlockSpace
+from engine.search.vector import searched_vector
+from tests.test_search_run import TINY, final, run_all, scales_of, tiny_prepared
+
+CMAES = replace(TINY, strategy="cmaes", vector="points", scope="all", children=4, cycles=2)
+
+
+def _space(shapes: list[tuple[int, ...]]) -> BlockSpace:
+    sizes = [max(1, int(np.prod(s))) for s in shapes]
+    flags = np.concatenate([np.full(n, i == 0) for i, n in enumerate(sizes)])
+    return BlockSpace("b", tuple(("b", str(i)) for i in range(len(shapes))), tuple(f"p{i}" for i in range(len(shapes))),
+                      tuple(shapes), flags)
+
+
+def _run_block(seed: int, params: EvolutionParams, start: np.ndarray):
+    """A CMA-ES block step on a quadratic bowl whose minimum is away from ``start``."""
+    target = np.linspace(0.5, 2.0, start.size)
+    calls: list[int] = []
+
+    def evaluate(candidates: np.ndarray) -> np.ndarray:
+        calls.append(len(candidates))
+        return ((np.log(candidates / target)) ** 2).sum(axis=1)
+
+    step = cmaes_block(start, float(evaluate(start[None])[0]), evaluate, params, np.random.default_rng(seed))
+    losses = []
+    while True:
+        try:
+            losses.append(next(step).loss)
+        except StopIteration as done:
+            return done.value, losses, calls[1:]
+
+
+def test_points_vector_moves_one_factor_per_quantization_point():
+    space = _space([(3,), (), (2,)])
+    scales = np.array([1.0, 2.0, 3.0, 0.5, 4.0, 8.0], np.float32)
+    vector = searched_vector("points", space, scales)
+    assert vector.size == 3 and np.array_equal(vector.start(), np.ones(3))
+    np.testing.assert_allclose(vector.expand(np.array([[2.0, 1.0, 0.5]])), [[2, 4, 6, 0.5, 2, 4]])
+    assert np.array_equal(vector.ranges(np.array([0.1, 0.1, 0.1, 0.2, 0.3, 0.3])), [0.1, 0.2, 0.3])
+    both = searched_vector("points+channels", space, scales)
+    assert both.size == 9 and np.array_equal(both.expand(both.start()[None])[0], scales)
+    np.testing.assert_allclose(both.expand(np.concatenate([scales, [1.0, 2.0, 1.0]])[None]), [[1, 2, 3, 1, 4, 8]])
+    channels = searched_vector("channels", space, scales)
+    assert channels.size == 6 and np.array_equal(channels.expand(scales[None])[0], scales)
+    with pytest.raises(ValueError, match="vector 'rows'"):
+        searched_vector("rows", space, scales)
+
+
+def test_cmaes_block_is_seeded_bit_reproducible_elitist_and_spends_its_budget():
+    params = EvolutionParams(population=1, tournament=1, cycles=6, children=6, strategy="cmaes", mutation="relative",
+                             ranges=np.full(5, 0.3))
+    start = np.ones(5, np.float32)
+    a, losses_a, calls = _run_block(0, params, start)
+    b, losses_b, _ = _run_block(0, params, start)
+    c, _, _ = _run_block(1, params, start)
+    assert calls == [6] * 6 and len(losses_a) == 36                     # one batched call per generation
+    assert losses_a == losses_b and np.array_equal(a.vector, b.vector)   # bit for bit, same seed
+    assert not np.array_equal(a.vector, c.vector)
+    assert a.loss == min(losses_a) and a.loss < ((np.log(1 / np.linspace(0.5, 2.0, 5))) ** 2).sum()
+
+
+def test_budget_sets_the_cycles_per_block_step():
+    config = replace(PRESETS["default"], budget=385, passes=2, children=4)
+    assert config.cycles_for(6) == 8 and config.evaluations(6) == 385
+    assert replace(config, budget=100).evaluations(6) <= 100
+    assert replace(config, budget=2).cycles_for(6) == 1                  # never below one cycle
+    assert replace(config, budget=None, cycles=3).evaluations(6) == 1 + 2 * 6 * 3 * 4
+    with pytest.raises(ValueError, match="budget"):
+        SearchConfig(budget=1)
+    with pytest.raises(ValueError, match="cmaes needs at least 2"):
+        SearchConfig(strategy="cmaes", children=1)
+
+
+def test_files_written_before_vector_and_budget_read_as_the_channel_search():
+    old = {k: v for k, v in PRESETS["release"].to_dict().items() if k not in ("vector", "budget")}
+    assert SearchConfig.from_dict(old).vector == "channels"
+
+
+def test_a_cmaes_search_is_bit_reproducible_and_never_raises_the_loss():
+    a, b = run_all(tiny_prepared(), CMAES), run_all(tiny_prepared(), CMAES)
+    assert all(np.array_equal(x, y) for x, y in zip(scales_of(a), scales_of(b)))
+    run = final(a).run
+    assert run.metrics["refined_loss"] < run.metrics["base_loss"] and not run.scales.equals(run.base)
+    assert run.metrics["evaluations"] == 1 + 3 * 2 * 4
+
+
+def test_a_cmaes_search_resumed_mid_pass_equals_the_uninterrupted_one(tmp_path):
+    config = replace(CMAES, passes=2)
+    uninterrupted = run_all(tiny_prepared(), config)
+    checkpoint = tmp_path / "run.ckpt"
+    events = search_prepared(tiny_prepared(), config, checkpoint=checkpoint)
+    for event in events:                         # stop inside the 2nd pass, in its 2nd block step
+        if isinstance(event, Evaluated) and event.evaluation > 4 * 8 + 2:
+            events.close()
+    assert load_checkpoint(checkpoint)[0].step == 4
+    resumed = run_all(tiny_prepared(), config, checkpoint=checkpoint, resume=checkpoint)
+    assert next(e for e in resumed if isinstance(e, Started)).resumed_from_step == 4
+    assert all(np.array_equal(x, y) for x, y in zip(scales_of(resumed), scales_of(uninterrupted)))
+    np.testing.assert_array_equal(final(resumed).run.history.loss, final(uninterrupted).run.history.loss)
+
+
+@pytest.mark.parametrize("preset", ["default", "random"])
+def test_the_default_and_its_null_evaluate_the_same_number_of_candidates(preset, monkeypatch):
+    """Counted where the work is done: every candidate vector that reaches the evaluator."""
+    counted: list[int] = []
+    evaluate = CachedEvaluator.evaluate
+    monkeypatch.setattr(CachedEvaluator, "evaluate",
+                        lambda self, b, s, vectors: counted.append(len(vectors)) or evaluate(self, b, s, vectors))
+    config = replace(PRESETS[preset], passes=1, budget=1 + 3 * 2 * PRESETS["default"].children)
+    run = final(run_all(tiny_prepared(), config)).run
+    assert sum(counted) == run.metrics["evaluations"] == config.budget
+    assert run.search["vector"] == PRESETS["default"].vector and run.search["budget"] == config.budget
