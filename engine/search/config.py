@@ -5,6 +5,10 @@ block's activation clip scales, with relative mutation and more children per blo
 takes the last step (label-free). ``random`` is the null baseline of ``default``: same vector,
 same mutation distribution, same number of evaluations, same selection rule, but parents,
 survivors and the written-back member are drawn at random instead of by loss.
+
+``cmaes`` (strategy), ``points`` / ``points+channels`` (vector) and ``budget`` are options. They
+were measured against the default on held-out, over three settings, and none replaced it (README,
+"Looking for a stronger search").
 """
 from __future__ import annotations
 
