@@ -73,12 +73,18 @@ def run_identity(spec: dict[str, Any], search: dict[str, Any] | None, weights_sh
     return identity
 
 
+# Search options added after run files were first written, with the value every earlier run searched
+# with: an older file is known to have used them, so they are compared, not skipped as unknown.
+SEARCH_FIELDS_ADDED: dict[str, Any] = {"vector": "channels", "budget": None}
+
+
 def record_identity(record: RunRecord) -> dict[str, Any]:
     """The identity a run file records. Files written before ``spec`` was stored know only the model,
     quantization and seed of their spec: the other fields are unknown, and ``identity_mismatch`` skips them."""
     spec = record.spec if record.spec is not None else {
         "model": record.model_name, "quant": asdict(record.quant), "seed": record.seed}
-    return run_identity(spec, record.search, record.weights_sha256)
+    search = None if record.search is None else {**SEARCH_FIELDS_ADDED, **record.search}
+    return run_identity(spec, search, record.weights_sha256)
 
 
 def _flat(identity: dict[str, Any]) -> dict[str, Any]:

@@ -3,10 +3,12 @@ whole search with CMA-ES (bit-reproducible, resumable mid-pass, its null on the 
 from __future__ import annotations
 
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from engine.runrecord import identity_mismatch, record_identity, run_identity
 from engine.search.checkpoint import load_checkpoint
 from engine.search.cma_es import cmaes_block
 from engine.search.config import PRESETS, SearchConfig
@@ -88,8 +90,15 @@ def test_budget_sets_the_cycles_per_block_step():
 
 
 def test_files_written_before_vector_and_budget_read_as_the_channel_search():
-    old = {k: v for k, v in PRESETS["release"].to_dict().items() if k not in ("vector", "budget")}
-    assert SearchConfig.from_dict(old).vector == "channels"
+    """And a sweep asking for another vector does not take such a file for its own cell."""
+    old = {k: v for k, v in PRESETS["default"].to_dict().items() if k not in ("vector", "budget")}
+    assert SearchConfig.from_dict(old) == replace(PRESETS["default"], vector="channels")
+    record = SimpleNamespace(spec={"model": "digits-vit", "seed": 0}, search=old, weights_sha256="0" * 64)
+    wanted = replace(PRESETS["default"], vector="points").to_dict()
+    assert "config.vector 'channels'" in identity_mismatch(record_identity(record),
+                                                           run_identity(record.spec, wanted, "0" * 64))
+    assert identity_mismatch(record_identity(record),
+                             run_identity(record.spec, PRESETS["default"].to_dict(), "0" * 64)) is None
 
 
 def test_a_cmaes_search_is_bit_reproducible_and_never_raises_the_loss():

@@ -16,6 +16,8 @@ import argparse
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from ..runrecord import SEARCH_FIELDS_ADDED
+
 SCOPE_PARTS = ("attn", "mlp", "act")
 STRATEGIES = ("evolution", "cmaes", "random")
 VECTORS = ("channels", "points", "points+channels")
@@ -122,16 +124,12 @@ class SearchConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SearchConfig":
-        """Also reads files written before ``vector`` and ``budget`` existed (``LEGACY``)."""
+        """Also reads files written before ``vector`` and ``budget`` existed (``SEARCH_FIELDS_ADDED``)."""
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown search parameters: {', '.join(sorted(unknown))}")
-        return cls(**{**LEGACY, **values})
-
-
-# What a run file written before these fields existed searched with.
-LEGACY: dict[str, Any] = {"vector": "channels", "budget": None}
+        return cls(**{**SEARCH_FIELDS_ADDED, **values})
 
 
 _RELEASE = SearchConfig(
