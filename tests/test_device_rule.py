@@ -19,6 +19,9 @@ from engine.models import create_model
 from engine.quant import QuantConfig, QuantizedModel, available_quantizers, quantize
 from engine.runrecord import RunRecord
 from engine.scalefile import apply_run, load_run, save_run
+from engine.search.config import PRESETS
+from engine.search.evaluator import CachedEvaluator, search_fitness
+from engine.search.segments import model_segments
 from engine.search.space import block_space
 
 CONFIG_BITS = (4, 4)
@@ -117,3 +120,19 @@ def test_swin_calibration_keeps_buffers_on_the_model_device(name):
         qmodel = quantize(model, QuantConfig(name, *CONFIG_BITS), [images])
         assert_buffers_on_owner_devices(qmodel)
         forward(qmodel, images)
+
+
+@pytest.mark.parametrize("name", ["minmax", "ptq4vit"])
+def test_the_guided_searchs_gradient_runs_on_the_model_device(calibrated, demo_batches, name):
+    """CachedEvaluator.log_gradient (straight-through autograd from the cached block input) builds
+    no tensor off the model's device."""
+    reference = calibrated[name]
+    qmodel = QuantizedModel(create_model()[0], reference.config)
+    qmodel.load_scale_set(reference.scale_set())
+    segments = model_segments(qmodel.model)
+    fitness = search_fitness(qmodel, segments, demo_batches, PRESETS["default"])
+    with torch.device("meta"):
+        evaluator = CachedEvaluator(qmodel, segments, demo_batches, fitness)
+        space = block_space(qmodel, qmodel.blocks()[0][0], "all")
+        gradient = evaluator.log_gradient(0, space, space.read(qmodel))
+    assert gradient.shape == (space.size,) and np.isfinite(gradient).all() and np.abs(gradient).max() > 0

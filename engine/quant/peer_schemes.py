@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..data import first_images
-from .schemes import register_scheme
+from .schemes import register_scheme, rounded
 
 SQRT2_MINUS_1 = math.sqrt(2.0) - 1.0
 GELU_MIN = 0.16997124254703522  # |min GELU(x)|: PTQ4ViT's fixed range for post-GELU negatives
@@ -35,8 +35,8 @@ def twin_softmax(x, scale, zero_point, qmin, qmax, extra):
     fine grid.
     """
     levels = twin_levels(qmin, qmax)
-    fine = torch.clamp(torch.round(x / scale), 0, levels) * scale
-    coarse = torch.clamp(torch.round(x * levels), 0, levels) / levels
+    fine = torch.clamp(rounded(x / scale), 0, levels) * scale
+    coarse = torch.clamp(rounded(x * levels), 0, levels) / levels
     return torch.where(x < scale * levels, fine, coarse)
 
 
@@ -48,8 +48,8 @@ def twin_gelu(x, scale, zero_point, qmin, qmax, extra):
     by -0.17, take the fixed small step ``extra["neg_step"]`` and codes [qmin, 0].
     """
     neg_step = extra["neg_step"]
-    positive = torch.clamp(torch.round(x / scale), 0, qmax) * scale
-    negative = torch.clamp(torch.round(x / neg_step), qmin, 0) * neg_step
+    positive = torch.clamp(rounded(x / scale), 0, qmax) * scale
+    negative = torch.clamp(rounded(x / neg_step), qmin, 0) * neg_step
     return positive + negative
 
 
@@ -60,7 +60,7 @@ def log2_quant(x, scale, zero_point, qmin, qmax, extra):
     As in the release, values whose code would pass qmax (x < scale·2^-(qmax+0.5)) become 0 (its
     softmax mask); ``scale`` is 1 after calibration and stays a searchable Δ.
     """
-    q = torch.round(-torch.log2(x / scale))
+    q = rounded(-torch.log2(x / scale))
     dequant = torch.exp2(-torch.clamp(q, qmin, qmax)) * scale
     return torch.where(q > qmax, torch.zeros_like(dequant), dequant)
 
@@ -72,7 +72,7 @@ def log_sqrt2_quant(x, scale, zero_point, qmin, qmax, extra):
     Half-octave levels resolve the many small attention probabilities twice as finely as log2;
     codes past qmax dequantize to 0, like the release's mask.
     """
-    q = torch.round(-2.0 * torch.log2(x / scale))
+    q = rounded(-2.0 * torch.log2(x / scale))
     code = torch.clamp(q, qmin, qmax)
     dequant = torch.exp2(-torch.ceil(code / 2)) * (1.0 + SQRT2_MINUS_1 * torch.remainder(code, 2)) * scale
     return torch.where(q > qmax, torch.zeros_like(dequant), dequant)
@@ -87,7 +87,7 @@ def power_of_two_factor(x, scale, zero_point, qmin, qmax, extra):
     LayerNorm-adjacent activations.
     """
     step = scale * extra["factor"]
-    q = torch.clamp(torch.round(x / step) + zero_point, qmin, qmax)
+    q = torch.clamp(rounded(x / step) + zero_point, qmin, qmax)
     return (q - zero_point) * step
 
 

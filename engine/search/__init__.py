@@ -3,8 +3,9 @@
 ``run_search(spec, config)`` is the entry point of the CLI, the app's worker and sweeps.
 Rooms: losses (fitness), config (presets and flags), space (a block's scale points and mutation),
 vector (the coordinates a strategy searches), segments (a model cut at its blocks), evaluator
-(cached and batched candidate losses) and compiled (its compiled forwards), evolution and cma_es
-(one block step each), checkpoint (resumable state), run (the whole search), events.
+(cached and batched candidate losses, the scales' gradient) and compiled (its compiled forwards),
+guided, evolution and cma_es (one block step each), checkpoint (resumable state), run (the whole
+search), events.
 """
 from .config import PRESETS, SearchConfig, add_search_args, search_config_from_args
 from .events import BlockDone, Evaluated, Event, Finished, PassDone, Stage, Started

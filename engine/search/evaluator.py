@@ -13,6 +13,9 @@ network on every calibration batch. ``CachedEvaluator`` is ours and gives the sa
 * per-batch losses stay on the device, with one host copy per call (no sync per candidate);
 * its forwards may be compiled (``compiled.py``), with losses bit-identical to eager.
 
+It also gives the ``guided`` search the gradient of the fitness with respect to a block's scales
+(``log_gradient``), from the same cache.
+
 The model's own buffers are never touched during evaluation, so a consumer may stop the search
 between any two evaluations and the model still holds the last written-back scales.
 """
@@ -152,6 +155,29 @@ class CachedEvaluator:
             cache[offset:offset + len(x)] = x
             offset += len(x)
         return cache
+
+    def log_gradient(self, block_index: int, space: BlockSpace, vector: np.ndarray) -> np.ndarray:
+        """d fitness / d log(scale) for every element of the block's ``vector``: the straight-through
+        gradient of the schemes' rounding (LSQ's gradient of a scale), for the ``guided`` search.
+
+        One calibration batch at a time from the cached block input, so memory holds one batch's
+        activations through the blocks after the searched one; only the scales' gradient is
+        computed, not the weights'. Eager, whatever ``forwards`` compiles."""
+        cache = self.block_input(block_index)
+        block = self.segments.blocks[block_index]
+        scales = torch.from_numpy(np.ascontiguousarray(vector, np.float32)).to(cache.device)
+        log_factor = torch.zeros_like(scales, requires_grad=True)
+        total = torch.zeros_like(scales)
+        offsets = np.concatenate([[0], np.cumsum(self.batch_sizes)]).tolist()
+        with torch.enable_grad():
+            for j in range(len(self.batch_sizes)):
+                buffers = {name: value[0] for name, value in
+                           space.stacked_buffers((scales * log_factor.exp())[None]).items()}
+                out = functional_call(block, buffers, (cache[offsets[j]:offsets[j + 1]],))
+                out = self.segments.run_after(out, block_index, self.fitness.pre_logits)
+                loss = self.fitness.batch_loss(out, j) / len(self.batch_sizes)
+                total += torch.autograd.grad(loss, log_factor)[0]
+        return total.cpu().numpy().astype(np.float64)
 
     @torch.no_grad()
     def evaluate(self, block_index: int, space: BlockSpace, vectors: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from .compiled import evaluation_forwards
 from .evaluator import CachedEvaluator, search_fitness
 from .events import BlockDone, Evaluated, Event, Finished, PassDone, Stage, Started
 from .evolution import BlockResult, EvolutionParams, evolve_block
+from .guided import guided_block
 from .segments import model_segments
 from .space import BlockSpace, block_space
 from .vector import SearchedVector, searched_vector
@@ -127,9 +128,18 @@ def _block_step(config: SearchConfig, evaluator: CachedEvaluator, block_index: i
                 rng: np.random.Generator) -> Generator:
     """The strategy's block step over the searched vector's coordinates; returns a BlockResult
     holding the block's scales."""
-    step = cmaes_block if config.strategy == "cmaes" else evolve_block
-    result = yield from step(vector.start(), loss, lambda c: evaluator.evaluate(block_index, space, vector.expand(c)),
-                             params, rng)
+    def evaluate(coordinates: np.ndarray) -> np.ndarray:
+        return evaluator.evaluate(block_index, space, vector.expand(coordinates))
+
+    if config.strategy in ("guided", "guided-random"):
+        def gradient(coordinates: np.ndarray) -> np.ndarray:
+            scales = vector.expand(coordinates[None])[0]
+            return vector.log_gradient(evaluator.log_gradient(block_index, space, scales))
+
+        result = yield from guided_block(vector.start(), loss, evaluate, gradient, params, rng)
+    else:
+        step = cmaes_block if config.strategy == "cmaes" else evolve_block
+        result = yield from step(vector.start(), loss, evaluate, params, rng)
     return BlockResult(vector.expand(result.vector[None])[0], result.loss, result.population_losses)
 
 

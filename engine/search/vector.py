@@ -52,6 +52,13 @@ class SearchedVector:
         n = self.scales.size
         return (coordinates[:, :n] * coordinates[:, n:][:, self.point_of]).astype(np.float32)
 
+    def log_gradient(self, element_log_gradient: np.ndarray) -> np.ndarray:
+        """d loss / d log(element) -> d loss / d log(coordinate): a point factor multiplies all of
+        its point's elements, so its log-gradient is their sum."""
+        per_point = np.bincount(self.point_of, weights=element_log_gradient, minlength=self.n_points)
+        return {"channels": element_log_gradient, "points": per_point,
+                "points+channels": np.concatenate([element_log_gradient, per_point])}[self.kind]
+
     def ranges(self, element_ranges: np.ndarray) -> np.ndarray:
         """Mutation range per coordinate (a point's elements share one range)."""
         per_point = element_ranges[np.unique(self.point_of, return_index=True)[1]]

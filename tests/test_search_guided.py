@@ -1,0 +1,142 @@
+"""The ``guided`` search: straight-through rounding, the scales' gradient from the block-input cache,
+the block step (elitist, its null random), and the whole search (bit-reproducible, resumable)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from engine.quant.schemes import get_scheme
+from engine.search.checkpoint import load_checkpoint
+from engine.search.config import NULL_OF, PRESETS
+from engine.search.evaluator import CachedEvaluator, search_fitness
+from engine.search.events import Evaluated, Started
+from engine.search.evolution import EvolutionParams
+from engine.search.guided import adapted, guided_block, step_ladder
+from engine.search.run import search_prepared
+from engine.search.segments import model_segments
+from engine.search.space import block_space
+from engine.search.vector import searched_vector
+from tests.test_search_run import TINY, final, run_all, scales_of, tiny_prepared
+
+GUIDED = replace(TINY, strategy="guided", scope="all", children=3, cycles=2)
+TARGET = np.linspace(0.5, 2.0, 6)
+
+
+def test_rounding_is_straight_through_under_autograd_with_the_same_values():
+    """LSQ's gradient of a scale: round(x/s) − x/s inside the range, the clamped code outside."""
+    x = torch.tensor([0.3, 1.1, -0.7, 2.6, 9.0, -9.0])
+    scale = torch.full((6,), 0.5, requires_grad=True)
+    uniform = get_scheme("uniform")
+    out = uniform(x, scale, torch.zeros(6), -4, 3, {})
+    assert torch.equal(out, uniform(x, scale.detach(), torch.zeros(6), -4, 3, {}))
+    grad, = torch.autograd.grad(out.sum(), scale)
+    v = x / 0.5
+    np.testing.assert_allclose(grad[:3], (torch.round(v) - v)[:3], rtol=1e-6)
+    assert grad[4] == 3 and grad[5] == -4
+    twin = get_scheme("twin_gelu")(x, scale, torch.zeros(6), -4, 3, {"neg_step": torch.tensor(0.05)})
+    assert torch.autograd.grad(twin.sum(), scale)[0].abs().sum() > 0   # peer schemes too
+
+
+def test_the_cached_gradient_equals_the_full_forwards():
+    """d loss / d log(scale) from block 1's cached input equals autograd through the whole model."""
+    prepared = tiny_prepared()
+    qmodel, calib = prepared.qmodel, prepared.calib
+    segments = model_segments(qmodel.model)
+    fitness = search_fitness(qmodel, segments, calib, GUIDED)
+    evaluator = CachedEvaluator(qmodel, segments, calib, fitness)
+    name = qmodel.blocks()[1][0]
+    space = block_space(qmodel, name, "all")
+    vector = space.read(qmodel)
+    cached = evaluator.log_gradient(1, space, vector)
+
+    quantizers = [qmodel.quantizers()[key] for key in space.keys]
+    originals = [q.scale for q in quantizers]
+    log_factors = [torch.zeros_like(s, requires_grad=True) for s in originals]
+    for q, s, u in zip(quantizers, originals, log_factors):
+        q.scale = s * u.exp()
+    loss = sum(fitness.batch_loss(segments.forward(images), j) for j, images in enumerate(calib)) / len(calib)
+    full = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, log_factors)]).numpy()
+    for q, s in zip(quantizers, originals):
+        q.scale = s
+    assert np.abs(full).max() > 0
+    np.testing.assert_allclose(cached, full, rtol=1e-4, atol=1e-7 * np.abs(full).max())
+
+
+def _guided_step(strategy: str, seed: int = 0, cycles: int = 5, children: int = 4):
+    """A block step on a bowl in log coordinates whose minimum is away from the start."""
+    params = EvolutionParams(population=1, tournament=1, cycles=cycles, children=children, strategy=strategy,
+                             mutation="relative", ranges=np.full(6, 0.2))
+    calls = {"evaluate": [], "gradient": 0}
+
+    def evaluate(candidates: np.ndarray) -> np.ndarray:
+        calls["evaluate"].append(len(candidates))
+        return (np.log(candidates / TARGET) ** 2).sum(axis=1)
+
+    def gradient(coordinates: np.ndarray) -> np.ndarray:
+        calls["gradient"] += 1
+        return 2 * np.log(coordinates / TARGET)
+
+    start = np.ones(6, np.float32)
+    step = guided_block(start, float(evaluate(start[None])[0]), evaluate, gradient, params,
+                        np.random.default_rng(seed))
+    calls["evaluate"].clear()
+    losses = []
+    while True:
+        try:
+            losses.append(next(step).loss)
+        except StopIteration as done:
+            return done.value, losses, calls
+
+
+def test_a_guided_step_descends_never_raises_the_loss_and_spends_its_budget():
+    result, losses, calls = _guided_step("guided")
+    start_loss = float((np.log(1 / TARGET) ** 2).sum())
+    assert calls["evaluate"] == [4] * 5 and calls["gradient"] == 5 and len(losses) == 20
+    assert result.loss == min([start_loss] + losses) and result.loss < 0.2 * start_loss
+    np.testing.assert_array_equal(step_ladder(4), [0.125, 0.25, 0.5, 1.0])
+    assert adapted(1.0, 3, 4) == 2.0 and adapted(1.0, 0, 4) == 0.5 and adapted(1.0, None, 4) == 0.25
+
+
+def test_the_null_moves_as_far_without_the_gradient_and_is_seeded():
+    a, losses_a, calls = _guided_step("guided-random", seed=0)
+    b, losses_b, _ = _guided_step("guided-random", seed=0)
+    c, _, _ = _guided_step("guided-random", seed=1)
+    assert calls["gradient"] == 0 and calls["evaluate"] == [4] * 5
+    assert losses_a == losses_b and np.array_equal(a.vector, b.vector) and not np.array_equal(a.vector, c.vector)
+    assert np.all(np.abs(np.log(a.vector)) > 0)                        # every coordinate moved
+    assert NULL_OF["guided"] == "guided-random"
+
+
+def test_a_points_vector_sums_its_elements_gradient():
+    space_scales = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    from tests.test_search_strategies import _space
+    vector = searched_vector("points", _space([(3,), ()]), space_scales)
+    np.testing.assert_allclose(vector.log_gradient(np.array([1.0, 2.0, 3.0, -1.0])), [6.0, -1.0])
+    both = searched_vector("points+channels", _space([(3,), ()]), space_scales)
+    np.testing.assert_allclose(both.log_gradient(np.array([1.0, 2.0, 3.0, -1.0])), [1, 2, 3, -1, 6, -1])
+
+
+def test_a_guided_search_is_bit_reproducible_and_lowers_the_loss():
+    a, b = run_all(tiny_prepared(), GUIDED), run_all(tiny_prepared(), GUIDED)
+    assert all(np.array_equal(x, y) for x, y in zip(scales_of(a), scales_of(b)))
+    run = final(a).run
+    assert run.metrics["refined_loss"] < run.metrics["base_loss"] and not run.scales.equals(run.base)
+    assert run.metrics["evaluations"] == 1 + 3 * 2 * 3
+
+
+def test_a_guided_search_resumed_mid_pass_equals_the_uninterrupted_one(tmp_path):
+    config = replace(GUIDED, passes=2)
+    uninterrupted = run_all(tiny_prepared(), config)
+    checkpoint = tmp_path / "run.ckpt"
+    events = search_prepared(tiny_prepared(), config, checkpoint=checkpoint)
+    for event in events:                         # stop inside the 2nd pass, in its 2nd block step
+        if isinstance(event, Evaluated) and event.evaluation > 6 * 4 + 2:
+            events.close()
+    assert load_checkpoint(checkpoint)[0].step == 4
+    resumed = run_all(tiny_prepared(), config, checkpoint=checkpoint, resume=checkpoint)
+    assert next(e for e in resumed if isinstance(e, Started)).resumed_from_step == 4
+    assert all(np.array_equal(x, y) for x, y in zip(scales_of(resumed), scales_of(uninterrupted)))
+    np.testing.assert_array_equal(final(resumed).run.history.loss, final(uninterrupted).run.history.loss)
