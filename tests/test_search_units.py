@@ -12,7 +12,7 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 
 from engine.quant import QuantConfig, quantize
-from engine.search.config import PRESETS, SearchConfig, add_search_args, search_config_from_args
+from engine.search.config import NULL_OF, PRESETS, SearchConfig, add_search_args, search_config_from_args
 from engine.data import first_images
 from engine.search.evaluator import CachedEvaluator, Fitness, NaiveEvaluator, reference_outputs
 from engine.search.evolution import EvolutionParams, evolve_block
@@ -52,7 +52,8 @@ def test_default_relative_ranges_shrink_above_four_bits_only():
 
 
 def test_random_preset_is_the_null_of_default():
-    assert replace(PRESETS["random"], preset="default", strategy="evolution") == PRESETS["default"]
+    assert PRESETS["random"].strategy == NULL_OF[PRESETS["default"].strategy] == "guided-random"
+    assert replace(PRESETS["random"], preset="default", strategy="guided") == PRESETS["default"]
     assert PRESETS["random"].evaluations(6) == PRESETS["default"].evaluations(6)
 
 

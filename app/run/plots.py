@@ -5,7 +5,8 @@
 - Held-out top-1 per block: one bar per transformer block (its latest block step), with the
   full-precision and the base (quantized, unrefined) accuracy as reference lines.
 - The population of the block under search, after each evaluation: its best, median and worst
-  member's loss (a band between best and worst).
+  member's loss (a band between best and worst); for the guided search, the current scales and
+  the cycle's candidates.
 """
 from __future__ import annotations
 
@@ -133,7 +134,9 @@ class PlotsPanel(QWidget):
                                    "worst). A step starts with every member equal; a candidate better than the "
                                    "worst replaces it, a worse one is dropped at once, so lines that lie on top of "
                                    "each other mean those members share one loss. A narrowing band means the "
-                                   "population converges.")
+                                   "population converges. With the guided search (the default) the members are "
+                                   "the block's current scales and the cycle's candidates, one per step size "
+                                   "along the gradient's sign.")
         # The key is in the title (as in the accuracy plot): a legend box would sit on the flat lines.
         self.pop_max = self.pop_plot.plot([], [], pen=pg.mkPen(POP_WORST, width=2.5,
                                                                style=pg.QtCore.Qt.PenStyle.DashLine))

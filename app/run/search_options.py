@@ -27,18 +27,21 @@ class Option:
 # Labels and hints for SearchConfig fields; choices fall back to the engine's own constants.
 OPTIONS: dict[str, Option] = {
     "passes": Option("Passes", "Sweeps over all transformer blocks (each sweep visits them last to first).", 1, 1000),
-    "cycles": Option("Cycles per block", "Evolution cycles per block step: pick parents, mutate, keep the best.", 1, 10000),
-    "population": Option("Population", "Candidate scale sets kept per block (the paper uses 15).", 2, 10000),
-    "children": Option("Children per cycle", "New candidates evaluated in each cycle (batched together).", 1, 10000),
+    "cycles": Option("Cycles per block", "Cycles per block step. guided: a gradient, then the children; evolution: "
+                     "pick parents, mutate, keep the best.", 1, 10000),
+    "population": Option("Population", "evolution: candidate scale sets kept per block (the paper uses 15).", 2, 10000),
+    "children": Option("Children per cycle", "New candidates evaluated in each cycle (batched together); guided: "
+                       "step sizes along the gradient's sign.", 1, 10000),
     "tournament": Option("Tournament size", "Members drawn (with replacement) to pick each parent.", 1, 10000,
                          advanced=True),
     "scope": Option("Searched scales", "Which scales the search may change, joined by '+': attn = weight scales of "
                     "qkv and proj (the paper), mlp = weight scales of fc1 and fc2, act = the block's activation "
                     "clip ranges; all = everything.",
                     choices=("attn+act", "attn", "attn+mlp", "attn+mlp+act", "act", "mlp", "all")),
-    "strategy": Option("Strategy", "cmaes = CMA-ES, which adapts its sampling to the losses seen (one generation = "
-                       "the cycle's children); evolution = the CPT-V paper's search; random = a null baseline that "
-                       "spends the same evaluations on random changes accepted at random.", advanced=True),
+    "strategy": Option("Strategy", "guided = the gradient's sign proposes a move, the exact loss keeps the best "
+                       "step; evolution = the CPT-V paper's search; cmaes = CMA-ES, which adapts its sampling to the "
+                       "losses seen; random / guided-random = null baselines of evolution / guided that spend the "
+                       "same evaluations on random changes accepted at random.", advanced=True),
     "vector": Option("Searched vector", "channels = every scale, one per output channel of a weight (the paper); "
                      "points = one factor per quantization point (each channel keeps its calibrated share); "
                      "points+channels = both.",

@@ -1,14 +1,15 @@
 """Search hyper-parameters, the named presets, and the command-line flags shared by every front end.
 
-``release`` is the CPT-V release's recipe (DESIGN §4). ``default`` is ours: it also searches the
-block's activation clip scales, with relative mutation and more children per block step, and
-takes the last step (label-free). ``random`` is the null baseline of ``default``: same vector,
-same mutation distribution, same number of evaluations, same selection rule, but parents,
-survivors and the written-back member are drawn at random instead of by loss.
+``release`` is the CPT-V release's recipe (DESIGN §4). ``default`` is ours: block by block like
+the release, over every scale of the block (weights per channel and activation clip ranges), but
+``guided``: the straight-through gradient's sign proposes each move and the exact fitness keeps
+the best of ``children`` step sizes (guided.py); label-free, it takes the last step. ``random`` is
+its null baseline: the same moves along random directions, written back at random, the same number
+of evaluations and the same selection rule.
 
-``cmaes`` (strategy), ``points`` / ``points+channels`` (vector) and ``budget`` are options. They
-were measured against the default on held-out, over three settings, and none replaced it (README,
-"Looking for a stronger search").
+``evolution`` (the release's loop with relative mutation, the default until guided won on
+held-out), ``cmaes``, the ``points`` / ``points+channels`` vectors and ``budget`` are options,
+measured against the default on held-out over three settings (README, "A stronger search").
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ from typing import Any
 from ..runrecord import SEARCH_FIELDS_ADDED
 
 SCOPE_PARTS = ("attn", "mlp", "act")
-STRATEGIES = ("evolution", "cmaes", "random")
+STRATEGIES = ("evolution", "guided", "cmaes", "random", "guided-random")
+# The null baseline of each steering strategy: the same moves and budget, chosen without the loss.
+NULL_OF = {"evolution": "random", "guided": "guided-random"}
 VECTORS = ("channels", "points", "points+channels")
 MUTATIONS = ("absolute", "relative")
 LOSS_NAMES = ("contrastive", "kl", "mse", "cosine")
@@ -57,13 +60,13 @@ def scope_parts(scope: str) -> frozenset[str]:
 @dataclass(frozen=True)
 class SearchConfig:
     preset: str = "default"
-    scope: str = "attn+act"
-    population: int = 15
-    tournament: int = 10           # drawn with replacement from the population
+    scope: str = "all"
+    population: int = 15           # evolution only
+    tournament: int = 10           # evolution only: drawn with replacement from the population
     cycles: int = 8
     children: int = 4              # per cycle, evaluated in one batched pass
     passes: int = 2
-    strategy: str = "evolution"    # "cmaes"; "random" = the null baseline
+    strategy: str = "guided"       # evolution, cmaes; the nulls: random (evolution's), guided-random
     vector: str = "channels"       # or "points", "points+channels" (vector.py)
     budget: int | None = None      # total evaluations; sets the cycles per block step (cycles_for)
     mutation: str = "relative"
@@ -141,7 +144,7 @@ _DEFAULT = SearchConfig()
 PRESETS: dict[str, SearchConfig] = {
     "default": _DEFAULT,
     "release": _RELEASE,
-    "random": replace(_DEFAULT, preset="random", strategy="random"),
+    "random": replace(_DEFAULT, preset="random", strategy=NULL_OF[_DEFAULT.strategy]),
 }
 
 _FLAGS: tuple[tuple[str, type, str], ...] = (
@@ -152,8 +155,10 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("cycles", int, "cycles per block step"),
     ("children", int, "children per cycle (evaluated in one batched pass)"),
     ("passes", int, "sweeps over all blocks, last to first"),
-    ("strategy", str, "evolution, cmaes (CMA-ES, the cmaes library; a generation = the cycle's children), or "
-                      "random (the null baseline: parents and survivors drawn at random)"),
+    ("strategy", str, "evolution; guided (the straight-through gradient's sign proposes a direction, the "
+                      "cycle's children are steps along it, the exact fitness keeps the best); cmaes (CMA-ES, "
+                      "the cmaes library; a generation = the cycle's children); random / guided-random (the "
+                      "null baselines of evolution / guided: the same moves, chosen at random)"),
     ("vector", str, "channels: every scale of the selected points; points: one factor per quantization point; "
                     "points+channels: both"),
     ("budget", int, "total loss evaluations of the run; sets the cycles per block step (overrides --cycles)"),
