@@ -76,7 +76,9 @@ def run_to_end(win, button, timeout_ms: int = 300_000) -> str:
 
 
 def shut(qtbot, win) -> None:
-    """Stop any run still going and wait for its thread (no terminate())."""
+    """Stop any run still going and wait for its thread (no terminate()). Never interactive from here:
+    if the run outlives the wait, closing must not block the suite on "Stop the search?"."""
+    win.interactive = False
     if win.runner is not None:
         win.stop()
         qtbot.waitUntil(lambda: win.runner is None, timeout=60_000)

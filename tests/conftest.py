@@ -20,6 +20,21 @@ from helpers import make_image_folder
 torch.set_num_threads(1)
 
 
+# Files whose tests start a local Ray cluster: one worker runs them all, so two clusters never
+# compete for the machine's two cores.
+RAY_MODULES = {"test_sweep_ray", "test_app_sweep_ray"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group tests for ``--dist loadgroup`` (pyproject's addopts): a file runs whole on one worker
+    (its module fixtures are built once), and the Ray files share one. Before xdist's own hook,
+    which reads the groups."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        item.add_marker(pytest.mark.xdist_group("ray" if module in RAY_MODULES else module))
+
+
 @pytest.fixture
 def demo_model() -> tuple[nn.Module, ModelInfo]:
     """A fresh digits-vit with its shipped weights (fresh because quantization edits models in place)."""
