@@ -9,7 +9,8 @@ of evaluations and the same selection rule.
 
 ``evolution`` (the release's loop with relative mutation, the default until guided won on
 held-out), ``cmaes``, the ``points`` / ``points+channels`` vectors and ``budget`` are options,
-measured against the default on held-out over three settings (README, "A stronger search").
+measured against the default on held-out over three settings (README, "The default search:
+guided by the gradient").
 """
 from __future__ import annotations
 
