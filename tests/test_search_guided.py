@@ -5,21 +5,18 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-import pytest
 import torch
 
 from engine.quant.schemes import get_scheme
-from engine.search.checkpoint import load_checkpoint
-from engine.search.config import NULL_OF, PRESETS
+from engine.search.config import NULL_OF
 from engine.search.evaluator import CachedEvaluator, search_fitness
-from engine.search.events import Evaluated, Started
 from engine.search.evolution import EvolutionParams
 from engine.search.guided import adapted, guided_block, step_ladder
-from engine.search.run import search_prepared
 from engine.search.segments import model_segments
 from engine.search.space import block_space
 from engine.search.vector import searched_vector
 from tests.test_search_run import TINY, final, run_all, scales_of, tiny_prepared
+from tests.test_search_strategies import assert_resumed_mid_pass_equals_uninterrupted
 
 GUIDED = replace(TINY, strategy="guided", scope="all", children=3, cycles=2)
 TARGET = np.linspace(0.5, 2.0, 6)
@@ -128,15 +125,4 @@ def test_a_guided_search_is_bit_reproducible_and_lowers_the_loss():
 
 
 def test_a_guided_search_resumed_mid_pass_equals_the_uninterrupted_one(tmp_path):
-    config = replace(GUIDED, passes=2)
-    uninterrupted = run_all(tiny_prepared(), config)
-    checkpoint = tmp_path / "run.ckpt"
-    events = search_prepared(tiny_prepared(), config, checkpoint=checkpoint)
-    for event in events:                         # stop inside the 2nd pass, in its 2nd block step
-        if isinstance(event, Evaluated) and event.evaluation > 6 * 4 + 2:
-            events.close()
-    assert load_checkpoint(checkpoint)[0].step == 4
-    resumed = run_all(tiny_prepared(), config, checkpoint=checkpoint, resume=checkpoint)
-    assert next(e for e in resumed if isinstance(e, Started)).resumed_from_step == 4
-    assert all(np.array_equal(x, y) for x, y in zip(scales_of(resumed), scales_of(uninterrupted)))
-    np.testing.assert_array_equal(final(resumed).run.history.loss, final(uninterrupted).run.history.loss)
+    assert_resumed_mid_pass_equals_uninterrupted(GUIDED, tmp_path)

@@ -109,19 +109,25 @@ def test_a_cmaes_search_is_bit_reproducible_and_never_raises_the_loss():
     assert run.metrics["evaluations"] == 1 + 3 * 2 * 4
 
 
-def test_a_cmaes_search_resumed_mid_pass_equals_the_uninterrupted_one(tmp_path):
-    config = replace(CMAES, passes=2)
+def assert_resumed_mid_pass_equals_uninterrupted(config: SearchConfig, tmp_path) -> None:
+    """Stop a 2-pass search inside its 5th block step (the 2nd of pass 2), resume from the
+    checkpoint of step 4: the same scales and loss history as the uninterrupted run."""
+    config = replace(config, passes=2)
     uninterrupted = run_all(tiny_prepared(), config)
     checkpoint = tmp_path / "run.ckpt"
     events = search_prepared(tiny_prepared(), config, checkpoint=checkpoint)
-    for event in events:                         # stop inside the 2nd pass, in its 2nd block step
-        if isinstance(event, Evaluated) and event.evaluation > 4 * 8 + 2:
+    for event in events:
+        if isinstance(event, Evaluated) and event.evaluation > 4 * config.children * config.cycles + 2:
             events.close()
     assert load_checkpoint(checkpoint)[0].step == 4
     resumed = run_all(tiny_prepared(), config, checkpoint=checkpoint, resume=checkpoint)
     assert next(e for e in resumed if isinstance(e, Started)).resumed_from_step == 4
     assert all(np.array_equal(x, y) for x, y in zip(scales_of(resumed), scales_of(uninterrupted)))
     np.testing.assert_array_equal(final(resumed).run.history.loss, final(uninterrupted).run.history.loss)
+
+
+def test_a_cmaes_search_resumed_mid_pass_equals_the_uninterrupted_one(tmp_path):
+    assert_resumed_mid_pass_equals_uninterrupted(CMAES, tmp_path)
 
 
 @pytest.mark.parametrize("preset", ["default", "random"])
