@@ -35,8 +35,9 @@ from app.window.sweep_actions import SweepActions
 log = logging.getLogger(__name__)
 REDRAW_MS = 50   # 20 Hz
 INTRO = ("<b>CPT-V</b> improves an already-quantized Vision Transformer by nudging its quantization scales, "
-         "one transformer block at a time, with an evolutionary search whose fitness is how closely the "
-         "quantized model's outputs match the full-precision model's. Lower loss is better; the bars show "
+         "one transformer block at a time (by default guided by the gradient; the paper's evolution is a "
+         "preset), with a fitness that is how closely the quantized model's outputs match the full-precision "
+         "model's. Lower loss is better; the bars show "
          "whether accuracy comes back.")
 
 
