@@ -21,9 +21,10 @@ from .data import SYNTHETIC, first_images
 from .models import DEMO_MODEL
 from .pipeline import Prepared, RunSpec, prepare
 from .quant import QuantizedModel
+from .quant.fused import fused_uniform
 from .search.config import SearchConfig
 from .bench_forward import segment_flops
-from .search.compiled import evaluation_forwards
+from .search.compiled import compiled_forwards, evaluation_forwards
 from .search.evaluator import CachedEvaluator, Forwards, NaiveEvaluator, search_fitness
 from .search.segments import model_segments
 from .search.space import block_space, mutate
@@ -33,8 +34,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BenchResult:
-    """Eager cached (``opt_*``, the historical keys) and compiled cached (``compiled_*``; None when
-    not compiling) paths, each over the naive path; ``gflops`` per path counts the matmul work each
+    """Eager cached (``opt_*``, the historical keys), compiled cached (``compiled_*``: compiled blocks)
+    and fused cached (``fused_*``: eager blocks, fused fake quantization) paths, each over the naive
+    path; a path not measured leaves its fields None. ``gflops`` per path counts the matmul work each
     really did (the cached paths skip the blocks before the searched one)."""
     naive_evals_per_s: float
     opt_evals_per_s: float
@@ -47,6 +49,7 @@ class BenchResult:
     evaluations: int
     n_calib: int
     blocks: int
+    work_ratio: float           # naive over cached matmul FLOPs: the cached paths' speedup if every FLOP cost the same
     compiled: bool | None = None                # False: compilation failed and that path ran eager
     compile_s: float | None = None              # its first (compiling) pass minus its timed pass
     compiled_evals_per_s: float | None = None
@@ -54,6 +57,13 @@ class BenchResult:
     compiled_cpu_speedup: float | None = None
     compiled_max_rel_loss_diff: float | None = None
     compiled_equals_eager: bool | None = None   # every compiled loss bit-identical to the eager cached one
+    fused: bool | None = None                   # False: the fused kernel failed to build and ran eager
+    fused_compile_s: float | None = None
+    fused_evals_per_s: float | None = None
+    fused_speedup: float | None = None
+    fused_cpu_speedup: float | None = None
+    fused_max_rel_loss_diff: float | None = None
+    fused_equals_eager: bool | None = None
     forward: dict | None = None                 # ForwardBench.to_dict(), when measured
 
     def to_dict(self) -> dict:
@@ -107,12 +117,30 @@ def _cached_pass(evaluator: CachedEvaluator, work, children: int, clock: _PathCl
             clock.run(device, evaluator.evaluate, index, space, vectors[i:i + children])
 
 
+@dataclass(frozen=True)
+class _Path:
+    """A cached evaluation path and the fake quantization it runs (fused kernels or eager)."""
+    evaluator: CachedEvaluator
+    fused: bool
+
+
+def _path_figures(prefix: str, clock: _PathClock, warmup: _PathClock, base: _PathClock, eager: _PathClock,
+                  n_evals: int) -> dict:
+    """A compiling path's figures over the naive one, and whether its losses equal eager's bit for bit."""
+    reference = np.concatenate(base.losses)
+    return {f"{prefix}_evals_per_s": n_evals / clock.wall, f"{prefix}_speedup": base.wall / clock.wall,
+            f"{prefix}_cpu_speedup": base.cpu / clock.cpu, f"{prefix}_max_rel_loss_diff": clock.rel_diff(reference),
+            f"{prefix}_equals_eager": bool(np.array_equal(np.concatenate(clock.losses), np.concatenate(eager.losses))),
+            "compile_s" if prefix == "compiled" else f"{prefix}_compile_s": max(0.0, warmup.wall - clock.wall)}
+
+
 def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: SearchConfig, model_name: str,
               device: torch.device, candidates: int = 8, seed: int = 0, compile_mode: str = "off") -> BenchResult:
     """Time the paths over the same candidates; a cached path's time includes building its block-input
-    cache at every block. Where ``compile_mode`` compiles (``compiled.should_compile``), the compiled
-    path runs once untimed first: its compilation, reported as ``compile_s``. All use the fitness's
-    images (``config.search_images``)."""
+    cache at every block. The naive and eager cached paths run eager; with ``compile_mode`` ``on``,
+    compiled blocks and fused fake quantization each get a path (on any device), with ``auto``
+    whichever the search would use (``compiled.py``). A compiling path runs once untimed first: its compilation, reported
+    as ``compile_s`` / ``fused_compile_s``. All use the fitness's images (``config.search_images``)."""
     calib = first_images(calib, config.search_images)
     keep_freed_memory()   # as the search does before its evaluations (engine/allocator.py)
     segments = model_segments(qmodel.model)
@@ -121,19 +149,29 @@ def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: Sea
     n_evals = sum(len(vectors) for _, _, vectors in work)
 
     naive = NaiveEvaluator(qmodel, segments, calib, fitness)
-    cached = {"cached_eager": CachedEvaluator(qmodel, segments, calib, fitness)}
-    forwards = evaluation_forwards(segments, compile_mode, calib[0])
-    compiling = forwards != Forwards(segments)
-    warmup = _PathClock()
-    if compiling:
-        cached["cached_compiled"] = CachedEvaluator(qmodel, segments, calib, fitness, forwards=forwards)
-        _cached_pass(cached["cached_compiled"], work, config.children, warmup, device)
-        cached["cached_compiled"].begin_pass()
-    clocks = {name: _PathClock() for name in ("naive", *cached)}
+    forwards = evaluation_forwards(qmodel, segments, compile_mode, calib[0])   # what the search would run
+    both = compile_mode == "on"
+    fuses = both or any(q.fused for q in qmodel.quantizers().values())
+    if both and forwards == Forwards(segments):
+        forwards = compiled_forwards(segments)
+    paths = {"cached_eager": _Path(CachedEvaluator(qmodel, segments, calib, fitness), fused=False)}
+    if forwards != Forwards(segments):
+        paths["cached_compiled"] = _Path(CachedEvaluator(qmodel, segments, calib, fitness, forwards=forwards), False)
+    if fuses:
+        paths["cached_fused"] = _Path(CachedEvaluator(qmodel, segments, calib, fitness), fused=True)
+    warmups = {name: _PathClock() for name in paths if name != "cached_eager"}
+    for name, clock in warmups.items():
+        qmodel.fuse_fake_quant(paths[name].fused)
+        _cached_pass(paths[name].evaluator, work, config.children, clock, device)
+        paths[name].evaluator.begin_pass()
+    clocks = {name: _PathClock() for name in ("naive", *paths)}
     for index, space, vectors in work:   # interleaved per block, so load changes hit every path alike
+        qmodel.fuse_fake_quant(False)
         clocks["naive"].run(device, naive.evaluate, space, vectors)
-        for name, evaluator in cached.items():
-            _cached_pass(evaluator, [(index, space, vectors)], config.children, clocks[name], device)
+        for name, path in paths.items():
+            qmodel.fuse_fake_quant(path.fused)
+            _cached_pass(path.evaluator, [(index, space, vectors)], config.children, clocks[name], device)
+    qmodel.fuse_fake_quant(False)
     log.info("%d evaluations: %s", n_evals, ", ".join(f"{name} {c.wall:.1f} s (CPU {c.cpu:.1f} s)"
                                                       for name, c in clocks.items()))
 
@@ -148,16 +186,17 @@ def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: Sea
         cpu_speedup=base.cpu / eager.cpu, max_rel_loss_diff=eager.rel_diff(reference),
         gflops={name: (images * n_evals * flops.total if name == "naive" else cached_flops) / clock.wall / 1e9
                 for name, clock in clocks.items()},
-        model=model_name, device=str(device), evaluations=n_evals, n_calib=images, blocks=len(work))
-    if not compiling:
-        return result
-    fused = clocks["cached_compiled"]
-    return replace(result, compiled=not forwards.candidates.fallback.active,
-                   compile_s=max(0.0, warmup.wall - fused.wall), compiled_evals_per_s=n_evals / fused.wall,
-                   compiled_speedup=base.wall / fused.wall, compiled_cpu_speedup=base.cpu / fused.cpu,
-                   compiled_max_rel_loss_diff=fused.rel_diff(reference),
-                   compiled_equals_eager=bool(np.array_equal(np.concatenate(fused.losses),
-                                                             np.concatenate(eager.losses))))
+        model=model_name, device=str(device), evaluations=n_evals, n_calib=images, blocks=len(work),
+        work_ratio=images * n_evals * flops.total / cached_flops)
+    if "cached_compiled" in paths:
+        result = replace(result, compiled=not forwards.candidates.fallback.active,
+                         **_path_figures("compiled", clocks["cached_compiled"], warmups["cached_compiled"],
+                                         base, eager, n_evals))
+    if fuses:
+        result = replace(result, fused=fused_uniform.failure is None,
+                         **_path_figures("fused", clocks["cached_fused"], warmups["cached_fused"], base, eager,
+                                         n_evals))
+    return result
 
 
 def bench_inputs(spec: RunSpec) -> Prepared:

@@ -1,5 +1,6 @@
-"""Forward benchmark: what fake quantization costs over the float model, eager and compiled, and how
-far each forward is from the device's matmul throughput.
+"""Forward benchmark: what fake quantization costs over the float model, eager, compiled (whole
+blocks) and fused (eager blocks, one kernel per fake-quant point), and how far each forward is from
+the device's matmul throughput.
 
 All forwards run on the same batch in one process, interleaved (best of ``reps``), so their ratios
 hold on a loaded machine. GFLOP/s count the matmuls and convolutions (torch's FlopCounterMode), the
@@ -18,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .models import create_model
 from .pipeline import Prepared
 from .quant import QuantizedModel
+from .quant.fused import fused_uniform
 from .search.compiled import compiled_forwards
 from .search.segments import Segments, model_segments
 
@@ -93,13 +95,17 @@ class ForwardBench:
     fp_wrapper_s: float          # the quantized model with its quantizers off (explicit attention)
     fq_eager_s: float
     fq_compiled_s: float
+    fq_fused_s: float
     compiled: bool               # False when compilation failed and the "compiled" forward ran eager
     compile_s: float             # the first compiled call minus a warm one
+    fused: bool                  # False when the fused kernel failed to build and that forward ran eager
+    fused_compile_s: float
     gflop_per_image: float
     gflops: dict[str, float]
     matmul_gflops: float
     fq_eager_over_fp: float
     fq_compiled_over_fp: float
+    fq_fused_over_fp: float
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,18 +114,25 @@ class ForwardBench:
 @torch.no_grad()
 def bench_forwards(fp_model: nn.Module, qmodel: QuantizedModel, segments: Segments, images: torch.Tensor,
                    device: torch.device, reps: int = 3) -> ForwardBench:
-    """FP, wrapper-FP, eager fake-quant and compiled fake-quant forwards of ``images``, interleaved."""
+    """FP, wrapper-FP, eager, compiled and fused fake-quant forwards of ``images``, interleaved."""
     compiled = compiled_forwards(segments).segments
-    first = _seconds(device, lambda: compiled.forward(images))
-    warm = _seconds(device, lambda: compiled.forward(images))
 
     def quantizers_off() -> torch.Tensor:
         with qmodel.full_precision():
             return segments.forward(images)
 
+    def fused() -> torch.Tensor:
+        qmodel.fuse_fake_quant(True)
+        try:
+            return segments.forward(images)
+        finally:
+            qmodel.fuse_fake_quant(False)
+
+    compile_s = {name: _seconds(device, fn) - _seconds(device, fn)     # the first call compiles
+                 for name, fn in (("compiled", lambda: compiled.forward(images)), ("fused", fused))}
     forwards = {"fp": lambda: fp_model(images), "fp_wrapper": quantizers_off,
                 "fq_eager": lambda: segments.forward(images),
-                "fq_compiled": lambda: compiled.forward(images)}
+                "fq_compiled": lambda: compiled.forward(images), "fq_fused": fused}
     best = {name: float("inf") for name in forwards}
     for _ in range(reps):
         for name, fn in forwards.items():
@@ -129,10 +142,12 @@ def bench_forwards(fp_model: nn.Module, qmodel: QuantizedModel, segments: Segmen
     fallback = compiled.blocks[0].fallback
     return ForwardBench(
         images=n, fp_s=best["fp"] / n, fp_wrapper_s=best["fp_wrapper"] / n, fq_eager_s=best["fq_eager"] / n,
-        fq_compiled_s=best["fq_compiled"] / n, compiled=not fallback.active, compile_s=max(0.0, first - warm),
+        fq_compiled_s=best["fq_compiled"] / n, fq_fused_s=best["fq_fused"] / n, compiled=not fallback.active,
+        compile_s=max(0.0, compile_s["compiled"]), fused=fused_uniform.failure is None,
+        fused_compile_s=max(0.0, compile_s["fused"]),
         gflop_per_image=flops / 1e9, gflops={name: flops * n / seconds / 1e9 for name, seconds in best.items()},
         matmul_gflops=matmul_gflops(device), fq_eager_over_fp=best["fq_eager"] / best["fp"],
-        fq_compiled_over_fp=best["fq_compiled"] / best["fp"])
+        fq_compiled_over_fp=best["fq_compiled"] / best["fp"], fq_fused_over_fp=best["fq_fused"] / best["fp"])
 
 
 def measure_forwards(prepared: Prepared) -> ForwardBench:

@@ -16,7 +16,7 @@ from engine.quant import QuantConfig, quantize
 from engine.runrecord import run_identity, spec_values
 from engine.search.config import PRESETS
 from engine.search.compiled import (AUTO_MIN_BLOCK_ELEMENTS, block_elements, compiled_forwards,
-                                    evaluation_forwards, should_compile)
+                                    evaluation_forwards, should_compile, should_fuse_fake_quant)
 from engine.search.evaluator import CachedEvaluator, Fitness, Forwards, reference_outputs
 from engine.search.losses import get_loss
 from engine.search.segments import model_segments
@@ -55,11 +55,15 @@ def test_compiled_evaluation_is_eager_bit_for_bit_on_a_vit_and_a_swin_block(vit,
     result = run_bench(qmodel, calib, PRESETS["default"], "tiny-vit", torch.device("cpu"), candidates=2,
                        compile_mode="on")
     assert result.compiled and result.compiled_equals_eager and result.compiled_max_rel_loss_diff <= 1e-5
-    assert result.compiled_speedup > 0 and set(result.gflops) == {"naive", "cached_eager", "cached_compiled"}
+    assert result.fused and result.fused_equals_eager and result.fused_max_rel_loss_diff <= 1e-5
+    assert result.compiled_speedup > 0 and result.fused_speedup > 0
+    assert set(result.gflops) == {"naive", "cached_eager", "cached_compiled", "cached_fused"}
+    assert not any(q.fused for q in qmodel.quantizers().values())     # the bench leaves the model eager
     forward = bench_forwards(tiny_vit(depth=2), qmodel, model_segments(qmodel.model), calib[0], torch.device("cpu"),
                              reps=1)
     assert forward.compiled and forward.images == 8 and forward.matmul_gflops > 0
     assert forward.fq_compiled_over_fp == pytest.approx(forward.fq_compiled_s / forward.fp_s)
+    assert forward.fused and forward.fq_fused_over_fp == pytest.approx(forward.fq_fused_s / forward.fp_s)
 
     torch.manual_seed(0)
     swin = SwinTransformer(img_size=32, patch_size=4, in_chans=3, num_classes=5, embed_dim=16, depths=(2,),
@@ -105,17 +109,28 @@ def test_a_missing_cxx_toolchain_falls_back_to_eager(vit, monkeypatch, caplog):
     np.testing.assert_array_equal(losses, _first_block_losses(qmodel, calib))
 
 
-def test_auto_compiles_on_cuda_for_blocks_of_deit_tiny_size_only(vit):
+def test_compiling_means_compiled_blocks_on_cuda_and_fused_fake_quant_on_the_cpu(vit, monkeypatch):
     qmodel, calib = vit
     segments = model_segments(qmodel.model)
-    assert block_elements(segments, calib[0]) == 17 * 32             # 16 patches + class token, width 32
-    assert evaluation_forwards(segments, "auto", calib[0]) == Forwards(segments)
-    assert evaluation_forwards(segments, "off", calib[0]) == Forwards(segments)
-    assert evaluation_forwards(segments, "on", calib[0]).segments.blocks[0].eager is segments.blocks[0]
+
+    def fused() -> set[bool]:
+        return {q.fused for q in qmodel.quantizers().values()}
+
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert should_compile("auto", cuda, 197 * 192) and not should_compile("auto", cuda, AUTO_MIN_BLOCK_ELEMENTS - 1)
-    assert not should_compile("auto", cpu, 197 * 192)       # measured no faster on an idle CPU
-    assert not should_compile("off", cuda, 10 ** 9) and should_compile("on", cpu, 1)
+    assert should_compile("on", cuda, 1) and not should_compile("off", cuda, 10 ** 9)
+    assert should_fuse_fake_quant("auto", cpu, 197 * 192) and not should_fuse_fake_quant("auto", cpu, AUTO_MIN_BLOCK_ELEMENTS - 1)
+    assert should_fuse_fake_quant("on", cpu, 1) and not should_fuse_fake_quant("off", cpu, 10 ** 9)
+    for mode in ("auto", "on"):     # compiled blocks measured no faster on the CPU; fusing alone did
+        assert not should_compile(mode, cpu, 10 ** 9) and not should_fuse_fake_quant(mode, cuda, 10 ** 9)
+
+    assert block_elements(segments, calib[0]) == 17 * 32             # 16 patches + class token, width 32
+    assert evaluation_forwards(qmodel, segments, "auto", calib[0]) == Forwards(segments) and fused() == {False}
+    assert evaluation_forwards(qmodel, segments, "on", calib[0]) == Forwards(segments) and fused() == {True}
+    assert evaluation_forwards(qmodel, segments, "off", calib[0]) == Forwards(segments) and fused() == {False}
+    monkeypatch.setattr("engine.search.compiled.AUTO_MIN_BLOCK_ELEMENTS", 17 * 32)
+    assert evaluation_forwards(qmodel, segments, "auto", calib[0]) == Forwards(segments) and fused() == {True}
+    qmodel.fuse_fake_quant(False)
     with pytest.raises(ValueError, match="compile mode"):
         should_compile("fast", cpu, 1)
 

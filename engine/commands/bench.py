@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     prepared = bench_inputs(spec)
     result = run_bench(prepared.qmodel, prepared.calib, config, spec.model, prepared.device, args.candidates,
                        args.seed, compile_mode=spec.compile)
-    if result.compiled is not None:
+    if result.compiled is not None or result.fused is not None:
         result = replace(result, forward=measure_forwards(prepared).to_dict())
     emit(args, result.to_dict(), _summary(result))
     return 0
@@ -82,16 +82,24 @@ def _summary(result: BenchResult) -> str:
     lines = [f"{result.model} on {result.device}: naive {result.naive_evals_per_s:.2f} evals/s, optimised "
              f"{result.opt_evals_per_s:.2f} evals/s, speedup {result.speedup:.2f}x (CPU time {result.cpu_speedup:.2f}x), "
              f"max relative loss difference {result.max_rel_loss_diff:.1e} ({result.evaluations} evaluations, "
-             f"{result.n_calib} images, {result.blocks} blocks)"]
+             f"{result.n_calib} images, {result.blocks} blocks); the cached path does {result.work_ratio:.2f}x less "
+             f"matmul work (its speedup if every FLOP cost the same)"]
     if result.compiled is not None:
         lines.append(f"compiled{'' if result.compiled else ' (FAILED: ran eager)'}: {result.compiled_evals_per_s:.2f} "
                      f"evals/s, speedup {result.compiled_speedup:.2f}x (CPU time {result.compiled_cpu_speedup:.2f}x), "
                      f"losses {'bit-identical to' if result.compiled_equals_eager else 'DIFFERENT from'} eager, "
                      f"compile {result.compile_s:.1f} s")
+    if result.fused is not None:
+        lines.append(f"fused fake quantization{'' if result.fused else ' (FAILED: ran eager)'}: "
+                     f"{result.fused_evals_per_s:.2f} evals/s, speedup {result.fused_speedup:.2f}x (CPU time "
+                     f"{result.fused_cpu_speedup:.2f}x), losses "
+                     f"{'bit-identical to' if result.fused_equals_eager else 'DIFFERENT from'} eager, "
+                     f"compile {result.fused_compile_s:.1f} s")
     lines.append("matmul GFLOP/s: " + ", ".join(f"{name} {value:.1f}" for name, value in result.gflops.items()))
     if result.forward:
         f = result.forward
         lines.append(f"forward per image: FP {f['fp_s'] * 1e3:.1f} ms, fake-quant eager {f['fq_eager_s'] * 1e3:.1f} ms "
                      f"({f['fq_eager_over_fp']:.2f}x FP), compiled {f['fq_compiled_s'] * 1e3:.1f} ms "
-                     f"({f['fq_compiled_over_fp']:.2f}x FP); plain matmul {f['matmul_gflops']:.1f} GFLOP/s")
+                     f"({f['fq_compiled_over_fp']:.2f}x FP), fused {f['fq_fused_s'] * 1e3:.1f} ms "
+                     f"({f['fq_fused_over_fp']:.2f}x FP); plain matmul {f['matmul_gflops']:.1f} GFLOP/s")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .fused import fused_uniform
 from .params import PER_CHANNEL, PER_TENSOR, QuantParams, integer_range
 from .schemes import get_scheme
 
@@ -23,6 +24,9 @@ class FakeQuantizer(nn.Module):
 
     The buffers are born on ``device`` (the wrapped module's) and every later ``set_params`` keeps
     them there, so one rule holds whatever path sets them: they live where the module lives.
+
+    With ``fused`` set, the ``uniform`` scheme runs as one fused kernel where it can (``fused.py``):
+    the same values, fewer passes over memory.
     """
 
     def __init__(self, bits: int, device: torch.device, signed: bool = False, granularity: str = PER_TENSOR,
@@ -34,6 +38,7 @@ class FakeQuantizer(nn.Module):
         self.extra_names: list[str] = []
         self.observer: Observer | None = None
         self.enabled = True
+        self.fused = False
 
     @property
     def calibrated(self) -> bool:
@@ -53,9 +58,13 @@ class FakeQuantizer(nn.Module):
             return x
         if not self.enabled or not self.calibrated:
             return x
+        scale, zero_point = self._broadcast(self.scale, x), self._broadcast(self.zero_point, x)
+        if self.fused and self.scheme == "uniform":
+            out = fused_uniform(x, scale, zero_point, self.qmin, self.qmax)
+            if out is not None:
+                return out
         extra = {name: getattr(self, "extra_" + name) for name in self.extra_names}
-        return get_scheme(self.scheme)(x, self._broadcast(self.scale, x), self._broadcast(self.zero_point, x),
-                                       self.qmin, self.qmax, extra)
+        return get_scheme(self.scheme)(x, scale, zero_point, self.qmin, self.qmax, extra)
 
     def _broadcast(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.granularity == PER_TENSOR or t.ndim == 0:

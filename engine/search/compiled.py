@@ -9,6 +9,11 @@ boundary (deit_tiny W4A3: 1.6e-4 of a block's outputs move by a whole quantizati
 keep their eager kernels (``EAGER_OPS``) and inductor fuses everything around them: compiled and
 eager give bit-identical blocks, and a search's result does not depend on whether it compiled.
 
+That is what compiling means on CUDA. On the CPU, compiled blocks measured no faster than eager, so
+there compiling means eager blocks whose fake quantization runs as one fused kernel per point
+(``engine/quant/fused.py``), which did measure faster; ``should_compile`` and
+``should_fuse_fake_quant`` hold the rule.
+
 Compilation is lazy (at a block's first call), so failures surface there: a missing C++ toolchain,
 an op inductor cannot lower, a model dynamo cannot trace. The first one switches every compiled
 block of the run back to eager with one log line. Inductor keeps its generated kernels on disk
@@ -23,17 +28,18 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..quant import QuantizedModel
+from ..quant.fused import compile_failure
 from .config import COMPILE_MODES
 from .evaluator import Forwards, candidate_outputs
 from .segments import Segments
 
 log = logging.getLogger(__name__)
 
-# ``auto`` compiles on CUDA, for blocks whose input holds at least this many values per image
-# (tokens x width: deit_tiny's is 197 x 192 = 37,824, the digits demo's 17 x 96 = 1,632, too small
-# for fusion to pay for compiling). Not on the CPU: there, on an idle machine, the compiled forward
-# measured no faster than eager (``bench``: deit_tiny 1.43x vs 1.31x the FP forward), since eager
-# fake quantization stays in cache and the kept LayerNorm / GELU / softmax bound what fuses.
+# ``auto`` compiles for blocks whose input holds at least this many values per image (tokens x
+# width: deit_tiny's is 197 x 192 = 37,824, the digits demo's 17 x 96 = 1,632, too small for fusion
+# to pay for compiling). Compiled blocks on the CPU measured no faster than eager (``bench``:
+# deit_tiny 1.43x vs 1.31x the FP forward; the kept LayerNorm / GELU / softmax bound what fuses).
 AUTO_MIN_BLOCK_ELEMENTS = 8192
 # Swin's stages, shifted and plain windows, and the evaluator's batch shapes each make a graph.
 RECOMPILE_LIMIT = 64
@@ -72,11 +78,21 @@ def exact_inductor(graph: torch.fx.GraphModule, example_inputs: list) -> Callabl
         return compile_fx(graph, example_inputs, decompositions=table)
 
 
-def should_compile(mode: str, device: torch.device, block_elements: int) -> bool:
-    """``on``/``off`` as asked; ``auto``: on CUDA, for blocks of deit_tiny's size and up."""
+def _wanted(mode: str, block_elements: int) -> bool:
     if mode not in COMPILE_MODES:
         raise ValueError(f"compile mode must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
-    return mode == "on" or (mode == "auto" and device.type == "cuda" and block_elements >= AUTO_MIN_BLOCK_ELEMENTS)
+    return mode == "on" or (mode == "auto" and block_elements >= AUTO_MIN_BLOCK_ELEMENTS)
+
+
+def should_compile(mode: str, device: torch.device, block_elements: int) -> bool:
+    """Compiled blocks: what compiling means on CUDA. ``on``/``off`` as asked; ``auto``: for blocks of
+    deit_tiny's size and up."""
+    return _wanted(mode, block_elements) and device.type != "cpu"
+
+
+def should_fuse_fake_quant(mode: str, device: torch.device, block_elements: int) -> bool:
+    """Eager blocks with fused fake quantization: what compiling means on the CPU, by the same rule."""
+    return _wanted(mode, block_elements) and device.type == "cpu"
 
 
 class EagerFallback:
@@ -90,16 +106,8 @@ class EagerFallback:
         return self.reason is not None
 
     def trip(self, error: Exception) -> None:
-        self.reason = _root_cause(error)
+        self.reason = compile_failure(error)
         log.warning("torch.compile failed, running eager from here on (%s)", self.reason)
-
-
-def _root_cause(error: BaseException) -> str:
-    """The innermost exception, one line: dynamo wraps the compiler's own error (a missing g++, ...)."""
-    while (inner := getattr(error, "inner_exception", None) or error.__cause__) is not None:
-        error = inner
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 @dataclass(frozen=True)
@@ -144,9 +152,16 @@ def block_elements(segments: Segments, images: torch.Tensor) -> int:
         return segments.block_input(images[:1], 0)[0].numel()
 
 
-def evaluation_forwards(segments: Segments, mode: str, images: torch.Tensor) -> Forwards:
-    """The forwards candidate evaluation runs: compiled where ``mode`` asks for it."""
-    if not should_compile(mode, images.device, block_elements(segments, images)):
+def evaluation_forwards(qmodel: QuantizedModel, segments: Segments, mode: str, images: torch.Tensor) -> Forwards:
+    """The forwards candidate evaluation runs: compiled blocks where ``mode`` asks for them. Where it
+    fuses fake quantization instead, that is set on ``qmodel``, so its other forwards (held-out and
+    test top-1) use the fused kernels too; ``off`` turns them off."""
+    elements = block_elements(segments, images)
+    fuses = should_fuse_fake_quant(mode, images.device, elements)
+    qmodel.fuse_fake_quant(fuses)
+    if fuses:
+        log.info("fake quantization runs as fused kernels (--compile %s)", mode)
+    if not should_compile(mode, images.device, elements):
         return Forwards(segments)
     log.info("compiling the blocks for candidate evaluation (--compile %s)", mode)
     return compiled_forwards(segments)

@@ -188,8 +188,10 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
         dest = flag.replace("-", "_")
         group.add_argument(f"--{flag}", dest=dest, type=kind, default=None, choices=_CHOICES.get(dest), help=text)
     group.add_argument("--compile", choices=COMPILE_MODES, default="auto",
-                       help="torch.compile the blocks candidate evaluation runs (same losses, bit for bit; falls "
-                            "back to eager if compiling fails); auto: on CUDA for blocks of deit_tiny's size and up (on the CPU it measured no faster)")
+                       help="torch.compile candidate evaluation (same losses, bit for bit; falls back to eager if "
+                            "compiling fails). on: compiled blocks; auto, for blocks of deit_tiny's size and up: "
+                            "compiled blocks on CUDA, and on the CPU eager blocks with fake quantization as one "
+                            "fused kernel (what measured faster there); off: eager")
 
 
 def search_config_from_args(args: argparse.Namespace) -> SearchConfig:

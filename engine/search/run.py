@@ -193,7 +193,7 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
     images = first_images(prepared.calib, config.search_images)
     keep_freed_memory()   # candidate evaluation reuses freed memory from here on (engine/allocator.py)
     evaluator = CachedEvaluator(qmodel, segments, images, search_fitness(qmodel, segments, images, config),
-                                forwards=evaluation_forwards(segments, spec.compile, images[0]))
+                                forwards=evaluation_forwards(qmodel, segments, spec.compile, images[0]))
     heldout = materialize(prepared.splits.heldout, spec.batch_size, prepared.device)   # read after every step
     rng = np.random.default_rng([SEARCH_STREAM, spec.seed])
     if resume is not None:
