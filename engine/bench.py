@@ -139,8 +139,9 @@ def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: Sea
     """Time the paths over the same candidates; a cached path's time includes building its block-input
     cache at every block. The naive and eager cached paths run eager; with ``compile_mode`` ``on``,
     compiled blocks and fused fake quantization each get a path (on any device), with ``auto``
-    whichever the search would use (``compiled.py``). A compiling path runs once untimed first: its compilation, reported
-    as ``compile_s`` / ``fused_compile_s``. All use the fitness's images (``config.search_images``)."""
+    whichever the search would use (``compiled.py``). A compiling path runs once untimed first: its
+    compilation, reported as ``compile_s`` / ``fused_compile_s``. All use the fitness's images
+    (``config.search_images``)."""
     calib = first_images(calib, config.search_images)
     keep_freed_memory()   # as the search does before its evaluations (engine/allocator.py)
     segments = model_segments(qmodel.model)
@@ -156,7 +157,8 @@ def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: Sea
         forwards = compiled_forwards(segments)
     paths = {"cached_eager": _Path(CachedEvaluator(qmodel, segments, calib, fitness), fused=False)}
     if forwards != Forwards(segments):
-        paths["cached_compiled"] = _Path(CachedEvaluator(qmodel, segments, calib, fitness, forwards=forwards), False)
+        paths["cached_compiled"] = _Path(CachedEvaluator(qmodel, segments, calib, fitness, forwards=forwards),
+                                         fused=False)
     if fuses:
         paths["cached_fused"] = _Path(CachedEvaluator(qmodel, segments, calib, fitness), fused=True)
     warmups = {name: _PathClock() for name in paths if name != "cached_eager"}
