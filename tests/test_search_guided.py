@@ -62,15 +62,16 @@ def test_the_cached_gradient_equals_the_full_forwards():
     np.testing.assert_allclose(cached, full, rtol=1e-4, atol=1e-7 * np.abs(full).max())
 
 
-def _guided_step(strategy: str, seed: int = 0, cycles: int = 5, children: int = 4):
-    """A block step on a bowl in log coordinates whose minimum is away from the start."""
+def _guided_step(strategy: str, seed: int = 0, cycles: int = 5, children: int = 4, flip: bool = False):
+    """A block step on a bowl in log coordinates whose minimum is away from the start (``flip``: the
+    bowl upside down, a fitness that ranks every candidate the other way)."""
     params = EvolutionParams(population=1, tournament=1, cycles=cycles, children=children, strategy=strategy,
                              mutation="relative", ranges=np.full(6, 0.2))
     calls = {"evaluate": [], "gradient": 0}
 
     def evaluate(candidates: np.ndarray) -> np.ndarray:
         calls["evaluate"].append(len(candidates))
-        return (np.log(candidates / TARGET) ** 2).sum(axis=1)
+        return (-1 if flip else 1) * (np.log(candidates / TARGET) ** 2).sum(axis=1)
 
     def gradient(coordinates: np.ndarray) -> np.ndarray:
         calls["gradient"] += 1
@@ -105,6 +106,8 @@ def test_the_null_moves_as_far_without_the_gradient_and_is_seeded():
     assert losses_a == losses_b and np.array_equal(a.vector, b.vector) and not np.array_equal(a.vector, c.vector)
     assert np.all(np.abs(np.log(a.vector)) > 0)                        # every coordinate moved
     assert NULL_OF["guided"] == "guided-random"
+    flipped, _, _ = _guided_step("guided-random", seed=0, flip=True)   # the fitness decides nothing:
+    np.testing.assert_array_equal(flipped.vector, a.vector)           # its numbers hold for any --loss
 
 
 def test_a_points_vector_sums_its_elements_gradient():

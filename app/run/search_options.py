@@ -49,7 +49,8 @@ OPTIONS: dict[str, Option] = {
     "budget": Option("Budget (evaluations)", "Total candidate evaluations of the run; sets the cycles per block "
                      "step. Empty = passes × blocks × cycles × children.", 2, 10_000_000, 0, empty="from cycles"),
     "loss": Option("Fitness loss", "How far the quantized model's outputs are from the full-precision ones. "
-                   "contrastive = InfoNCE of the paper; kl = KL divergence to the FP softmax."),
+                   "mse = mean squared difference of the logits (the default); contrastive = InfoNCE of the paper; "
+                   "kl = KL divergence to the FP softmax."),
     "temperature": Option("Temperature", "Softmax temperature T of the contrastive and kl losses (paper: 3).", 1e-4, 1e4, 4,
                           advanced=True),
     "mutation": Option("Mutation", "absolute: scale + U(-r, r) (the paper); relative: scale × exp(U(-r, r)).",

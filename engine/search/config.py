@@ -73,7 +73,7 @@ class SearchConfig:
     mutation: str = "relative"
     mutation_range: float | None = None      # weights; None = the mode's default (see resolved_ranges)
     act_mutation_range: float | None = None  # activations; likewise
-    loss: str = "kl"
+    loss: str = "mse"             # chosen on held-out for the guided search (README)
     temperature: float = 1.0
     features: str = "logits"
     select: str = "last"
@@ -168,7 +168,7 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
                               "halved per bit above 4)"),
     ("act-mutation-range", float, "r for activation scales (default: as weights absolute; 0.1 relative, "
                                   "halved per bit above 4)"),
-    ("loss", str, "fitness: contrastive (InfoNCE), kl, mse or cosine"),
+    ("loss", str, "fitness: contrastive (InfoNCE), kl, mse (the default) or cosine"),
     ("temperature", float, "softmax temperature of contrastive and kl"),
     ("features", str, "compare logits or prelogits (the features before the head)"),
     ("select", str, "result: last step, best-loss step, or best-heldout step (the base counts as step 0)"),
