@@ -72,10 +72,10 @@ OPTIONS: dict[str, Option] = {
 # RunSpec.compile, among the advanced search options: how candidate evaluation computes, not what.
 COMPILE_OPTION = Option("Compile", "torch.compile candidate evaluation, so fake quantization costs fewer passes "
                         "over memory: faster evaluations after a one-off compile, identical results (bit for bit). "
-                        "on: the blocks compiled whole. auto, for blocks of deit_tiny's size and up: compiled blocks "
-                        "on a GPU; on the CPU eager blocks with each fake quantization one fused kernel (faster "
-                        "there); off for the small digits demo. If compiling fails (no C++ toolchain, an "
-                        "unsupported op) the search falls back to eager with one log line.",
+                        "On a GPU the blocks are compiled whole; on the CPU they stay eager and each fake "
+                        "quantization is one fused kernel (what was faster there). auto: for blocks of deit_tiny's "
+                        "size and up, not the small digits demo; on: always. If compiling fails (no C++ toolchain, "
+                        "an unsupported op) the search falls back to eager with one log line.",
                         choices=search_config.COMPILE_MODES, advanced=True)
 HIDDEN_FIELDS = {"preset", "seed", "device", "calib_size", "batch_size"}
 ENUM_CONSTANTS = {"loss": ("LOSS_NAMES",), "select": ("SELECTIONS",), "mutation": ("MUTATIONS",),
