@@ -124,11 +124,11 @@ def test_a_missing_cxx_toolchain_runs_eager(vit, monkeypatch):
     qmodel, calib = vit
     kernel = FusedUniform()
     monkeypatch.setattr("engine.quant.quantizer.fused_uniform", kernel)
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/g++",))
-    monkeypatch.setattr(inductor_config, "fx_graph_cache", False)   # a cached build would not need the compiler
+    # torch's own patch (see test_compiled): a cached build would not need the compiler
     torch._dynamo.reset()
     try:
-        (fused_losses, _), (eager_losses, _) = _fused_and_eager(qmodel, calib)
+        with inductor_config.patch({"cpp.cxx": ("/nonexistent/g++",), "fx_graph_cache": False}):
+            (fused_losses, _), (eager_losses, _) = _fused_and_eager(qmodel, calib)
     finally:
         torch._dynamo.reset()
     assert kernel.failure is not None
