@@ -75,7 +75,7 @@ def run_identity(spec: dict[str, Any], search: dict[str, Any] | None, weights_sh
 
 # Search options added after run files were first written, with the value every earlier run searched
 # with: an older file is known to have used them, so they are compared, not skipped as unknown.
-SEARCH_FIELDS_ADDED: dict[str, Any] = {"vector": "channels", "budget": None}
+SEARCH_FIELDS_ADDED: dict[str, Any] = {"vector": "channels", "budget": None, "direction": "sign"}
 
 
 def record_identity(record: RunRecord) -> dict[str, Any]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 
 from engine.quant.schemes import get_scheme
 from engine.search.config import NULL_OF
 from engine.search.evaluator import CachedEvaluator, search_fitness
 from engine.search.evolution import EvolutionParams
-from engine.search.guided import adapted, guided_block, step_ladder
+from engine.search.guided import CLIP, adapted, direction_of, guided_block, step_ladder
 from engine.search.segments import model_segments
 from engine.search.space import block_space
 from engine.search.vector import searched_vector
@@ -62,11 +63,26 @@ def test_the_cached_gradient_equals_the_full_forwards():
     np.testing.assert_allclose(cached, full, rtol=1e-4, atol=1e-7 * np.abs(full).max())
 
 
-def _guided_step(strategy: str, seed: int = 0, cycles: int = 5, children: int = 4, flip: bool = False):
+def test_the_scaled_direction_moves_each_point_by_its_range_and_its_channels_with_the_gradient():
+    gradient = np.array([0.0, 1e-3, -2e-3, 1e-2, -5.0, 0.5, -3e-4])
+    groups = np.array([0, 0, 0, 0, 0, 1, 2])        # a weight point of five channels, two single scales
+    scaled = direction_of(gradient, "scaled", groups)
+    rms = np.sqrt(np.mean(gradient[:5] ** 2))
+    np.testing.assert_allclose(scaled[:4], gradient[:4] / rms)           # in proportion below the clip
+    assert scaled[4] == -CLIP
+    np.testing.assert_array_equal(scaled[5:], [1.0, -1.0])              # a point of one scale: its sign
+    np.testing.assert_array_equal(direction_of(gradient, "sign", groups), np.sign(gradient))
+    np.testing.assert_array_equal(direction_of(np.zeros(3), "scaled", np.array([0, 0, 1])), np.zeros(3))
+    with pytest.raises(ValueError, match="direction 'raw'"):
+        direction_of(gradient, "raw", groups)
+
+
+def _guided_step(strategy: str, seed: int = 0, cycles: int = 5, children: int = 4, flip: bool = False,
+                 direction: str = "scaled"):
     """A block step on a bowl in log coordinates whose minimum is away from the start (``flip``: the
     bowl upside down, a fitness that ranks every candidate the other way)."""
     params = EvolutionParams(population=1, tournament=1, cycles=cycles, children=children, strategy=strategy,
-                             mutation="relative", ranges=np.full(6, 0.2))
+                             mutation="relative", ranges=np.full(6, 0.2), direction=direction)
     calls = {"evaluate": [], "gradient": 0}
 
     def evaluate(candidates: np.ndarray) -> np.ndarray:
@@ -89,8 +105,9 @@ def _guided_step(strategy: str, seed: int = 0, cycles: int = 5, children: int = 
             return done.value, losses, calls
 
 
-def test_a_guided_step_descends_never_raises_the_loss_and_spends_its_budget():
-    result, losses, calls = _guided_step("guided")
+@pytest.mark.parametrize("direction", ["scaled", "sign"])
+def test_a_guided_step_descends_never_raises_the_loss_and_spends_its_budget(direction):
+    result, losses, calls = _guided_step("guided", direction=direction)
     start_loss = float((np.log(1 / TARGET) ** 2).sum())
     assert calls["evaluate"] == [4] * 5 and calls["gradient"] == 5 and len(losses) == 20
     assert result.loss == min([start_loss] + losses) and result.loss < 0.2 * start_loss
@@ -105,6 +122,10 @@ def test_the_null_moves_as_far_without_the_gradient_and_is_seeded():
     assert calls["gradient"] == 0 and calls["evaluate"] == [4] * 5
     assert losses_a == losses_b and np.array_equal(a.vector, b.vector) and not np.array_equal(a.vector, c.vector)
     assert np.all(np.abs(np.log(a.vector)) > 0)                        # every coordinate moved
+    for direction, equal_moves in (("scaled", False), ("sign", True)):   # one cycle: the rule's sizes
+        moved, _, _ = _guided_step("guided-random", seed=0, cycles=1, direction=direction)
+        moves = np.abs(np.log(moved.vector))
+        assert np.allclose(moves, moves[0], rtol=1e-4) == equal_moves and moves.max() <= CLIP * 0.2 * 1.0001
     assert NULL_OF["guided"] == "guided-random"
     flipped, _, _ = _guided_step("guided-random", seed=0, flip=True)   # the fitness decides nothing:
     np.testing.assert_array_equal(flipped.vector, a.vector)           # its numbers hold for any --loss
@@ -129,3 +150,12 @@ def test_a_guided_search_is_bit_reproducible_and_lowers_the_loss():
 
 def test_a_guided_search_resumed_mid_pass_equals_the_uninterrupted_one(tmp_path):
     assert_resumed_mid_pass_equals_uninterrupted(GUIDED, tmp_path)
+
+
+def test_a_vector_numbers_its_points_for_the_scaled_direction():
+    from tests.test_search_strategies import _space
+    scales = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
+    space = _space([(3,), ()])
+    assert searched_vector("channels", space, scales).groups().tolist() == [0, 0, 0, 1]
+    assert searched_vector("points", space, scales).groups().tolist() == [0, 1]
+    assert searched_vector("points+channels", space, scales).groups().tolist() == [0, 0, 0, 1, 2, 3]

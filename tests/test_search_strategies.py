@@ -89,16 +89,17 @@ def test_budget_sets_the_cycles_per_block_step():
         SearchConfig(strategy="cmaes", children=1)
 
 
-def test_files_written_before_vector_and_budget_read_as_the_channel_search():
-    """And a sweep asking for another vector does not take such a file for its own cell."""
-    old = {k: v for k, v in PRESETS["default"].to_dict().items() if k not in ("vector", "budget")}
-    assert SearchConfig.from_dict(old) == replace(PRESETS["default"], vector="channels")
+def test_files_written_before_vector_budget_and_direction_read_as_what_they_ran():
+    """The channel search, no budget, the sign direction; and a sweep asking for another vector or
+    the scaled direction does not take such a file for its own cell."""
+    old = {k: v for k, v in PRESETS["default"].to_dict().items() if k not in ("vector", "budget", "direction")}
+    then = replace(PRESETS["default"], vector="channels", budget=None, direction="sign")
+    assert SearchConfig.from_dict(old) == then
     record = SimpleNamespace(spec={"model": "digits-vit", "seed": 0}, search=old, weights_sha256="0" * 64)
-    wanted = replace(PRESETS["default"], vector="points").to_dict()
-    assert "config.vector 'channels'" in identity_mismatch(record_identity(record),
-                                                           run_identity(record.spec, wanted, "0" * 64))
-    assert identity_mismatch(record_identity(record),
-                             run_identity(record.spec, PRESETS["default"].to_dict(), "0" * 64)) is None
+    for wanted, field in ((replace(then, vector="points"), "config.vector 'channels'"),
+                          (PRESETS["default"], "config.direction 'sign'")):
+        assert field in identity_mismatch(record_identity(record), run_identity(record.spec, wanted.to_dict(), "0" * 64))
+    assert identity_mismatch(record_identity(record), run_identity(record.spec, then.to_dict(), "0" * 64)) is None
 
 
 def test_a_cmaes_search_is_bit_reproducible_and_never_raises_the_loss():

@@ -38,7 +38,7 @@ OPTIONS: dict[str, Option] = {
                     "qkv and proj (the paper), mlp = weight scales of fc1 and fc2, act = the block's activation "
                     "clip ranges; all = everything.",
                     choices=("attn+act", "attn", "attn+mlp", "attn+mlp+act", "act", "mlp", "all")),
-    "strategy": Option("Strategy", "guided = the gradient's sign proposes a move, the exact loss keeps the best "
+    "strategy": Option("Strategy", "guided = the gradient proposes a move, the exact loss keeps the best "
                        "step; evolution = the CPT-V paper's search; cmaes = CMA-ES, which adapts its sampling to the "
                        "losses seen; random / guided-random = null baselines of evolution / guided that spend the "
                        "same evaluations on random changes accepted at random.", advanced=True),
@@ -46,6 +46,9 @@ OPTIONS: dict[str, Option] = {
                      "points = one factor per quantization point (each channel keeps its calibrated share); "
                      "points+channels = both.",
                      advanced=True),
+    "direction": Option("Guided direction", "guided: how the gradient becomes a move. scaled = in proportion to "
+                        "the gradient (its RMS = one mutation range, at most two); sign = every scale moves by its "
+                        "full range, which stalls on some settings.", advanced=True),
     "budget": Option("Budget (evaluations)", "Total candidate evaluations of the run; sets the cycles per block "
                      "step. Empty = passes × blocks × cycles × children.", 2, 10_000_000, 0, empty="from cycles"),
     "loss": Option("Fitness loss", "How far the quantized model's outputs are from the full-precision ones. "

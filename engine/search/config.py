@@ -2,10 +2,10 @@
 
 ``release`` is the CPT-V release's recipe (DESIGN §4). ``default`` is ours: block by block like
 the release, over every scale of the block (weights per channel and activation clip ranges), but
-``guided``: the straight-through gradient's sign proposes each move and the exact fitness keeps
-the best of ``children`` step sizes (guided.py); label-free, it takes the last step. ``random`` is
-its null baseline: the same moves along random directions, written back at random, the same number
-of evaluations and the same selection rule.
+``guided``: the straight-through gradient proposes each move (scaled to its RMS, clipped) and the
+exact fitness keeps the best of ``children`` step sizes (guided.py); label-free, it takes the last
+step. ``random`` is its null baseline: the same moves along random directions, written back at
+random, the same number of evaluations and the same selection rule.
 
 ``evolution`` (the release's loop with relative mutation, the default until guided won on
 held-out), ``cmaes``, the ``points`` / ``points+channels`` vectors and ``budget`` are options,
@@ -25,6 +25,7 @@ STRATEGIES = ("evolution", "guided", "cmaes", "random", "guided-random")
 # The null baseline of each steering strategy: the same moves and budget, chosen without the loss.
 NULL_OF = {"evolution": "random", "guided": "guided-random"}
 VECTORS = ("channels", "points", "points+channels")
+DIRECTIONS = ("scaled", "sign")   # guided.py
 MUTATIONS = ("absolute", "relative")
 LOSS_NAMES = ("contrastive", "kl", "mse", "cosine")
 FEATURES = ("logits", "prelogits")
@@ -69,6 +70,7 @@ class SearchConfig:
     passes: int = 2
     strategy: str = "guided"       # evolution, cmaes; the nulls: random (evolution's), guided-random
     vector: str = "channels"       # or "points", "points+channels" (vector.py)
+    direction: str = "scaled"      # guided only: or "sign" (guided.py)
     budget: int | None = None      # total evaluations; sets the cycles per block step (cycles_for)
     mutation: str = "relative"
     mutation_range: float | None = None      # weights; None = the mode's default (see resolved_ranges)
@@ -83,7 +85,8 @@ class SearchConfig:
         scope_parts(self.scope)
         for name, value, allowed in (("strategy", self.strategy, STRATEGIES), ("mutation", self.mutation, MUTATIONS),
                                      ("loss", self.loss, LOSS_NAMES), ("features", self.features, FEATURES),
-                                     ("select", self.select, SELECTIONS), ("vector", self.vector, VECTORS)):
+                                     ("select", self.select, SELECTIONS), ("vector", self.vector, VECTORS),
+                                     ("direction", self.direction, DIRECTIONS)):
             if value not in allowed:
                 raise ValueError(f"{name} {value!r}: choose one of {', '.join(allowed)}")
         for name in ("population", "tournament", "cycles", "children", "passes"):
@@ -162,6 +165,8 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
                       "null baselines of evolution / guided: the same moves, chosen at random)"),
     ("vector", str, "channels: every scale of the selected points; points: one factor per quantization point; "
                     "points+channels: both"),
+    ("direction", str, "guided: how the gradient becomes a move. scaled: the gradient over its RMS, clipped to "
+                       "+-2 mutation ranges; sign: every coordinate moves by its range (the first guided default)"),
     ("budget", int, "total loss evaluations of the run; sets the cycles per block step (overrides --cycles)"),
     ("mutation", str, "absolute: |s + U(-r, r)| (the release); relative: s * exp(U(-r, r))"),
     ("mutation-range", float, "r for weight scales (default: 1e-3 at <=4 bits else 1e-4 absolute; 0.05 relative, "
@@ -175,8 +180,8 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("search-images", int, "calibration images the fitness compares: the first N of the calibration draw "
                            "(default: all; fewer is faster and noisier)"),
 )
-_CHOICES = {"vector": VECTORS, "strategy": STRATEGIES, "mutation": MUTATIONS, "loss": LOSS_NAMES, "features": FEATURES,
-            "select": SELECTIONS}
+_CHOICES = {"vector": VECTORS, "direction": DIRECTIONS, "strategy": STRATEGIES, "mutation": MUTATIONS,
+            "loss": LOSS_NAMES, "features": FEATURES, "select": SELECTIONS}
 
 
 def add_search_args(parser: argparse.ArgumentParser) -> None:

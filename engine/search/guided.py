@@ -1,19 +1,29 @@
 """One block step of the ``guided`` search: the gradient proposes, the exact fitness disposes.
 
 Each cycle takes the straight-through gradient of the fitness with respect to the log of every
-searched coordinate (``CachedEvaluator.log_gradient``, LSQ's gradient of a scale), and evaluates
-``children`` candidates along its sign, at step sizes r·step·2^-k (k = children-1 .. 0; r = the
-coordinate's mutation range, the evolution's step size), in one batched call of the exact
-fitness. The best candidate is kept only if it lowers the loss, so the straight-through estimate
-never decides alone and a block step never raises the loss. ``step`` doubles when the largest
-move wins, halves when the smallest does, and quarters when none does.
+searched coordinate (``CachedEvaluator.log_gradient``, LSQ's gradient of a scale), turns it into a
+direction, and evaluates ``children`` candidates along it, at step sizes r·step·2^-k (k =
+children-1 .. 0; r = the coordinate's mutation range, the evolution's step size), in one batched
+call of the exact fitness. The best candidate is kept only if it lowers the loss, so the
+straight-through estimate never decides alone and a block step never raises the loss. ``step``
+doubles when the largest move wins, halves when the smallest does, and quarters when none does.
 
-The sign, not the gradient itself, sets the direction: every coordinate moves by its own range,
-as in Adam's first steps, where the raw gradient lets a few large coordinates take the whole step
-(measured: with the raw direction the first two demo blocks never improved).
+The direction (``--direction``):
 
-``guided-random`` is its null: the same candidates along a random sign vector, one of them written
-back at random, the step never adapted: the budget and the size of every move, without the idea.
+* ``scaled`` (the default): within each quantization point, the gradient over the point's root
+  mean square, clipped to ±``CLIP``. Every point moves by about its range, as with the sign, but
+  its channels move in proportion to their gradient, none by more than twice the range; a point
+  with one scale (an activation's clip range) moves by its range, as with the sign.
+* ``sign``: every coordinate moves by its full range (the first guided default). Channels whose
+  gradient is noise move as far as the ones that matter, so on some settings every step either
+  changes nothing or too much, and the block step stalls (README: seeds where the loss stopped
+  falling after the first pass).
+
+The raw gradient is neither: scaled by its largest entry, a few coordinates take the whole step.
+
+``guided-random`` is its null: the same candidates along a random direction (a standard normal
+vector through the same rule, so every move has the same size distribution), one of them written
+back at random, the step never adapted: the budget and the moves, without the idea.
 """
 from __future__ import annotations
 
@@ -21,11 +31,24 @@ from typing import Callable, Generator
 
 import numpy as np
 
+from .config import DIRECTIONS
 from .evolution import BlockResult, Evaluate, EvolutionParams, Step
 
 Gradient = Callable[[np.ndarray], np.ndarray]   # coordinates (size,) -> d loss / d log(coordinate)
 
 GROW, SHRINK, FAIL = 2.0, 0.5, 0.25
+CLIP = 2.0   # the ``scaled`` direction's largest move, in mutation ranges
+
+
+def direction_of(gradient: np.ndarray, rule: str, groups: np.ndarray) -> np.ndarray:
+    """Each coordinate's move along ``gradient``, in units of its mutation range (the step goes
+    against it); ``groups``: the quantization point of every coordinate (0..n-1)."""
+    if rule == "sign":
+        return np.sign(gradient)
+    if rule == "scaled":
+        rms = np.sqrt(np.bincount(groups, weights=np.square(gradient)) / np.bincount(groups))[groups]
+        return np.clip(np.divide(gradient, rms, out=np.zeros_like(gradient, np.float64), where=rms > 0), -CLIP, CLIP)
+    raise ValueError(f"direction {rule!r}: choose one of {', '.join(DIRECTIONS)}")
 
 
 def step_ladder(children: int) -> np.ndarray:
@@ -43,14 +66,18 @@ def adapted(step: float, winner: int | None, children: int) -> float:
 
 
 def guided_block(start: np.ndarray, start_loss: float, evaluate: Evaluate, gradient: Gradient,
-                 params: EvolutionParams, rng: np.random.Generator) -> Generator[Step, None, BlockResult]:
+                 params: EvolutionParams, rng: np.random.Generator,
+                 groups: np.ndarray | None = None) -> Generator[Step, None, BlockResult]:
     """Yields a Step per evaluated candidate (its ``population_losses``: the current loss and this
-    cycle's losses so far); returns the block's new coordinates."""
+    cycle's losses so far); returns the block's new coordinates. ``groups``: the quantization
+    point of every coordinate (None: one point)."""
     null = params.strategy == "guided-random"
     ladder = step_ladder(params.children)
     current, loss, step = start.astype(np.float64), float(start_loss), 1.0
+    groups = np.zeros(current.size, np.int64) if groups is None else groups
     for cycle in range(params.cycles):
-        direction = rng.choice([-1.0, 1.0], size=current.size) if null else np.sign(gradient(current.astype(np.float32)))
+        signal = rng.standard_normal(current.size) if null else gradient(current.astype(np.float32))
+        direction = direction_of(signal, params.direction, groups)
         moves = np.outer(ladder * step, direction * params.ranges)
         candidates = (current * np.exp(-moves)).astype(np.float32)
         losses = np.asarray(evaluate(candidates), np.float64)

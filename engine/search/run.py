@@ -120,7 +120,7 @@ def _evolution_params(config: SearchConfig, space: BlockSpace, vector: SearchedV
                       cycles: int) -> EvolutionParams:
     w_range, a_range = config.resolved_ranges(prepared.qmodel.config.w_bits, prepared.qmodel.config.a_bits)
     return EvolutionParams(config.population, config.tournament, cycles, config.children, config.strategy,
-                           config.mutation, vector.ranges(space.ranges(w_range, a_range)))
+                           config.mutation, vector.ranges(space.ranges(w_range, a_range)), config.direction)
 
 
 def _block_step(config: SearchConfig, evaluator: CachedEvaluator, block_index: int, space: BlockSpace,
@@ -136,7 +136,7 @@ def _block_step(config: SearchConfig, evaluator: CachedEvaluator, block_index: i
             scales = vector.expand(coordinates[None])[0]
             return vector.log_gradient(evaluator.log_gradient(block_index, space, scales))
 
-        result = yield from guided_block(vector.start(), loss, evaluate, gradient, params, rng)
+        result = yield from guided_block(vector.start(), loss, evaluate, gradient, params, rng, vector.groups())
     else:
         step = cmaes_block if config.strategy == "cmaes" else evolve_block
         result = yield from step(vector.start(), loss, evaluate, params, rng)

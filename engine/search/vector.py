@@ -59,6 +59,13 @@ class SearchedVector:
         return {"channels": element_log_gradient, "points": per_point,
                 "points+channels": np.concatenate([element_log_gradient, per_point])}[self.kind]
 
+    def groups(self) -> np.ndarray:
+        """The quantization point of every coordinate, numbered 0..: a point's elements share its
+        number, and each point factor is a group of its own."""
+        factors = self.n_points + np.arange(self.n_points)
+        return {"channels": self.point_of, "points": np.arange(self.n_points),
+                "points+channels": np.concatenate([self.point_of, factors])}[self.kind]
+
     def ranges(self, element_ranges: np.ndarray) -> np.ndarray:
         """Mutation range per coordinate (a point's elements share one range)."""
         per_point = element_ranges[np.unique(self.point_of, return_index=True)[1]]
