@@ -136,7 +136,7 @@ class PlotsPanel(QWidget):
                                    "each other mean those members share one loss. A narrowing band means the "
                                    "population converges. With the guided search (the default) the members are "
                                    "the block's current scales and the cycle's candidates, one per step size "
-                                   "along the gradient's sign.")
+                                   "along the gradient's direction.")
         # The key is in the title (as in the accuracy plot): a legend box would sit on the flat lines.
         self.pop_max = self.pop_plot.plot([], [], pen=pg.mkPen(POP_WORST, width=2.5,
                                                                style=pg.QtCore.Qt.PenStyle.DashLine))

@@ -31,7 +31,7 @@ OPTIONS: dict[str, Option] = {
                      "pick parents, mutate, keep the best.", 1, 10000),
     "population": Option("Population", "evolution: candidate scale sets kept per block (the paper uses 15).", 2, 10000),
     "children": Option("Children per cycle", "New candidates evaluated in each cycle (batched together); guided: "
-                       "step sizes along the gradient's sign.", 1, 10000),
+                       "step sizes along the gradient's direction.", 1, 10000),
     "tournament": Option("Tournament size", "Members drawn (with replacement) to pick each parent.", 1, 10000,
                          advanced=True),
     "scope": Option("Searched scales", "Which scales the search may change, joined by '+': attn = weight scales of "
@@ -47,8 +47,8 @@ OPTIONS: dict[str, Option] = {
                      "points+channels = both.",
                      advanced=True),
     "direction": Option("Guided direction", "guided: how the gradient becomes a move. scaled = in proportion to "
-                        "the gradient (its RMS = one mutation range, at most two); sign = every scale moves by its "
-                        "full range, which stalls on some settings.", advanced=True),
+                        "the gradient (per quantization point, its RMS = one mutation range, at most two); "
+                        "sign = every scale moves by its full range, which stalls on some settings.", advanced=True),
     "budget": Option("Budget (evaluations)", "Total candidate evaluations of the run; sets the cycles per block "
                      "step. Empty = passes × blocks × cycles × children.", 2, 10_000_000, 0, empty="from cycles"),
     "loss": Option("Fitness loss", "How far the quantized model's outputs are from the full-precision ones. "

@@ -159,14 +159,15 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("cycles", int, "cycles per block step"),
     ("children", int, "children per cycle (evaluated in one batched pass)"),
     ("passes", int, "sweeps over all blocks, last to first"),
-    ("strategy", str, "evolution; guided (the straight-through gradient's sign proposes a direction, the "
+    ("strategy", str, "evolution; guided (the straight-through gradient proposes a direction, the "
                       "cycle's children are steps along it, the exact fitness keeps the best); cmaes (CMA-ES, "
                       "the cmaes library; a generation = the cycle's children); random / guided-random (the "
                       "null baselines of evolution / guided: the same moves, chosen at random)"),
     ("vector", str, "channels: every scale of the selected points; points: one factor per quantization point; "
                     "points+channels: both"),
-    ("direction", str, "guided: how the gradient becomes a move. scaled: the gradient over its RMS, clipped to "
-                       "+-2 mutation ranges; sign: every coordinate moves by its range (the first guided default)"),
+    ("direction", str, "guided: how the gradient becomes a move. scaled: the gradient over its RMS within each "
+                       "quantization point, clipped to +-2 mutation ranges; sign: every coordinate moves by its "
+                       "range (the first guided default)"),
     ("budget", int, "total loss evaluations of the run; sets the cycles per block step (overrides --cycles)"),
     ("mutation", str, "absolute: |s + U(-r, r)| (the release); relative: s * exp(U(-r, r))"),
     ("mutation-range", float, "r for weight scales (default: 1e-3 at <=4 bits else 1e-4 absolute; 0.05 relative, "
