@@ -2,9 +2,9 @@
 
 ``release`` is the CPT-V release's recipe (DESIGN §4). ``default`` is ours: block by block like
 the release, over every scale of the block (weights per channel and activation clip ranges), but
-``guided``: the straight-through gradient proposes each move (scaled to its RMS, clipped) and the
-exact fitness keeps the best of ``children`` step sizes (guided.py); label-free, it takes the last
-step. ``random`` is its null baseline: the same moves along random directions, written back at
+``guided``: the straight-through gradient proposes each move (scaled per quantization point) and
+the exact fitness keeps the best of ``children`` step sizes (guided.py); label-free, it takes the
+last step. ``random`` is its null baseline: the same moves along random directions, written back at
 random, the same number of evaluations and the same selection rule.
 
 ``evolution`` (the release's loop with relative mutation, the default until guided won on
@@ -167,7 +167,7 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
                     "points+channels: both"),
     ("direction", str, "guided: how the gradient becomes a move. scaled: the gradient over its RMS within each "
                        "quantization point, clipped to +-2 mutation ranges; sign: every coordinate moves by its "
-                       "range (the first guided default)"),
+                       "range (the earlier guided defaults)"),
     ("budget", int, "total loss evaluations of the run; sets the cycles per block step (overrides --cycles)"),
     ("mutation", str, "absolute: |s + U(-r, r)| (the release); relative: s * exp(U(-r, r))"),
     ("mutation-range", float, "r for weight scales (default: 1e-3 at <=4 bits else 1e-4 absolute; 0.05 relative, "

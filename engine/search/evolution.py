@@ -29,7 +29,7 @@ class EvolutionParams:
     strategy: str      # "evolution" | "random"
     mutation: str      # "absolute" | "relative"
     ranges: np.ndarray  # mutation range per element
-    direction: str = "scaled"   # guided only: how the gradient becomes a move (guided.DIRECTIONS)
+    direction: str = "scaled"   # guided only: how the gradient becomes a move (config.DIRECTIONS)
 
 
 @dataclass(frozen=True)

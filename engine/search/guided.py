@@ -14,7 +14,7 @@ The direction (``--direction``):
   mean square, clipped to ±``CLIP``. Every point moves by about its range, as with the sign, but
   its channels move in proportion to their gradient, none by more than twice the range; a point
   with one scale (an activation's clip range) moves by its range, as with the sign.
-* ``sign``: every coordinate moves by its full range (the first guided default). Channels whose
+* ``sign``: every coordinate moves by its full range (the earlier guided defaults). Channels whose
   gradient is noise move as far as the ones that matter, so on some settings every step either
   changes nothing or too much, and the block step stalls (README: seeds where the loss stopped
   falling after the first pass).
