@@ -143,6 +143,8 @@ def test_a_points_vector_sums_its_elements_gradient():
 def test_a_guided_search_is_bit_reproducible_and_lowers_the_loss():
     a, b = run_all(tiny_prepared(), GUIDED), run_all(tiny_prepared(), GUIDED)
     assert all(np.array_equal(x, y) for x, y in zip(scales_of(a), scales_of(b)))
+    sign = run_all(tiny_prepared(), replace(GUIDED, direction="sign"))     # --direction reaches the step
+    assert not all(np.array_equal(x, y) for x, y in zip(scales_of(a), scales_of(sign)))
     run = final(a).run
     assert run.metrics["refined_loss"] < run.metrics["base_loss"] and not run.scales.equals(run.base)
     assert run.metrics["evaluations"] == 1 + 3 * 2 * 3
