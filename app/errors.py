@@ -101,7 +101,7 @@ def _export_problem(exc: BaseException, text: str) -> Problem | None:
     export_error = _engine_class("engine.export.onnx_qdq", "ExportError")
     if export_error is not None and isinstance(exc, export_error):
         return Problem("This run cannot be exported", text, "Choose another format, or quantize with a quantizer "
-                       "that exports (see the README's table of quantizers and formats).", "export")
+                       "that exports (see docs/export.md, its table of quantizers and formats).", "export")
     return None
 
 

@@ -1,4 +1,10 @@
-"""``python -m engine <command>``: the headless face of every feature.
+"""``python -m engine <command>``: quantize a ViT, refine its quantization scales block by block, export, compare.
+
+The search has a choice of methods (``--preset`` / ``--strategy``). The default is *guided*: the
+straight-through gradient of the fitness proposes each move, and the exact fitness (the mean squared
+difference between the quantized and the FP logits) keeps a step only if it lowers the loss.
+``--preset release`` is the paper's contrastive evolutionary search (CPT-V, arXiv 2211.09643) and
+``--preset random`` the default's null baseline. Every command and flag: docs/cli.md.
 
 Each command lives in ``engine/commands/<name>.py`` and exposes ``add_parser(subparsers)``; with
 ``--json`` a command prints one JSON object as its last stdout line. Known user errors become a

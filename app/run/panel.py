@@ -179,8 +179,10 @@ class RunPanel(QScrollArea):
                           "model's outputs get closer to the full-precision model's.")
         self.preset = QComboBox(objectName="preset")
         self.preset.addItems(list(search_config.PRESETS))
-        self.preset.setToolTip("default: our search (activation clip ranges too); release: the paper's exact "
-                               "recipe; random: a null baseline with the same budget (random acceptance).")
+        self.preset.setToolTip("default: the guided search (the gradient proposes each move, a step is kept only "
+                               "if it lowers the loss); release: the CPT-V paper's evolutionary search, its exact "
+                               "recipe; random: the default's null baseline (the same moves along random "
+                               "directions, the same budget).")
         form.addRow(_label("Preset", self.preset), self.preset)
         self.seed = _spin(0, 2**31 - 1, 0, "seed", "One seed drives calibration sampling and the search: same seed, same result.")
         form.addRow(_label("Seed", self.seed), self.seed)

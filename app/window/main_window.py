@@ -34,11 +34,11 @@ from app.window.sweep_actions import SweepActions
 
 log = logging.getLogger(__name__)
 REDRAW_MS = 50   # 20 Hz
-INTRO = ("<b>CPT-V</b> improves an already-quantized Vision Transformer by nudging its quantization scales, "
-         "one transformer block at a time (by default guided by the gradient; the paper's evolution is a "
-         "preset), with a fitness that is how closely the quantized model's outputs match the full-precision "
-         "model's. Lower loss is better; the bars show "
-         "whether accuracy comes back.")
+INTRO = ("<b>CPT-V Studio</b> improves an already-quantized Vision Transformer by nudging its quantization "
+         "scales, one transformer block at a time. By default the search is guided: the gradient proposes each "
+         "move, and a step is kept only if it brings the quantized model's outputs closer to the full-precision "
+         "model's (the loss: their mean squared difference). The paper's evolutionary search is the release "
+         "preset; random is a null baseline. Lower loss is better; the bars show whether accuracy comes back.")
 
 
 class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):

@@ -24,7 +24,8 @@ REFRESH_S = 0.5   # progress line refresh on a terminal
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("search", help="refine the scales with the CPT-V evolutionary search")
+    parser = sub.add_parser("search", help="refine the scales block by block (default: the guided search; "
+                                           "--preset release: the CPT-V paper's evolutionary search)")
     add_model_args(parser)
     add_quant_args(parser)
     add_search_args(parser)
