@@ -24,7 +24,7 @@ from .models import DEMO_MODEL, ModelLoadError
 from .quant import QuantConfig, ScaleMismatch, available_quantizers
 
 COMMANDS = ("quantize", "eval", "inspect", "train_demo", "search", "bench", "sweep", "compare",
-            "make_folder", "export", "diagnose")
+            "make_folder", "export", "diagnose", "coverage")
 USER_ERRORS = (DataError, ModelLoadError, ScaleMismatch, FileNotFoundError, ValueError)
 
 
@@ -49,6 +49,9 @@ def add_quant_args(parser: argparse.ArgumentParser, required: bool = True) -> No
     group.add_argument("--quantizer", choices=available_quantizers(), required=required, default=None if required else "minmax")
     group.add_argument("--bits", required=required, help="bit-widths, e.g. W4A8 (attention bits default to A)")
     group.add_argument("--attn-bits", type=int, default=None, help="bits of q, k, v and attention probabilities")
+    group.add_argument("--allow-float", action="append", default=None, metavar="MODULE_PATTERN",
+                       help="keep the matmuls of modules matching this fnmatch pattern (qualified name, e.g. "
+                            "'blocks.*.attn') in float on purpose; repeatable; recorded in the run file")
 
 
 def add_output_args(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +60,7 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
 
 
 def quant_config(args: argparse.Namespace) -> QuantConfig:
-    return QuantConfig.from_bits(args.quantizer, args.bits, args.attn_bits)
+    return QuantConfig.from_bits(args.quantizer, args.bits, args.attn_bits, tuple(args.allow_float or ()))
 
 
 def run_spec(args: argparse.Namespace, quant: QuantConfig | None = None):

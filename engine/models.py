@@ -255,9 +255,10 @@ def _file_sha256(path: Path) -> str:
 
 
 def _state_sha256(model: nn.Module) -> str:
-    """Identity of in-memory weights (no file): names, shapes and bytes of the state dict."""
+    """Identity of in-memory weights (no file): names, shapes and bytes of the state dict. Flattened first,
+    so 0-dim tensors (a step counter, a scalar gain) of any element size can be viewed as bytes."""
     digest = hashlib.sha256()
     for key, tensor in model.state_dict().items():
         digest.update(f"{key}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

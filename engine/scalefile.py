@@ -79,6 +79,7 @@ def save_run(path: str | Path, record: RunRecord) -> Path:
         config.attrs.update(quantizer=record.quant.quantizer, w_bits=record.quant.w_bits,
                             a_bits=record.quant.a_bits, attn_bits=record.quant.attention_bits,
                             attn_bits_explicit=record.quant.attn_bits is not None, seed=record.seed,
+                            allow_float=json.dumps(list(record.quant.allow_float)),
                             search=json.dumps(record.search) if record.search is not None else "",
                             run_spec=json.dumps(record.spec) if record.spec is not None else "")
         f.create_group("calibration").attrs.update(_json_attrs(record.calibration))
@@ -148,7 +149,8 @@ def load_run(path: str | Path) -> RunRecord:
             root = {k: _attr(v) for k, v in f.attrs.items()}
             config = {k: _attr(v) for k, v in f["config"].attrs.items()}
             quant = QuantConfig(config["quantizer"], int(config["w_bits"]), int(config["a_bits"]),
-                                int(config["attn_bits"]) if config.get("attn_bits_explicit") else None)
+                                int(config["attn_bits"]) if config.get("attn_bits_explicit") else None,
+                                tuple(config.get("allow_float") or ()))   # absent in older files
             search = config.get("search") or None
             spec = config.get("run_spec") or None   # absent in files written before it was recorded
             history = None

@@ -23,7 +23,8 @@ def run(args) -> int:
     rows = layer_rows(record.scales)
     meta = {"model_name": record.model_name, "model_source": record.model_source,
             "quantizer": record.quant.quantizer, "bits": record.quant.bits_label,
-            "attn_bits": record.quant.attention_bits, "seed": record.seed, "calibration": record.calibration,
+            "attn_bits": record.quant.attention_bits, "allow_float": list(record.quant.allow_float),
+            "seed": record.seed, "calibration": record.calibration,
             "search": record.search, "metrics": record.metrics, "is_search_run": record.base is not None,
             "n_points": len(rows)}
     lines = [f"{k}: {v}" for k, v in meta.items()]

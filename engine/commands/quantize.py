@@ -35,7 +35,9 @@ def run(args) -> int:
     out = save_run(args.out, record)
     result = {"fp_top1": fp.top1, "quant_top1": quant.top1, "n_test": fp.n,
               "n_calib": sum(len(b) for b in prepared.calib), "calibration_seconds": prepared.calibration_seconds,
-              "seconds": time.perf_counter() - start, "out": str(out)}
+              "seconds": time.perf_counter() - start, "out": str(out),
+              "allow_float": list(qmodel.config.allow_float)}
+    kept = f"  (kept in float: {' '.join(qmodel.config.allow_float)})" if qmodel.config.allow_float else ""
     emit(args, result, f"{info.name} {qmodel.config.quantizer} {qmodel.config.bits_label}: "
-                       f"FP {fp.top1:.2f}%  quantized {quant.top1:.2f}%  (n_test={fp.n})  -> {out}")
+                       f"FP {fp.top1:.2f}%  quantized {quant.top1:.2f}%  (n_test={fp.n}){kept}  -> {out}")
     return 0

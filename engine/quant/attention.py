@@ -3,8 +3,8 @@
 timm's fused scaled_dot_product_attention hides those operands, so each supported attention class
 gets a subclass whose forward is written out; ``quantize_attention`` re-classes a module in place,
 which keeps its parameters and qualified names (and so timm state dicts) unchanged. Any other
-attention (a subclass, another library's) is refused by ``check_attention_supported`` rather than
-left in float without a word.
+attention (a subclass, another library's) is left as it is, and the coverage probe (``coverage.py``)
+finds its float matmuls: ``quantize`` refuses the model rather than leave them float without a word.
 """
 from __future__ import annotations
 
@@ -16,10 +16,6 @@ from torch import nn
 from .quantizer import FakeQuantizer
 
 ATTENTION_ROLES = ("q", "k", "v", "probs")
-
-
-class UnsupportedAttention(ValueError):
-    """An attention module whose matmul operands the quantizer cannot reach (it would stay float)."""
 
 
 def _attach_quantizers(module: nn.Module, attn_bits: int) -> None:
@@ -75,23 +71,6 @@ ATTENTION_ADAPTERS: dict[type, type] = {
     Attention: QuantViTAttention,
     WindowAttention: QuantWindowAttention,
 }
-
-
-def looks_like_attention(module: nn.Module) -> bool:
-    """Its class, or a base class, is named like an attention (timm's, torch's MultiheadAttention, ...)."""
-    return any("Attention" in cls.__name__ for cls in type(module).__mro__)
-
-
-def check_attention_supported(model: nn.Module) -> None:
-    """Raise UnsupportedAttention naming the first attention module that no adapter rewrites exactly
-    (a subclass may change the forward, so only the exact adapted types count)."""
-    covered = set(ATTENTION_ADAPTERS) | set(ATTENTION_ADAPTERS.values())
-    for name, module in model.named_modules():
-        if looks_like_attention(module) and type(module) not in covered:
-            supported = ", ".join(f"{t.__module__}.{t.__qualname__}" for t in ATTENTION_ADAPTERS)
-            raise UnsupportedAttention(
-                f"{name or 'the model'} is a {type(module).__module__}.{type(module).__qualname__}, an attention "
-                f"the quantizer cannot express (its matmuls would stay in float); supported: {supported}")
 
 
 def quantize_attention(module: nn.Module, attn_bits: int) -> bool:

@@ -9,11 +9,10 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from timm.layers import PatchEmbed
 from torch import nn
 
-from .attention import check_attention_supported, quantize_attention
-from .layers import QuantConv2d, QuantLinear
+from .attention import quantize_attention
+from .layers import QuantConv2d, QuantLinear, conv_same_padding
 from .params import ScaleSet
 from .quantizer import FakeQuantizer
 
@@ -54,11 +53,17 @@ class QuantConfig:
     w_bits: int = 8
     a_bits: int = 8
     attn_bits: int | None = None  # defaults to a_bits
+    # fnmatch patterns of modules whose matmuls stay float on purpose (the coverage check lets them through)
+    allow_float: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "allow_float", tuple(self.allow_float))   # a list read back from JSON
 
     @classmethod
-    def from_bits(cls, quantizer: str, bits: str, attn_bits: int | None = None) -> "QuantConfig":
+    def from_bits(cls, quantizer: str, bits: str, attn_bits: int | None = None,
+                  allow_float: tuple[str, ...] = ()) -> "QuantConfig":
         w, a = parse_bits(bits)
-        return cls(quantizer, w, a, attn_bits)
+        return cls(quantizer, w, a, attn_bits, tuple(allow_float))
 
     @property
     def attention_bits(self) -> int:
@@ -70,15 +75,18 @@ class QuantConfig:
         return f"W{self.w_bits}A{self.a_bits}{suffix}"
 
 
-def _replace_layers(module: nn.Module, config: QuantConfig) -> None:
+def _replace_layers(module: nn.Module, config: QuantConfig, image_conv: nn.Module | None) -> None:
+    """Every Linear and Conv2d whose forward the quantized layers reproduce, and every adapted attention;
+    any other layer stays as it is (the coverage probe names it if it multiplies in float)."""
     for name, child in module.named_children():
-        if isinstance(child, nn.Linear):
+        if isinstance(child, nn.Linear) and type(child).forward is nn.Linear.forward:
             setattr(module, name, QuantLinear(child, config.w_bits, config.a_bits))
-        elif isinstance(child, nn.Conv2d) and isinstance(module, PatchEmbed):
-            setattr(module, name, QuantConv2d(child, config.w_bits))
+        elif isinstance(child, nn.Conv2d) and conv_same_padding(child) is not None:
+            a_bits = None if child is image_conv else config.a_bits
+            setattr(module, name, QuantConv2d(child, config.w_bits, a_bits))
         else:
             quantize_attention(child, config.attention_bits)
-            _replace_layers(child, config)
+            _replace_layers(child, config, image_conv)
 
 
 def transformer_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -95,8 +103,9 @@ class QuantizedModel(nn.Module):
 
     def __init__(self, model: nn.Module, config: QuantConfig) -> None:
         super().__init__()
-        check_attention_supported(model)  # before any edit: a refused model is left as it was
-        _replace_layers(model, config)
+        # the first conv in module order is taken to see the image (its input stays float); the coverage
+        # probe (``quantize``) checks that it does
+        _replace_layers(model, config, next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None))
         self.model = model.eval()
         self.config = config
 

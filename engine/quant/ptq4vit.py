@@ -252,8 +252,10 @@ def linear_layer(unit: Unit, modules, store, grads, options: PTQ4ViTOptions) -> 
     x, grad = store[(unit.owner, "in")], grads.get((unit.owner, "out"))
     if isinstance(module, QuantConv2d):  # the conv as a Linear over unfolded patches
         if module.groups != 1:
-            raise NotImplementedError("PTQ4ViT supports the patch-embedding conv with groups=1 only")
-        x = F.unfold(x, module.kernel_size, module.dilation, module.padding, module.stride).transpose(1, 2)
+            raise NotImplementedError(f"PTQ4ViT searches convolutions with groups=1 only ({unit.owner} has "
+                                      f"groups={module.groups})")
+        x, padding = module.pad(x)
+        x = F.unfold(x, module.kernel_size, module.dilation, padding, module.stride).transpose(1, 2)
         grad = None if grad is None else grad.flatten(2).transpose(1, 2)
     weight = module.weight.detach().reshape(module.weight.shape[0], -1)
     rows = x.reshape(-1, x.shape[-1])
@@ -265,7 +267,7 @@ def linear_layer(unit: Unit, modules, store, grads, options: PTQ4ViTOptions) -> 
     delta0 = group_delta0(weight, groups, module.weight_quant.bits)
     first = Operand(module.weight_quant, weight, candidate_grid(delta0, options), delta0[None], groups)
     second = None
-    if isinstance(module, QuantLinear):
+    if module.input_quant is not None:   # every Linear; every conv but the one that sees the image
         q = module.input_quant
         amax = rows.max() if q.scheme == "twin_gelu" else rows.abs().max()
         delta = symmetric_step(amax, q.bits).reshape(1)

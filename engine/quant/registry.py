@@ -6,6 +6,7 @@ from typing import Callable, Protocol, Sequence
 import torch
 from torch import nn
 
+from .coverage import check_coverage
 from .model import QuantConfig, QuantizedModel
 
 
@@ -39,12 +40,16 @@ def run_batches(model: nn.Module, batches: Sequence[torch.Tensor]) -> None:
 
 
 def quantize(model: nn.Module, config: QuantConfig, batches: Sequence[torch.Tensor]) -> QuantizedModel:
-    """Wrap ``model`` in place and calibrate it with ``config.quantizer`` on ``batches``."""
+    """Wrap ``model`` in place and calibrate it with ``config.quantizer`` on ``batches``.
+
+    Raises UncoveredMatmul (the model left wrapped, uncalibrated) if a probe forward of two calibration
+    images finds a matmul-like op on a float operand that ``config.allow_float`` does not name."""
     if config.quantizer not in QUANTIZERS:
         raise ValueError(f"unknown quantizer {config.quantizer!r}; choose one of {', '.join(QUANTIZERS)}")
     if not batches:
         raise ValueError("calibration needs at least one batch of images")
     qmodel = QuantizedModel(model, config)
+    check_coverage(qmodel, batches[0][:2])
     QUANTIZERS[config.quantizer]().calibrate(qmodel, batches)
     return qmodel
 
