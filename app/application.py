@@ -14,6 +14,8 @@ import os
 import sys
 from pathlib import Path
 
+from engine.allocator import keep_freed_memory
+from engine.threads import make_thread_invariant
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 ORGANIZATION, APPLICATION = "CPT-V", "CPT-V Studio"
@@ -69,6 +71,8 @@ def make_application(argv: list[str] | None = None):
 
 def run_app(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()   # process-wide, so the entry point sets it (engine/allocator.py)
+    make_thread_invariant()   # likewise, before any computation (engine/threads.py)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.quit_when_done and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

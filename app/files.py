@@ -2,8 +2,9 @@
 and the recent-files list (QSettings).
 
 Checkpoints live in the user's data folder (QStandardPaths.AppDataLocation/checkpoints). The engine
-keeps a run's settings in its checkpoint, so "Resume run…" restores the form from it and continues
-with the exact same model, data and search options.
+keeps a run's whole RunSpec and search config in its checkpoint (engine/search/resume.py), so
+"Resume run…" restores the form from it and continues with the exact same model, weights, data and
+search options; a weights file that moved is asked for by name and hash.
 """
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from PySide6.QtCore import QSettings, QStandardPaths
 from PySide6.QtWidgets import QFileDialog, QWidget
 
 from engine.pipeline import RunSpec
-from engine.quant import QuantConfig
 from engine.search.checkpoint import load_checkpoint
 from engine.search.config import SearchConfig
+from engine.search.resume import WeightsMissing, recorded_config, recorded_spec, with_weights
 
 RUN_FILTER = "CPT-V run files (*.h5 *.hdf5);;All files (*)"
 CHECKPOINT_FILTER = "CPT-V search checkpoints (*.ckpt *.npz);;All files (*)"
+WEIGHTS_FILTER = "Model weights (*.safetensors *.pth *.pt *.bin);;All files (*)"
 MAX_RECENT = 8
 
 
@@ -47,19 +49,27 @@ def new_checkpoint_path(spec: RunSpec) -> Path:
     return path
 
 
-def read_checkpoint(path: Path) -> tuple[RunSpec, SearchConfig, Any]:
-    """The settings a checkpoint was made with (the engine keeps them in it) and its history so far.
-
-    The device is not part of a checkpoint's identity (a run may continue elsewhere): it comes back as None.
-    """
-    state, identity = load_checkpoint(path)
+def read_checkpoint(path: Path, parent: QWidget | None = None) -> tuple[RunSpec, SearchConfig, Any] | None:
+    """The run a checkpoint holds (its RunSpec and search config) and its history so far; None when
+    its weights file moved and the user cancelled the dialog that asks for it."""
+    checkpoint = load_checkpoint(path)
+    spec, config = recorded_spec(checkpoint), recorded_config(checkpoint)
     try:
-        spec_values = dict(identity["spec"])
-        spec_values["quant"] = QuantConfig(**spec_values["quant"])
-        spec_values.setdefault("device", None)
-        return RunSpec(**spec_values), SearchConfig.from_dict(identity["config"]), state.history()
-    except (KeyError, TypeError) as exc:
-        raise ValueError(f"checkpoint {path} does not say which run it belongs to ({exc})") from None
+        spec = with_weights(spec, checkpoint, None)
+    except WeightsMissing as missing:
+        weights = ask_weights(parent, missing)
+        if weights is None:
+            return None
+        spec = with_weights(spec, checkpoint, weights)
+    return spec, config, checkpoint.state.history()
+
+
+def ask_weights(parent: QWidget | None, missing: WeightsMissing) -> Path | None:
+    """A file dialog for a run's weights file that is no longer where the run recorded it."""
+    sha = f", sha256 {missing.sha256[:12]}…" if missing.sha256 else ""
+    path, _ = QFileDialog.getOpenFileName(parent, f"Where is the run's weights file? (was {Path(missing.path).name}{sha})",
+                                          str(Path(missing.path).parent), WEIGHTS_FILTER)
+    return Path(path) if path else None
 
 
 class RecentFiles:

@@ -19,13 +19,15 @@ import logging
 import sys
 from typing import Any, Sequence
 
+from .allocator import keep_freed_memory
 from .data import HELDOUT_SOURCES, DataError
 from .models import DEMO_MODEL, ModelLoadError
 from .quant import QuantConfig, ScaleMismatch, available_quantizers
+from .threads import make_thread_invariant
 
 COMMANDS = ("quantize", "eval", "inspect", "train_demo", "search", "bench", "sweep", "compare",
             "make_folder", "export", "diagnose", "coverage")
-USER_ERRORS = (DataError, ModelLoadError, ScaleMismatch, FileNotFoundError, ValueError)
+USER_ERRORS = (DataError, ModelLoadError, ScaleMismatch, OSError, ValueError)   # OSError: a path named in it
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +74,19 @@ def run_spec(args: argparse.Namespace, quant: QuantConfig | None = None):
                    compile=getattr(args, "compile", "auto"))
 
 
+class _Unset(list):
+    """Marks a flag argparse left at its default (a list, so ``action="append"`` can copy it)."""
+
+
+def given_flags(args: argparse.Namespace) -> set[str]:
+    """The dests of the flags given on this command line (not left at their defaults): parsed again
+    by the command's own parser into a namespace where every dest is already set, which argparse only
+    overwrites for a flag it meets."""
+    marked = argparse.Namespace(**{dest: _Unset() for dest in vars(args)})
+    args.parser.parse_args(args.argv[1:], namespace=marked)
+    return {dest for dest, value in vars(marked).items() if not (isinstance(value, _Unset) and not value)}
+
+
 def emit(args: argparse.Namespace, result: dict[str, Any], human: str) -> None:
     """The JSON line with --json, else a human summary."""
     print(json.dumps(result, default=float) if args.json else human, flush=True)
@@ -88,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)   # for the resume command a command prints
+    keep_freed_memory()   # process-wide, so the entry point sets it (engine/allocator.py)
+    make_thread_invariant()   # likewise, before any computation (engine/threads.py)
     logging.basicConfig(level=logging.WARNING if getattr(args, "quiet", False) else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

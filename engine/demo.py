@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from .atomic import atomic_path, write_text
 from .data import DIGITS, digits_images, digits_split_indices, iterate, load_splits
 from .models import DEMO_MODEL, DIGITS_ARCH, build_digits_vit, create_model
 
@@ -74,7 +74,7 @@ def train_demo(out: str | Path, seed: int = 0, epochs: int = 40, log: logging.Lo
               "weights_sha256": info.weights_sha256, "config": asdict(config),
               "init": "timm default + 2-D sin-cos position embedding + mimetic attention",
               "torch_version": torch.__version__, "timm_version": timm.__version__}
-    _write_atomic(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
+    write_text(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
     log.info("digits-vit: test top-1 %.4f, held-out top-1 %.4f, trained in %.1f s", result["test_top1"],
              result["heldout_top1"], train_seconds)
     return result
@@ -191,13 +191,5 @@ def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
 
 def _save_atomic(model: nn.Module, out: Path) -> None:
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "model": DEMO_MODEL})
-    os.replace(tmp, out)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_path(out) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt", "model": DEMO_MODEL})

@@ -9,18 +9,30 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import h5py
 
+from .atomic import atomic_path
+from .provenance import describe as describe_provenance
 from .runrecord import RunRecord
 from .scalefile import load_run
 
 log = logging.getLogger(__name__)
 
 RUN_SUFFIXES = (".h5", ".hdf5")
+MOVED_ASIDE = re.compile(r"\.unreadable-\d+$")   # a sweep's name for a damaged run file it replaced
+
+
+def moved_aside_name(path: Path) -> Path:
+    """``NAME.unreadable-N.h5`` beside ``path``, with the first N not taken."""
+    n = 1
+    while (candidate := path.with_name(f"{path.stem}.unreadable-{n}{path.suffix}")).exists():
+        n += 1
+    return candidate
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,7 @@ class LibraryRow:
     evaluations: int | None = None
     seconds: float | None = None        # search time
     date: str | None = None             # the file's ``created`` attribute (ISO 8601, UTC)
+    computed: str | None = None         # how: version, device, threads (provenance.describe)
     error: str | None = None            # why the file could not be read; every other field is then None
 
     @property
@@ -72,6 +85,7 @@ def row_from_record(file: str, record: RunRecord, date: str | None = None) -> Li
         delta=refined - base if refined is not None and base is not None else None,
         evaluations=int(evaluations) if evaluations is not None else None,
         seconds=_number(metrics.get("search_seconds")), date=date,
+        computed=describe_provenance(record.provenance) if record.provenance else None,
     )
 
 
@@ -89,7 +103,10 @@ def read_row(path: str | Path) -> LibraryRow:
         return row_from_record(path.name, load_run(path), _created(path))
     except Exception as exc:  # noqa: BLE001 - arbitrary bytes on disk; a bad file must not break the table
         log.warning("unreadable run file %s: %s", path, exc)
-        return LibraryRow(file=path.name, error=str(exc) or type(exc).__name__)
+        error = str(exc) or type(exc).__name__
+        if MOVED_ASIDE.search(path.stem):
+            error = f"moved aside by a sweep, which ran its run again: {error}"
+        return LibraryRow(file=path.name, error=error)
 
 
 def run_files(folder: str | Path) -> list[Path]:
@@ -116,7 +133,7 @@ def write_csv(rows: Iterable[Mapping[str, Any] | LibraryRow], path: str | Path,
     if columns is None:
         columns = list(dicts[0]) if dicts else COLUMNS
     path = Path(path)
-    with path.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         writer.writeheader()
         writer.writerows({k: "" if v is None else v for k, v in d.items()} for d in dicts)

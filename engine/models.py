@@ -76,7 +76,7 @@ def create_model(name: str = DEMO_MODEL, weights: str | Path | None = None, pret
         model = build_digits_vit(classes)
         _load_into(model, state, path)
         source = f"file:{path.resolve()}" if weights is not None else f"builtin:resources/{DEMO_WEIGHTS.name}"
-        return _finish(model, name, source, _file_sha256(path))
+        return _finish(model, name, source, file_sha256(path))
 
     _check_timm_name(name)
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
@@ -97,7 +97,7 @@ def create_model(name: str = DEMO_MODEL, weights: str | Path | None = None, pret
             kwargs["num_classes"] = inferred
     model = _create_timm(name, kwargs)
     _load_into(model, _adapt_keys(model, state), path)
-    return _finish(model, name, f"file:{path.resolve()}", _file_sha256(path))
+    return _finish(model, name, f"file:{path.resolve()}", file_sha256(path))
 
 
 def _finish(model: nn.Module, name: str, source: str, sha256: str) -> tuple[nn.Module, ModelInfo]:
@@ -246,7 +246,7 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> 
     model.load_state_dict(state, strict=True)
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ class RunRecord:
     history: History | None = None
     metrics: dict[str, Any] = field(default_factory=dict)  # fp_top1, base_top1, refined_top1, ...
     spec: dict[str, Any] | None = None     # the RunSpec as made (device excluded); None in older files
+    provenance: dict[str, Any] | None = None   # how it was computed (provenance.py); None in older files
 
 
 def _plain(values: Any) -> Any:
@@ -65,26 +66,13 @@ def spec_values(spec: Any) -> dict[str, Any]:
 
 def run_identity(spec: dict[str, Any], search: dict[str, Any] | None, weights_sha256: str | None) -> dict[str, Any]:
     """What makes two runs the same run: every RunSpec field (but NOT_IDENTITY), the weights' hash and
-    the search config. Checkpoints store it as is; run files hold its parts (``record_identity``)."""
+    the search's identity values (``search.config.search_identity``, given here). Checkpoints store it
+    as is; run files hold its parts (``search.identity.record_identity``)."""
     identity: dict[str, Any] = {"spec": _plain({k: v for k, v in spec.items() if k not in NOT_IDENTITY}),
                                 "config": _plain(search or {})}
     if weights_sha256:
         identity["weights_sha256"] = weights_sha256
     return identity
-
-
-# Search options added after run files were first written, with the value every earlier run searched
-# with: an older file is known to have used them, so they are compared, not skipped as unknown.
-SEARCH_FIELDS_ADDED: dict[str, Any] = {"vector": "channels", "budget": None, "direction": "sign"}
-
-
-def record_identity(record: RunRecord) -> dict[str, Any]:
-    """The identity a run file records. Files written before ``spec`` was stored know only the model,
-    quantization and seed of their spec: the other fields are unknown, and ``identity_mismatch`` skips them."""
-    spec = record.spec if record.spec is not None else {
-        "model": record.model_name, "quant": asdict(record.quant), "seed": record.seed}
-    search = None if record.search is None else {**SEARCH_FIELDS_ADDED, **record.search}
-    return run_identity(spec, search, record.weights_sha256)
 
 
 def _flat(identity: dict[str, Any]) -> dict[str, Any]:

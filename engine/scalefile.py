@@ -1,34 +1,53 @@
 """Scale files (HDF5, DESIGN §5): one RunRecord per file, readable with plain h5py or HDFView.
 
-Vocabulary follows ONNX QuantizeLinear (scale, zero_point, axis). Writes are atomic (temp file in
-the same folder, then ``os.replace``), so a crash never leaves a half-written file under the name.
+Vocabulary follows ONNX QuantizeLinear (scale, zero_point, axis). Writes are atomic (``atomic.py``),
+so a crash never leaves a half-written file under the name.
+
+A file that cannot be read fails with the cause a caller can act on: ``DamagedFile`` (truncated, not
+HDF5, a group or dataset missing or malformed: it will never load), ``NewerSchema`` (a later build
+wrote it: keep it), ``FileUnavailable`` (locked by another process, no permission: the file may be
+fine). A sweep moves only a damaged file aside; the other two leave the file untouched.
 """
 from __future__ import annotations
 
+import errno
 import json
-import os
 import platform
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
 import timm
 import torch
 
+from .atomic import atomic_path
+from .provenance import package_version
 from .quant import QuantConfig, QuantizedModel, QuantParams, ScaleMismatch, ScaleSet
 from .runrecord import History, RunRecord
 
 SCHEMA = "cptv-scales"
 SCHEMA_VERSION = 1
 PRODUCER = "cptv-studio"
-PRODUCER_VERSION = "0.1.0"
+# errno values of an HDF5 file that exists but cannot be opened now: a lock held elsewhere, no permission
+UNAVAILABLE_ERRNOS = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EPERM, errno.EBUSY}
 
 
 class ScaleFileError(ValueError):
     """A scale file that cannot be read, or does not fit the model it is loaded into."""
+
+
+class DamagedFile(ScaleFileError):
+    """Truncated, not HDF5, or missing or malforming what the schema needs: it will never load."""
+
+
+class NewerSchema(ScaleFileError):
+    """Written by a later build: readable there, so never to be replaced here."""
+
+
+class FileUnavailable(ScaleFileError):
+    """Exists but cannot be opened now (locked by another process, no permission): may be fine."""
 
 
 # ---------------------------------------------------------------- writing
@@ -54,24 +73,12 @@ def _json_attrs(values: dict[str, Any]) -> dict[str, Any]:
             for k, v in values.items()}
 
 
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary name beside ``path`` to write; moved onto ``path`` only if the block succeeds."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_run(path: str | Path, record: RunRecord) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(schema=SCHEMA, schema_version=SCHEMA_VERSION,
                        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       producer=PRODUCER, producer_version=PRODUCER_VERSION, host=platform.node(),
+                       producer=PRODUCER, producer_version=package_version(), host=platform.node(),
                        model_name=record.model_name, model_source=record.model_source,
                        weights_sha256=record.weights_sha256, torch_version=str(torch.__version__),
                        timm_version=str(timm.__version__))
@@ -91,6 +98,8 @@ def save_run(path: str | Path, record: RunRecord) -> Path:
             for key, value in vars(record.history).items():
                 history.create_dataset(key, data=np.asarray(value))
         f.create_group("metrics").attrs.update(_json_attrs(record.metrics))
+        if record.provenance is not None:
+            f.create_group("provenance").attrs.update(_json_attrs(record.provenance))
     return path
 
 
@@ -121,20 +130,24 @@ def _read_scales(group: h5py.Group, where: str) -> ScaleSet:
                                      granularity=_attr(point.attrs["granularity"]), axis=axis,
                                      scheme=_attr(point.attrs.get("scheme", "uniform")), extra=extra)
             except (KeyError, ValueError) as exc:
-                raise ScaleFileError(f"{where}/{name}/{role} is malformed: {exc}") from None
+                raise DamagedFile(f"{where}/{name}/{role} is malformed: {exc}") from None
             scales.setdefault(name, {})[role] = params
     return scales
 
 
 def open_for_reading(path: str | Path, what: str = "scale file") -> h5py.File:
-    """``path`` opened read-only, or the error a user should read: it is missing, or it is not HDF5."""
+    """``path`` opened read-only, or the error a user should read: it is missing (FileNotFoundError),
+    cannot be opened now (FileUnavailable), or is not HDF5 (DamagedFile)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{what} not found: {path}")
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise ScaleFileError(f"{path} is not a readable HDF5 file (truncated or another format): {exc}") from None
+        if exc.errno in UNAVAILABLE_ERRNOS or isinstance(exc, (PermissionError, BlockingIOError)):
+            raise FileUnavailable(f"{path} cannot be opened now ({exc.strerror or exc}): another process may "
+                                  "be writing it, or this user may not read it") from None
+        raise DamagedFile(f"{path} is not a readable HDF5 file (truncated or another format): {exc}") from None
 
 
 def load_run(path: str | Path) -> RunRecord:
@@ -142,10 +155,11 @@ def load_run(path: str | Path) -> RunRecord:
     with open_for_reading(path) as f:
         try:
             if _attr(f.attrs.get("schema")) != SCHEMA:
-                raise ScaleFileError(f"{path} is HDF5 but not a CPT-V scale file (schema attribute missing)")
+                raise DamagedFile(f"{path} is HDF5 but not a CPT-V scale file (schema attribute missing)")
             version = int(f.attrs["schema_version"])
             if version > SCHEMA_VERSION:
-                raise ScaleFileError(f"{path} has schema version {version}; this build reads up to {SCHEMA_VERSION}")
+                raise NewerSchema(f"{path} has schema version {version}, written by a later cptv-studio; this build "
+                                  f"reads up to {SCHEMA_VERSION}")
             root = {k: _attr(v) for k, v in f.attrs.items()}
             config = {k: _attr(v) for k, v in f["config"].attrs.items()}
             quant = QuantConfig(config["quantizer"], int(config["w_bits"]), int(config["a_bits"]),
@@ -165,9 +179,10 @@ def load_run(path: str | Path) -> RunRecord:
                 search=search if isinstance(search, dict) else None, history=history,
                 metrics={k: _attr(v) for k, v in f["metrics"].attrs.items()} if "metrics" in f else {},
                 spec=spec if isinstance(spec, dict) else None,
+                provenance={k: _attr(v) for k, v in f["provenance"].attrs.items()} if "provenance" in f else None,
             )
         except (KeyError, OSError) as exc:
-            raise ScaleFileError(f"{path} is damaged or incomplete: {exc}") from None
+            raise DamagedFile(f"{path} is damaged or incomplete: {exc}") from None
 
 
 def apply_run(record: RunRecord, qmodel: QuantizedModel, model_name: str, use_base: bool = False) -> None:

@@ -4,9 +4,14 @@ The runner is a generator of sweep-level events that wrap each run's search even
 worker consumes a sweep exactly like a single search (pause and stop act between two events) and
 the CLI prints its progress from the same stream. Run files get deterministic names in the
 workspace folder, which makes a sweep resumable without any sweep-level state on disk: a run whose
-file exists, loads and has this run's identity (``runrecord.identity_mismatch``, the rule a search
-resume uses too) is skipped, and a run interrupted midway continues from the search's own checkpoint
+file exists, loads and has this run's identity (``search/identity.py``, the rule a search resume
+uses too) is skipped, and a run interrupted midway continues from the search's own checkpoint
 (kept in ``<workspace>/.checkpoints`` until its run file is written).
+
+Nothing a sweep cannot read is overwritten: a damaged file (truncated, not a run file) is moved
+aside as ``NAME.unreadable-N.h5`` before its cell runs again; a file of a newer schema, a locked
+file or one this user may not read is left untouched and its cell fails. A cell that fails, for
+that or any other reason, is a failed row and the grid goes on, on both backends.
 
 Two backends run the cells: ``local`` searches them one after another in this process; ``ray``
 (``engine.sweep_ray``) runs each as a task on a Ray cluster and streams its events back, so the
@@ -22,16 +27,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from .library import LibraryRow, read_row
+from .device import resolve_device
+from .library import LibraryRow, moved_aside_name, read_row
 from .models import create_model
 from .pipeline import RunSpec
+from .provenance import provenance
 from .quant import QuantConfig, available_quantizers, parse_bits
-from .runrecord import RunRecord, identity_mismatch, record_identity, run_identity, spec_values
-from .scalefile import ScaleFileError, load_run, save_run
+from .runrecord import RunRecord, identity_mismatch, spec_values
+from .scalefile import DamagedFile, ScaleFileError, load_run, save_run
 from .search import run as search_run
 from .search.checkpoint import load_checkpoint
 from .search.config import SearchConfig
 from .search.events import Event, Finished
+from .search.identity import record_identity, saved_identity, search_run_identity, thread_dependence
 
 if TYPE_CHECKING:
     from .sweep_ray import CellResources
@@ -95,7 +103,9 @@ class PlannedRun:
     path: Path                             # the run file
     checkpoint: Path                       # the search's checkpoint while the run is unfinished
     done: bool                             # the run file exists, loads and has this identity: skipped
-    identity: dict[str, Any]               # runrecord.run_identity of this run
+    identity: dict[str, Any]               # search/identity.py's identity of this run
+    damaged: str | None = None             # why the file at ``path`` will never load: moved aside, then run
+    blocked: str | None = None             # why the file at ``path`` cannot be read now: the cell fails
 
     @property
     def label(self) -> str:
@@ -109,19 +119,24 @@ def _mismatch(record: RunRecord, identity: dict[str, Any], path: Path) -> str | 
     return identity_mismatch(record_identity(record), identity, str(path))
 
 
-def _is_done(path: Path, identity: dict[str, Any]) -> bool:
-    """True for a finished run; an unreadable file is run again (and replaced), a foreign one refused."""
+def _existing(path: Path, identity: dict[str, Any]) -> tuple[bool, str | None, str | None]:
+    """(done, damaged, blocked) for the file at a cell's name. A finished run of this identity is
+    done; a damaged file is to be moved aside; one of a newer schema, locked or unreadable by this user
+    blocks its cell (never overwritten); a readable run of another identity refuses the sweep."""
     if not path.exists():
-        return False
+        return False, None, None
     try:
         record = load_run(path)
-    except ScaleFileError as exc:
-        log.warning("%s is unreadable (%s); its run is made again", path, exc)
-        return False
+    except DamagedFile as exc:
+        return False, str(exc), None
+    except ScaleFileError as exc:          # NewerSchema, FileUnavailable
+        return False, None, str(exc)
+    except OSError as exc:
+        return False, None, f"{path}: {exc.strerror or exc}"
     problem = _mismatch(record, identity, path)
     if problem:
         raise ValueError(f"{path} exists but differs from this sweep: {problem}; use another output folder")
-    return True
+    return True, None, None
 
 
 def _weights_sha256(spec: RunSpec) -> str:
@@ -129,19 +144,24 @@ def _weights_sha256(spec: RunSpec) -> str:
     return create_model(spec.model, weights=spec.weights, pretrained=spec.pretrained)[1].weights_sha256
 
 
-def plan_sweep(grid: SweepGrid, base: RunSpec, config: SearchConfig, workspace: str | Path) -> list[PlannedRun]:
+def plan_sweep(grid: SweepGrid, base: RunSpec, config: SearchConfig, workspace: str | Path,
+               threads: int | None = None) -> list[PlannedRun]:
     """The sweep's runs and which are done already (so a view can show "6 of 18 done" before starting).
-    The weights are loaded (to hash them) only when the workspace holds a run file or checkpoint to compare."""
+    Planning touches no file. The weights are loaded (to hash them) only when the workspace holds a run
+    file or checkpoint to compare. ``threads``: of each cell, when it differs from this process's."""
     workspace = Path(workspace)
     cells = [(index, replace(base, quant=quant, seed=seed)) for index, (quant, seed) in enumerate(grid.cells(), 1)]
     paths = [workspace / run_file_name(spec.model, spec.quant, spec.seed) for _, spec in cells]
     checkpoints = [workspace / CHECKPOINT_DIR / f"{path.stem}.ckpt" for path in paths]
     existing = any(path.exists() for path in paths + checkpoints)
     weights_sha256 = _weights_sha256(base) if existing else None
+    computed = {**provenance(resolve_device(base.device), base.compile), **({"threads": threads} if threads else {})}
     runs = []
     for (index, spec), path, checkpoint in zip(cells, paths, checkpoints):
-        identity = run_identity(spec_values(spec), config.to_dict(), weights_sha256)
-        runs.append(PlannedRun(index, len(cells), spec, path, checkpoint, _is_done(path, identity), identity))
+        identity = {**search_run_identity(spec_values(spec), config.to_dict(), weights_sha256),
+                    **thread_dependence(computed)}
+        done, damaged, blocked = _existing(path, identity)
+        runs.append(PlannedRun(index, len(cells), spec, path, checkpoint, done, identity, damaged, blocked))
     return runs
 
 
@@ -187,9 +207,19 @@ class RunDone:
 
 
 @dataclass(frozen=True)
+class RunMovedAside:
+    """The file at the run's name was damaged (``reason``): it now lies at ``moved_to`` and the run
+    is searched again."""
+    run: PlannedRun
+    moved_to: Path
+    reason: str
+
+
+@dataclass(frozen=True)
 class RunFailed:
-    """The run raised (bad data, out of memory, its worker died more often than retried); a backend
-    that runs cells apart (Ray) reports it and goes on with the rest of the grid."""
+    """The run raised (bad data, out of memory, its worker died more often than retried), or the file
+    at its name cannot be read now and is left as it is; both backends report it and go on with the
+    rest of the grid."""
     run: PlannedRun
     error: str
 
@@ -200,7 +230,7 @@ class SweepFinished:
     seconds: float
 
 
-SweepEvent = SweepStarted | RunSkipped | RunStarted | RunProgress | RunDone | RunFailed | SweepFinished
+SweepEvent = SweepStarted | RunSkipped | RunMovedAside | RunStarted | RunProgress | RunDone | RunFailed | SweepFinished
 
 
 # ---------------------------------------------------------------- runner
@@ -211,15 +241,34 @@ def _resumable(checkpoint: Path, identity: dict[str, Any]) -> bool:
     if not checkpoint.exists():
         return False
     try:
-        _, saved = load_checkpoint(checkpoint)
+        saved = load_checkpoint(checkpoint)
     except ValueError as exc:
         log.warning("%s; the run starts afresh", exc)
         return False
-    problem = identity_mismatch(saved, identity, str(checkpoint))
+    problem = identity_mismatch(saved_identity(saved.identity), identity, str(checkpoint))
     if problem:
         log.warning("%s was made with other settings (%s); the run starts afresh", checkpoint, problem)
         return False
     return True
+
+
+def settle(run: PlannedRun) -> Iterator[SweepEvent]:
+    """What both backends do with a run before searching it: skip it (done), fail it (its file cannot
+    be read now, and stays untouched), or move its damaged file aside (and then search it)."""
+    if run.done:
+        yield RunSkipped(run)
+    elif run.blocked:
+        yield RunFailed(run, f"{run.blocked}; the file is left as it is")
+    elif run.damaged:
+        moved_to = moved_aside_name(run.path)
+        run.path.rename(moved_to)
+        log.warning("%s could not be read (%s); moved aside to %s, and its run is made again", run.path,
+                    run.damaged, moved_to.name)
+        yield RunMovedAside(run, moved_to, run.damaged)
+
+
+def needs_search(run: PlannedRun) -> bool:
+    return not (run.done or run.blocked)
 
 
 def run_progress(run: PlannedRun, event: Event) -> RunProgress:
@@ -250,13 +299,20 @@ def _run_one(run: PlannedRun, config: SearchConfig, search_fn: SearchFn) -> Iter
     yield run_done(run, finished, start)
 
 
+def _failure(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _run_local(runs: list[PlannedRun], config: SearchConfig, search_fn: SearchFn) -> Iterator[SweepEvent]:
-    """Every run in turn, in this process."""
+    """Every run in turn, in this process; a run that raises is a failed row and the grid goes on."""
     for run in runs:
-        if run.done:
-            yield RunSkipped(run)
-        else:
-            yield from _run_one(run, config, search_fn)
+        try:
+            yield from settle(run)
+            if needs_search(run):
+                yield from _run_one(run, config, search_fn)
+        except Exception as exc:  # noqa: BLE001 - any cell's failure is reported, as on Ray
+            log.warning("%s failed: %s", run.label, _failure(exc))
+            yield RunFailed(run, _failure(exc))
 
 
 def run_sweep(grid: SweepGrid, base: RunSpec, config: SearchConfig, workspace: str | Path,
@@ -273,13 +329,15 @@ def run_sweep(grid: SweepGrid, base: RunSpec, config: SearchConfig, workspace: s
         raise ValueError(f"unknown sweep backend {backend!r}; known: {', '.join(BACKENDS)}")
     if backend == "local" and (address is not None or resources is not None):
         raise ValueError("an address and per-run resources are for the ray backend (--backend ray)")
+    threads = None
     if backend == "ray":
-        from .sweep_ray import run_cells, load_ray
+        from .sweep_ray import CellResources, load_ray, run_cells
         load_ray()   # a missing extra fails before the weights are hashed
+        threads = (resources or CellResources()).threads
     search_fn = search_fn or search_run.run_search
     start = time.perf_counter()
     Path(workspace).mkdir(parents=True, exist_ok=True)
-    runs = plan_sweep(grid, base, config, workspace)
+    runs = plan_sweep(grid, base, config, workspace, threads)
     yield SweepStarted(tuple(runs))
     if backend == "ray":
         events = run_cells(runs, config, search_fn, address, resources)
@@ -303,6 +361,9 @@ def describe(event: Any) -> str | None:
         how = "resuming from its checkpoint" if event.resumed else "searching"
         where = f" on {event.worker.host} (pid {event.worker.pid})" if event.worker else ""
         return f"[{event.run.index}/{event.run.total}] {event.run.label}: {how}{where}"
+    if isinstance(event, RunMovedAside):
+        return (f"[{event.run.index}/{event.run.total}] {event.run.label}: {event.run.path.name} was unreadable "
+                f"({event.reason}); moved aside to {event.moved_to.name}, searching again")
     if isinstance(event, RunFailed):
         return f"[{event.run.index}/{event.run.total}] {event.run.label}: failed: {event.error}"
     if isinstance(event, RunDone):
@@ -313,5 +374,7 @@ def describe(event: Any) -> str | None:
                 f"refined {row.refined_top1:.2f}% ({row.delta:+.2f})  {row.evaluations} evaluations  "
                 f"{event.seconds:.1f} s -> {row.file}")
     if isinstance(event, SweepFinished):
-        return f"sweep finished: {len(event.rows)} runs in {event.seconds:.1f} s"
+        failed = [row.file for row in event.rows if not row.ok]
+        summary = f"; {len(failed)} failed: {', '.join(failed)}" if failed else ""
+        return f"sweep finished: {len(event.rows)} runs in {event.seconds:.1f} s{summary}"
     return None

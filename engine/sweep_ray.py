@@ -21,17 +21,19 @@ import logging
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any, Iterator
 
 import torch
 
+from .allocator import keep_freed_memory
 from .pipeline import RunSpec
 from .search.config import SearchConfig
 from .search.events import Event, Finished
-from .sweep import (PlannedRun, RunDone, RunFailed, RunSkipped, RunStarted, SearchFn, SweepEvent, Worker, run_done,
-                    run_progress)
+from .sweep import (PlannedRun, RunDone, RunFailed, RunStarted, SearchFn, SweepEvent, Worker, needs_search, run_done,
+                    run_progress, settle)
+from .threads import environment
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +70,22 @@ def load_ray() -> ModuleType:
     return ray
 
 
+def cell_device(device: str | None, gpu_ids: list) -> str | None:
+    """The device a cell computes on. Ray makes a cell's assigned GPUs its only visible ones
+    (CUDA_VISIBLE_DEVICES), so the driver's ``cuda:1`` is ``cuda:0`` there; a CUDA device asked for
+    without a GPU assigned stays as asked, and fails with the device rule's own message."""
+    if gpu_ids and (device is None or device.startswith("cuda")):
+        return "cuda:0"
+    return device
+
+
 def search_cell(search_fn: SearchFn, spec: RunSpec, config: SearchConfig, threads: int) -> Iterator[Worker | Event]:
     """One cell, on a Ray worker: where it runs, then its search events (no checkpoint, see above)."""
+    import ray
+
+    spec = replace(spec, device=cell_device(spec.device, ray.get_gpu_ids()))
     torch.set_num_threads(threads)
+    keep_freed_memory()   # the cell is this process's entry point for the search (engine/allocator.py)
     yield Worker(platform.node(), os.getpid())
     yield from search_fn(spec, config, checkpoint=None, resume=None)
 
@@ -124,14 +139,14 @@ def run_cells(runs: list[PlannedRun], config: SearchConfig, search_fn: SearchFn,
     ray = load_ray()
     resources = resources or CellResources()
     for run in runs:
-        if run.done:
-            yield RunSkipped(run)
-    todo = [run for run in runs if not run.done]
+        yield from settle(run)
+    todo = [run for run in runs if needs_search(run)]
     if not todo:
         return
     joined = _connect(ray, address)
     task = ray.remote(search_cell).options(num_returns="streaming", num_cpus=resources.cpus,
-                                           num_gpus=resources.gpus, max_retries=resources.max_retries)
+                                           num_gpus=resources.gpus, max_retries=resources.max_retries,
+                                           runtime_env={"env_vars": environment()})
     cells = {task.remote(search_fn, run.spec, config, resources.threads): _Cell(run) for run in todo}
     cluster = ray.cluster_resources()
     log.info("ray: %d runs submitted, %g CPU and %g GPU each, to a cluster of %g CPUs and %g GPUs", len(todo),

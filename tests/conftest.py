@@ -5,6 +5,10 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # GUI tests run headless (CI has no display)
 
+from engine.threads import make_thread_invariant  # noqa: E402 - before torch computes anything
+
+make_thread_invariant()   # as every entry point does (engine/threads.py)
+
 from pathlib import Path
 
 import pytest

@@ -36,3 +36,36 @@ def save_random_timm_model(name: str, path: str | Path, num_classes: int) -> Pat
     else:
         torch.save(state, path)
     return path
+
+
+# Run files as earlier builds wrote them: what each layout lacked (search fields, the RunSpec, provenance).
+OLDER_LAYOUTS = {
+    "no spec": dict(search_fields=("vector", "budget", "direction"), spec=False),
+    "no vector/budget": dict(search_fields=("vector", "budget", "direction"), spec=True),
+    "no direction": dict(search_fields=("direction",), spec=True),
+}
+
+
+def as_older_layout(path: str | Path, layout: str) -> Path:
+    """Rewrite a run file in place as an earlier build wrote it (``OLDER_LAYOUTS``)."""
+    import json
+
+    import h5py
+
+    drop = OLDER_LAYOUTS[layout]
+    with h5py.File(path, "r+") as f:
+        search = json.loads(f["config"].attrs["search"])
+        f["config"].attrs["search"] = json.dumps({k: v for k, v in search.items() if k not in drop["search_fields"]})
+        if not drop["spec"]:
+            del f["config"].attrs["run_spec"]
+        if "provenance" in f:
+            del f["provenance"]
+    return Path(path)
+
+
+def with_schema_version(path: str | Path, version: int) -> Path:
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        f.attrs["schema_version"] = version
+    return Path(path)

@@ -109,8 +109,8 @@ def test_compile_mode_is_an_advanced_option_that_reaches_the_runspec(win, dialog
         assert win.start_sweep(GRID, tmp_path)
     assert [spec.compile for spec in specs] == ["off", "on"]    # the sweep's run got the mode too
     assert specs[1].quant.bits_label == "W8A8"
-    # the recording search yields no result, which the sweep reports as the run's failure
-    assert ended.args == ["failed"] and "ended without a result" in dialogs[0][1]
+    # the recording search yields no result: a failed row, and the sweep itself ends (as on Ray)
+    assert ended.args == ["finished"] and not dialogs
 
 
 def test_a_resumed_run_computes_with_the_compile_mode_chosen_now(win, specs, qtbot, tmp_path):

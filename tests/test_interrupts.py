@@ -81,7 +81,7 @@ def test_ctrl_c_prints_a_resume_command_that_ends_bit_identical(tmp_path, uninte
     checkpoint = Path(f"{out}.ckpt")
     assert code == 130 and "interrupted" in err and "Traceback" not in err
     assert checkpoint.exists() and not out.exists()
-    assert load_checkpoint(checkpoint)[0].step >= 1
+    assert load_checkpoint(checkpoint).state.step >= 1
     command = err.split("Resume it with:\n", 1)[1].splitlines()[0].strip()
     assert shlex.split(command) == search_command(out, "--resume", str(checkpoint))
     log = finished(shlex.split(command))
@@ -106,7 +106,7 @@ def test_failed_save_keeps_the_finished_search(tmp_path, capsys, monkeypatch):
     import engine.commands.search as search_command_module
     from test_sweep import small_search
 
-    monkeypatch.setattr(search_command_module, "run_search", small_search)
+    monkeypatch.setattr(search_command_module.search_run, "run_search", small_search)
     out = tmp_path / "run.h5"
     argv = ["search", "--quantizer", "minmax", "--bits", "W8A8", "--calib-size", "50", "--batch-size", "50",
             "--passes", "1", "--cycles", "1", "--children", "2", "--population", "4", "--tournament", "2",
@@ -121,7 +121,7 @@ def test_failed_save_keeps_the_finished_search(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     checkpoint = Path(f"{out}.ckpt")
     assert f"error: could not write the run file {out}: No space left on device" in err
-    assert checkpoint.exists() and load_checkpoint(checkpoint)[0].step == 6
+    assert checkpoint.exists() and load_checkpoint(checkpoint).state.step == 6
     command = shlex.split(err.split("Resume it with:\n", 1)[1].splitlines()[0])
     assert command[:3] == [sys.executable, "-m", "engine"] and command[-2:] == ["--resume", str(checkpoint)]
     assert main(command[3:]) == 0

@@ -115,20 +115,28 @@ def test_a_guided_step_descends_never_raises_the_loss_and_spends_its_budget(dire
     assert adapted(1.0, 3, 4) == 2.0 and adapted(1.0, 0, 4) == 0.5 and adapted(1.0, None, 4) == 0.25
 
 
-def test_the_null_moves_as_far_without_the_gradient_and_is_seeded():
-    a, losses_a, calls = _guided_step("guided-random", seed=0)
-    b, losses_b, _ = _guided_step("guided-random", seed=0)
-    c, _, _ = _guided_step("guided-random", seed=1)
+def test_the_null_moves_as_far_without_the_gradient_keeps_only_improvements_and_is_seeded():
+    a, losses_a, calls = _guided_step("guided-null", seed=0)
+    b, losses_b, _ = _guided_step("guided-null", seed=0)
+    c, _, _ = _guided_step("guided-null", seed=1)
     assert calls["gradient"] == 0 and calls["evaluate"] == [4] * 5
     assert losses_a == losses_b and np.array_equal(a.vector, b.vector) and not np.array_equal(a.vector, c.vector)
-    assert np.all(np.abs(np.log(a.vector)) > 0)                        # every coordinate moved
+    start_loss = float((np.log(1 / TARGET) ** 2).sum())
+    assert a.loss <= start_loss and a.loss == pytest.approx(float((np.log(a.vector / TARGET) ** 2).sum()))
     for direction, equal_moves in (("scaled", False), ("sign", True)):   # one cycle: the rule's sizes
         moved, _, _ = _guided_step("guided-random", seed=0, cycles=1, direction=direction)
         moves = np.abs(np.log(moved.vector))
         assert np.allclose(moves, moves[0], rtol=1e-4) == equal_moves and moves.max() <= CLIP * 0.2 * 1.0001
-    assert NULL_OF["guided"] == "guided-random"
-    flipped, _, _ = _guided_step("guided-random", seed=0, flip=True)   # the fitness decides nothing:
-    np.testing.assert_array_equal(flipped.vector, a.vector)           # its numbers hold for any --loss
+    assert NULL_OF["guided"] == "guided-null"
+    flipped, _, _ = _guided_step("guided-null", seed=0, flip=True)   # the same draws, another acceptance
+    assert not np.array_equal(flipped.vector, a.vector)
+
+
+def test_the_random_walk_keeps_every_move_whatever_the_fitness():
+    walk, _, calls = _guided_step("guided-random", seed=0)
+    assert calls["gradient"] == 0 and np.all(np.abs(np.log(walk.vector)) > 0)   # every coordinate moved
+    flipped, _, _ = _guided_step("guided-random", seed=0, flip=True)   # the fitness decides nothing
+    np.testing.assert_array_equal(flipped.vector, walk.vector)
 
 
 def test_a_points_vector_sums_its_elements_gradient():

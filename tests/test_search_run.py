@@ -137,7 +137,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     for event in events:                         # stop in the middle of the 4th block step
         if isinstance(event, Evaluated) and event.evaluation > 3 * 6 + 2:
             events.close()
-    state, _ = load_checkpoint(checkpoint)
+    state = load_checkpoint(checkpoint).state
     assert state.step == 3
     resumed = run_all(tiny_prepared(), config, checkpoint=checkpoint, resume=checkpoint)
     assert next(e for e in resumed if isinstance(e, Started)).resumed_from_step == 3

@@ -8,13 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from engine.runrecord import identity_mismatch, record_identity, run_identity
+from engine.runrecord import identity_mismatch
 from engine.search.checkpoint import load_checkpoint
 from engine.search.cma_es import cmaes_block
 from engine.search.config import PRESETS, SearchConfig
 from engine.search.evaluator import CachedEvaluator
 from engine.search.events import Evaluated, Started
 from engine.search.evolution import EvolutionParams
+from engine.search.identity import record_identity, search_run_identity
 from engine.search.run import search_prepared
 from engine.search.space import BlockSpace
 from engine.search.vector import searched_vector
@@ -95,11 +96,11 @@ def test_files_written_before_vector_budget_and_direction_read_as_what_they_ran(
     old = {k: v for k, v in PRESETS["default"].to_dict().items() if k not in ("vector", "budget", "direction")}
     then = replace(PRESETS["default"], vector="channels", budget=None, direction="sign")
     assert SearchConfig.from_dict(old) == then
-    record = SimpleNamespace(spec={"model": "digits-vit", "seed": 0}, search=old, weights_sha256="0" * 64)
+    record = SimpleNamespace(spec={"model": "digits-vit", "seed": 0}, search=old, weights_sha256="0" * 64, provenance=None)
     for wanted, field in ((replace(then, vector="points"), "config.vector 'channels'"),
                           (PRESETS["default"], "config.direction 'sign'")):
-        assert field in identity_mismatch(record_identity(record), run_identity(record.spec, wanted.to_dict(), "0" * 64))
-    assert identity_mismatch(record_identity(record), run_identity(record.spec, then.to_dict(), "0" * 64)) is None
+        assert field in identity_mismatch(record_identity(record), search_run_identity(record.spec, wanted.to_dict(), "0" * 64))
+    assert identity_mismatch(record_identity(record), search_run_identity(record.spec, then.to_dict(), "0" * 64)) is None
 
 
 def test_a_cmaes_search_is_bit_reproducible_and_never_raises_the_loss():
@@ -120,7 +121,7 @@ def assert_resumed_mid_pass_equals_uninterrupted(config: SearchConfig, tmp_path)
     for event in events:
         if isinstance(event, Evaluated) and event.evaluation > 4 * config.children * config.cycles + 2:
             events.close()
-    assert load_checkpoint(checkpoint)[0].step == 4
+    assert load_checkpoint(checkpoint).state.step == 4
     resumed = run_all(tiny_prepared(), config, checkpoint=checkpoint, resume=checkpoint)
     assert next(e for e in resumed if isinstance(e, Started)).resumed_from_step == 4
     assert all(np.array_equal(x, y) for x, y in zip(scales_of(resumed), scales_of(uninterrupted)))

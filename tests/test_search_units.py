@@ -52,7 +52,7 @@ def test_default_relative_ranges_shrink_above_four_bits_only():
 
 
 def test_random_preset_is_the_null_of_default():
-    assert PRESETS["random"].strategy == NULL_OF[PRESETS["default"].strategy] == "guided-random"
+    assert PRESETS["random"].strategy == NULL_OF[PRESETS["default"].strategy] == "guided-null"
     assert replace(PRESETS["random"], preset="default", strategy="guided") == PRESETS["default"]
     assert PRESETS["random"].evaluations(6) == PRESETS["default"].evaluations(6)
 

@@ -39,9 +39,11 @@ OPTIONS: dict[str, Option] = {
                     "clip ranges; all = everything.",
                     choices=("attn+act", "attn", "attn+mlp", "attn+mlp+act", "act", "mlp", "all")),
     "strategy": Option("Strategy", "guided = the gradient proposes a move, the exact loss keeps the best "
-                       "step; evolution = the CPT-V paper's search; cmaes = CMA-ES, which adapts its sampling to the "
-                       "losses seen; random / guided-random = null baselines of evolution / guided that spend the "
-                       "same evaluations on random changes accepted at random.", advanced=True),
+                       "step if it lowers the loss; evolution = the CPT-V paper's search; cmaes = CMA-ES, which adapts "
+                       "its sampling to the losses seen; guided-null = guided's null baseline: the same moves along "
+                       "random directions, kept by the same rule; random = evolution's null (random parents and "
+                       "survivors); guided-random = a random walk that keeps every move (not a null: it loses by "
+                       "construction).", advanced=True),
     "vector": Option("Searched vector", "channels = every scale, one per output channel of a weight (the paper); "
                      "points = one factor per quantization point (each channel keeps its calibrated share); "
                      "points+channels = both.",
@@ -56,7 +58,8 @@ OPTIONS: dict[str, Option] = {
                    "kl = KL divergence to the FP softmax."),
     "temperature": Option("Temperature", "Softmax temperature T of the contrastive and kl losses (paper: 3).", 1e-4, 1e4, 4,
                           advanced=True),
-    "mutation": Option("Mutation", "absolute: scale + U(-r, r) (the paper); relative: scale × exp(U(-r, r)).",
+    "mutation": Option("Mutation", "evolution and random: absolute = scale + U(-r, r) (the paper); relative = "
+                       "scale × exp(U(-r, r)). The other strategies always step relatively.",
                        advanced=True),
     "mutation_range": Option("Weight mutation r", "Size of each random change of a weight scale. Empty = automatic "
                              "(absolute: 1e-3 at <= 4 bits, else 1e-4; relative: 0.05, halved per bit above 4).",

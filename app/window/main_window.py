@@ -200,10 +200,13 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         try:
             if not path.exists():
                 raise FileNotFoundError(f"checkpoint not found: {path}")
-            spec, config, history = files.read_checkpoint(path)
+            resumable = files.read_checkpoint(path, self)
         except (OSError, ValueError) as exc:
             self._error(exc, f"Resume {path.name}")
             return False
+        if resumable is None:   # its weights file moved and the user cancelled the dialog
+            return False
+        spec, config, history = resumable
         now = self.run_panel.spec()
         spec = replace(spec, device=now.device, compile=now.compile)   # continue as chosen now
         self.run_panel.set_values(spec, config)

@@ -4,6 +4,10 @@ Nothing is lost to an interrupt: a checkpoint is written after every block step 
 else ``<out>.ckpt``, removed once the run file is saved). Ctrl+C leaves it, prints the command that
 resumes it and exits 130; a failed save (disk full, permission) leaves it too, and its resume goes
 straight to the final report and the save.
+
+``--resume CHECKPOINT`` alone continues the run as it was made (the checkpoint holds its whole
+RunSpec and search config); a flag given with it overrides the recorded value (``--weights`` for a
+weights file that moved, ``--device``), and one that makes it another run is refused before any work.
 """
 from __future__ import annotations
 
@@ -11,14 +15,20 @@ import argparse
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence, TextIO
 
-from ..cli import add_model_args, add_output_args, add_quant_args, emit, run_spec
+from ..atomic import check_writable
+from ..cli import add_model_args, add_output_args, add_quant_args, emit, given_flags, run_spec
+from ..pipeline import RunSpec
+from ..quant import QuantConfig, parse_bits
 from ..scalefile import save_run
-from ..search.config import add_search_args, search_config_from_args
+from ..search.checkpoint import Checkpoint, load_checkpoint
+from ..search.config import PRESETS, SearchConfig, add_search_args, search_config_from_args, search_flag_dests
 from ..search.events import BlockDone, Evaluated, Event, Finished, Stage, Started
-from ..search.run import run_search
+from ..search.resume import recorded_config, recorded_spec, with_weights
+from ..search import run as search_run   # looked up per call: tests and the app wrap it
 
 REFRESH_S = 0.5   # progress line refresh on a terminal
 
@@ -27,17 +37,18 @@ def add_parser(sub) -> None:
     parser = sub.add_parser("search", help="refine the scales block by block (default: the guided search; "
                                            "--preset release: the CPT-V paper's evolutionary search)")
     add_model_args(parser)
-    add_quant_args(parser)
+    add_quant_args(parser, required=False)
     add_search_args(parser)
     parser.add_argument("--out", required=True, help="run file to write (.h5)")
     parser.add_argument("--checkpoint", type=Path,
                         help="write a resumable checkpoint here after every block step (default: <out>.ckpt, "
                              "removed once the run file is saved)")
     parser.add_argument("--resume", type=Path,
-                        help="continue the run of this checkpoint (same options; it keeps being updated "
-                             "unless --checkpoint names another file)")
+                        help="continue the run of this checkpoint with its recorded settings (flags given override "
+                             "them, e.g. --weights for a file that moved); it keeps being updated unless "
+                             "--checkpoint names another file")
     add_output_args(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, parser=parser, quantizer=None)
 
 
 class Progress:
@@ -107,14 +118,43 @@ def _stopped(reason: str, checkpoint: Path, argv: Sequence[str]) -> None:
     print(reason, file=sys.stderr, flush=True)
 
 
+SPEC_FLAGS = ("model", "pretrained", "data", "calib_size", "batch_size", "seed", "device", "heldout_from", "compile")
+
+
+def _resumed_quant(args: argparse.Namespace, given: set[str], recorded: QuantConfig) -> QuantConfig:
+    w_bits, a_bits = parse_bits(args.bits) if "bits" in given else (recorded.w_bits, recorded.a_bits)
+    return QuantConfig(args.quantizer if "quantizer" in given else recorded.quantizer, w_bits, a_bits,
+                       args.attn_bits if "attn_bits" in given else recorded.attn_bits,
+                       tuple(args.allow_float) if "allow_float" in given else recorded.allow_float)
+
+
+def resumed_run(args: argparse.Namespace, checkpoint: Checkpoint) -> tuple[RunSpec, SearchConfig]:
+    """The checkpoint's run, with the flags given on this command line in place of the recorded values."""
+    given = given_flags(args)
+    spec = recorded_spec(checkpoint)
+    spec = replace(spec, quant=_resumed_quant(args, given, spec.quant),
+                   **{dest: getattr(args, dest) for dest in SPEC_FLAGS if dest in given})
+    spec = with_weights(spec, checkpoint, args.weights if "weights" in given else None)
+    config = PRESETS[args.preset] if "preset" in given else recorded_config(checkpoint)
+    config = replace(config, **{dest: getattr(args, dest) for dest in search_flag_dests() if dest in given})
+    return spec, config
+
+
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    config = search_config_from_args(args)
+    if args.resume is not None:
+        spec, config = resumed_run(args, load_checkpoint(args.resume))
+    elif args.quantizer is None or args.bits is None:
+        raise ValueError("search needs --quantizer and --bits (or --resume CHECKPOINT to continue a stopped run)")
+    else:
+        spec, config = run_spec(args), search_config_from_args(args)
     checkpoint = args.checkpoint or args.resume or default_checkpoint(args.out)
+    check_writable(args.out)
+    check_writable(checkpoint)
     progress = None if args.quiet else Progress(sys.stderr)
     record = None
     try:
-        for event in run_search(run_spec(args), config, checkpoint, args.resume):
+        for event in search_run.run_search(spec, config, checkpoint, args.resume):
             if progress is not None:
                 progress.update(event)
             if isinstance(event, Finished):

@@ -24,7 +24,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..scalefile import ScaleFileError, atomic_path, load_run, open_for_reading
+from ..atomic import atomic_path
+from ..scalefile import ScaleFileError, load_run, open_for_reading
 from .points import Point
 from .result import Diagnosis, PointTable, WhatIf
 

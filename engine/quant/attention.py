@@ -13,6 +13,7 @@ from timm.layers import Attention
 from timm.models.swin_transformer import WindowAttention
 from torch import nn
 
+from .fixed_order import softmax
 from .quantizer import FakeQuantizer
 
 ATTENTION_ROLES = ("q", "k", "v", "probs")
@@ -30,7 +31,7 @@ def quantized_attention(module: nn.Module, q, k, v, bias: torch.Tensor | None = 
     attn = (q * module.scale) @ k.transpose(-2, -1)
     if bias is not None:
         attn = attn + bias
-    probs = module.probs_quant(attn.softmax(dim=-1))
+    probs = module.probs_quant(softmax(attn))   # fixed_order: a thread-invariant gradient
     return probs @ v
 
 

@@ -106,6 +106,7 @@ class QuantizedModel(nn.Module):
         # the first conv in module order is taken to see the image (its input stays float); the coverage
         # probe (``quantize``) checks that it does
         _replace_layers(model, config, next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None))
+        model.requires_grad_(False)   # scales are searched, weights never: no autograd graph for them
         self.model = model.eval()
         self.config = config
 

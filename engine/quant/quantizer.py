@@ -7,6 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .fixed_order import broadcast_scale
 from .fused import fused_uniform
 from .params import PER_CHANNEL, PER_TENSOR, QuantParams, integer_range
 from .schemes import get_scheme
@@ -58,7 +59,7 @@ class FakeQuantizer(nn.Module):
             return x
         if not self.enabled or not self.calibrated:
             return x
-        scale, zero_point = self._broadcast(self.scale, x), self._broadcast(self.zero_point, x)
+        scale, zero_point = broadcast_scale(self._broadcast(self.scale, x), x), self._broadcast(self.zero_point, x)
         if self.fused and self.scheme == "uniform":
             out = fused_uniform(x, scale, zero_point, self.qmin, self.qmax)
             if out is not None:

@@ -5,14 +5,18 @@ and is rebuilt from copies at the next step, so the state is small: the current 
 block, the loss they give, the numpy Generator state, counters, the history and the selected step.
 Continuing from it gives the same final scales as an uninterrupted run.
 
+It also holds the whole run as made: the RunSpec (weights path as given, pretrained, data folder,
+held-out source, device and compile mode), the search config, the identity a resume is checked
+against, and how it was computed (provenance.py), so any front end can rebuild the run from the
+checkpoint alone.
+
 Format: one ``.npz`` (numpy arrays + a JSON string; no pickle, so loading a file cannot run code),
-written to a temp file in the same folder and moved into place with ``os.replace``: a reader or a
-crash never sees a half-written checkpoint.
+written atomically (``atomic.py``): a reader or a crash never sees a half-written checkpoint.
+Version 1 files (before the spec and config were stored) still load; their ``spec`` is None.
 """
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..runrecord import History
 
 FORMAT = "cptv-search-checkpoint"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
 _EVAL_FIELDS = ("eval_loss", "eval_pass", "eval_block")
 _STEP_FIELDS = ("step_heldout", "step_loss", "step_block", "step_pass")
 
@@ -64,35 +70,43 @@ _SCALARS = ("rng_state", "base_loss", "heldout_fp_top1", "heldout_base_top1", "c
             "selected_score", "step", "evaluations", "seconds")
 
 
-def save_checkpoint(path: str | Path, state: SearchState, identity: dict[str, Any]) -> Path:
+@dataclass
+class Checkpoint:
+    """A checkpoint as read back: the state, and the run it belongs to."""
+    state: SearchState
+    identity: dict[str, Any]                 # as stored; compare through identity.saved_identity
+    spec: dict[str, Any] | None = None       # RunSpec.to_dict() as made; None in version 1 files
+    config: dict[str, Any] | None = None     # SearchConfig.to_dict(); None in version 1 files
+    provenance: dict[str, Any] | None = None
+
+
+def save_checkpoint(path: str | Path, state: SearchState, identity: dict[str, Any], spec: dict[str, Any] | None = None,
+                    config: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None) -> Path:
     """Write atomically. ``identity`` (run spec, search config, base-scale fingerprint) lets a
-    resume refuse a checkpoint of another run instead of silently mixing two."""
+    resume refuse a checkpoint of another run instead of silently mixing two; ``spec`` and
+    ``config`` let it rebuild the run."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "version": VERSION, "identity": identity, "n_blocks": len(state.vectors),
-            "n_selected": len(state.selected_vectors), **{k: getattr(state, k) for k in _SCALARS}}
+    meta = {"format": FORMAT, "version": VERSION, "identity": identity, "spec": spec, "config": config,
+            "provenance": provenance, "n_blocks": len(state.vectors), "n_selected": len(state.selected_vectors),
+            **{k: getattr(state, k) for k in _SCALARS}}
     arrays = {"meta": np.array(json.dumps(meta))}
     arrays.update({f"vector_{i}": v for i, v in enumerate(state.vectors)})
     arrays.update({f"selected_{i}": v for i, v in enumerate(state.selected_vectors)})
     arrays.update({name: np.asarray(getattr(state, name)) for name in _EVAL_FIELDS + _STEP_FIELDS})
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
-def load_checkpoint(path: str | Path) -> tuple[SearchState, dict[str, Any]]:
-    """(state, identity); ValueError with the reason if the file is not a search checkpoint."""
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """The checkpoint at ``path``; ValueError with the reason if the file is not a search checkpoint."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["meta"]))
-            if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-                raise ValueError(f"{path} is not a {FORMAT} v{VERSION} file")
+            if meta.get("format") != FORMAT or meta.get("version") not in READS:
+                raise ValueError(f"{path} is not a {FORMAT} file of version {' or '.join(map(str, READS))}")
             vectors = [data[f"vector_{i}"] for i in range(meta["n_blocks"])]
             selected = [data[f"selected_{i}"] for i in range(meta["n_selected"])]
             lists = {name: data[name].tolist() for name in _EVAL_FIELDS + _STEP_FIELDS}
@@ -101,4 +115,4 @@ def load_checkpoint(path: str | Path) -> tuple[SearchState, dict[str, Any]]:
             raise
         raise ValueError(f"cannot read search checkpoint {path}: {exc}") from None
     state = SearchState(vectors=vectors, selected_vectors=selected, **{k: meta[k] for k in _SCALARS}, **lists)
-    return state, meta["identity"]
+    return Checkpoint(state, meta["identity"], meta.get("spec"), meta.get("config"), meta.get("provenance"))

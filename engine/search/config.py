@@ -1,29 +1,29 @@
-"""Search hyper-parameters, the named presets, and the command-line flags shared by every front end.
+"""Search hyper-parameters, the named presets, the command-line flags shared by every front end, and
+which of them make two searches different (``search_identity``).
 
 ``release`` is the CPT-V release's recipe (DESIGN §4). ``default`` is ours: block by block like
 the release, over every scale of the block (weights per channel and activation clip ranges), but
 ``guided``: the straight-through gradient proposes each move (scaled per quantization point) and
-the exact fitness keeps the best of ``children`` step sizes (guided.py); label-free, it takes the
-last step. ``random`` is its null baseline: the same moves along random directions, written back at
-random, the same number of evaluations and the same selection rule.
+the exact fitness keeps the best of ``children`` step sizes, only if it lowers the loss (guided.py);
+label-free, it takes the last step. ``random`` is its null baseline: the same moves along random
+directions, with the same acceptance rule, step adaptation, budget and selection (``guided-null``).
 
-``evolution`` (the release's loop with relative mutation, the default until guided won on
-held-out), ``cmaes``, the ``points`` / ``points+channels`` vectors and ``budget`` are options,
-measured against the default on held-out over three settings (README, "The default search:
-guided by the gradient").
+``evolution`` (the release's loop with relative mutation), ``cmaes``, the ``points`` /
+``points+channels`` vectors and ``budget`` are options; docs/results.md has the measurements that
+chose the default among them.
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
-
-from ..runrecord import SEARCH_FIELDS_ADDED
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Callable
 
 SCOPE_PARTS = ("attn", "mlp", "act")
-STRATEGIES = ("evolution", "guided", "cmaes", "random", "guided-random")
-# The null baseline of each steering strategy: the same moves and budget, chosen without the loss.
-NULL_OF = {"evolution": "random", "guided": "guided-random"}
+STRATEGIES = ("evolution", "guided", "cmaes", "random", "guided-null", "guided-random")
+EVOLUTIONS = ("evolution", "random")                      # evolution.py: a population and tournaments
+GUIDED = ("guided", "guided-null", "guided-random")      # guided.py: a direction and a step ladder
+# The null baseline of each steering strategy: the same moves, budget and acceptance, without the idea.
+NULL_OF = {"evolution": "random", "guided": "guided-null"}
 VECTORS = ("channels", "points", "points+channels")
 DIRECTIONS = ("scaled", "sign")   # guided.py
 MUTATIONS = ("absolute", "relative")
@@ -59,24 +59,36 @@ def scope_parts(scope: str) -> frozenset[str]:
     return parts
 
 
+Used = Callable[[dict[str, Any]], bool]   # does a search with these values use the field?
+
+
+def _used_by(*strategies: str) -> dict[str, Used]:
+    return {"used": lambda values: values.get("strategy") in strategies}
+
+
+def _option(default: Any, used: Used | None = None) -> Any:
+    """A field; ``used`` says when it changes what a search computes (``search_identity``)."""
+    return field(default=default, metadata={"used": used} if used else {})
+
+
 @dataclass(frozen=True)
 class SearchConfig:
-    preset: str = "default"
+    preset: str = _option("default", lambda values: False)   # a name for the values below
     scope: str = "all"
-    population: int = 15           # evolution only
-    tournament: int = 10           # evolution only: drawn with replacement from the population
-    cycles: int = 8
+    population: int = _option(15, **_used_by(*EVOLUTIONS))
+    tournament: int = _option(10, **_used_by(*EVOLUTIONS))    # drawn with replacement from the population
+    cycles: int = _option(8, lambda values: values.get("budget") is None)   # a budget sets them
     children: int = 4              # per cycle, evaluated in one batched pass
     passes: int = 2
-    strategy: str = "guided"       # evolution, cmaes; the nulls: random (evolution's), guided-random
+    strategy: str = "guided"       # evolution, cmaes; the nulls: random (evolution's), guided-null
     vector: str = "channels"       # or "points", "points+channels" (vector.py)
-    direction: str = "scaled"      # guided only: or "sign" (guided.py)
+    direction: str = _option("scaled", **_used_by(*GUIDED))  # or "sign" (guided.py)
     budget: int | None = None      # total evaluations; sets the cycles per block step (cycles_for)
-    mutation: str = "relative"
+    mutation: str = _option("relative", **_used_by(*EVOLUTIONS))   # guided and cmaes step relatively
     mutation_range: float | None = None      # weights; None = the mode's default (see resolved_ranges)
     act_mutation_range: float | None = None  # activations; likewise
-    loss: str = "mse"             # chosen on held-out for the guided search (README)
-    temperature: float = 1.0
+    loss: str = "mse"              # chosen on held-out for the guided search (docs/results.md)
+    temperature: float = _option(1.0, lambda values: values.get("loss") in ("contrastive", "kl"))
     features: str = "logits"
     select: str = "last"
     search_images: int | None = None   # the first N calibration images are the fitness's; None = all
@@ -96,6 +108,9 @@ class SearchConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if self.mutation == "absolute" and self.strategy not in EVOLUTIONS:
+            raise ValueError(f"mutation 'absolute' is for the evolution strategies ({', '.join(EVOLUTIONS)}); "
+                             f"{self.strategy} steps each scale by a factor (relative)")
         if self.strategy == "cmaes" and self.children < 2:
             raise ValueError("cmaes needs at least 2 children per cycle (its generation size)")
         if self.budget is not None and self.budget < 2:
@@ -129,14 +144,37 @@ class SearchConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """The values that make this search differ from another (``search_identity``)."""
+        return search_identity(self.to_dict())
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "SearchConfig":
-        """Also reads files written before ``vector`` and ``budget`` existed (``SEARCH_FIELDS_ADDED``)."""
+        """Also reads files written before a field existed (``SEARCH_FIELDS_ADDED``)."""
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise ValueError(f"unknown search parameters: {', '.join(sorted(unknown))}")
         return cls(**{**SEARCH_FIELDS_ADDED, **values})
+
+
+# Fields added after run files and checkpoints were first written, with the value every earlier search
+# used: an older file is known to have searched with them, so they are compared, not skipped as unknown.
+SEARCH_FIELDS_ADDED: dict[str, Any] = {"vector": "channels", "budget": None, "direction": "sign"}
+
+
+def search_identity(values: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a search's values (a config, or what a run file or checkpoint of any age recorded)
+    that change what it computes: older files get ``SEARCH_FIELDS_ADDED``, and a field the strategy
+    does not use (the population of a guided search, the direction of an evolution) is left out, so
+    two runs that differ only there are the same run. Fields an old file lacks stay out (unknown)."""
+    values = {**SEARCH_FIELDS_ADDED, **values}
+    out = {}
+    for option in fields(SearchConfig):
+        used = option.metadata.get("used")
+        if option.name in values and (used is None or used(values)):
+            out[option.name] = values[option.name]
+    return out
 
 
 _RELEASE = SearchConfig(
@@ -159,17 +197,20 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("cycles", int, "cycles per block step"),
     ("children", int, "children per cycle (evaluated in one batched pass)"),
     ("passes", int, "sweeps over all blocks, last to first"),
-    ("strategy", str, "evolution; guided (the straight-through gradient proposes a direction, the "
-                      "cycle's children are steps along it, the exact fitness keeps the best); cmaes (CMA-ES, "
-                      "the cmaes library; a generation = the cycle's children); random / guided-random (the "
-                      "null baselines of evolution / guided: the same moves, chosen at random)"),
+    ("strategy", str, "guided (the straight-through gradient proposes a direction, the cycle's children are "
+                      "steps along it, the exact fitness keeps the best if it lowers the loss); evolution (the "
+                      "CPT-V paper's); cmaes (CMA-ES, the cmaes library; a generation = the cycle's children); "
+                      "guided-null (guided's null: the same moves along random directions, the same acceptance); "
+                      "random (evolution's null: parents and survivors drawn at random); guided-random (a random "
+                      "walk along guided's moves that keeps every move: not a null, it loses by construction)"),
     ("vector", str, "channels: every scale of the selected points; points: one factor per quantization point; "
                     "points+channels: both"),
     ("direction", str, "guided: how the gradient becomes a move. scaled: the gradient over its RMS within each "
                        "quantization point, clipped to +-2 mutation ranges; sign: every coordinate moves by its "
-                       "range (the earlier guided defaults)"),
+                       "whole range"),
     ("budget", int, "total loss evaluations of the run; sets the cycles per block step (overrides --cycles)"),
-    ("mutation", str, "absolute: |s + U(-r, r)| (the release); relative: s * exp(U(-r, r))"),
+    ("mutation", str, "evolution and random: absolute, |s + U(-r, r)| (the release), or relative, "
+                      "s * exp(U(-r, r)); the other strategies step relatively"),
     ("mutation-range", float, "r for weight scales (default: 1e-3 at <=4 bits else 1e-4 absolute; 0.05 relative, "
                               "halved per bit above 4)"),
     ("act-mutation-range", float, "r for activation scales (default: as weights absolute; 0.1 relative, "
@@ -198,6 +239,11 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
                             "compiling fails). on: compiled blocks; auto, for blocks of deit_tiny's size and up: "
                             "compiled blocks on CUDA, and on the CPU eager blocks with fake quantization as one "
                             "fused kernel (what measured faster there); off: eager")
+
+
+def search_flag_dests() -> tuple[str, ...]:
+    """The argparse dests of the search flags (each a SearchConfig field)."""
+    return tuple(flag.replace("-", "_") for flag, _, _ in _FLAGS)
 
 
 def search_config_from_args(args: argparse.Namespace) -> SearchConfig:

@@ -14,16 +14,16 @@ The direction (``--direction``):
   mean square, clipped to ±``CLIP``. Every point moves by about its range, as with the sign, but
   its channels move in proportion to their gradient, none by more than twice the range; a point
   with one scale (an activation's clip range) moves by its range, as with the sign.
-* ``sign``: every coordinate moves by its full range (the earlier guided defaults). Channels whose
-  gradient is noise move as far as the ones that matter, so on some settings every step either
-  changes nothing or too much, and the block step stalls (README: seeds where the loss stopped
-  falling after the first pass).
+* ``sign``: every coordinate moves by its full range, so channels whose gradient is noise move as
+  far as the ones that matter.
 
 The raw gradient is neither: scaled by its largest entry, a few coordinates take the whole step.
 
-``guided-random`` is its null: the same candidates along a random direction (a standard normal
-vector through the same rule, so every move has the same size distribution), one of them written
-back at random, the step never adapted: the budget and the moves, without the idea.
+``guided-null`` is its null baseline: everything but the gradient. A standard normal vector goes
+through the same rule, so every move has the size distribution of the guided moves, and the same
+acceptance (kept only if it lowers the loss), step adaptation and budget apply. ``guided-random``
+is the random walk along the same moves (one candidate written back at random, the step never
+adapted): it loses by construction, so it is not a null.
 """
 from __future__ import annotations
 
@@ -71,19 +71,20 @@ def guided_block(start: np.ndarray, start_loss: float, evaluate: Evaluate, gradi
     """Yields a Step per evaluated candidate (its ``population_losses``: the current loss and this
     cycle's losses so far); returns the block's new coordinates. ``groups``: the quantization
     point of every coordinate (None: one point)."""
-    null = params.strategy == "guided-random"
+    random_direction = params.strategy in ("guided-null", "guided-random")
+    walk = params.strategy == "guided-random"
     ladder = step_ladder(params.children)
     current, loss, step = start.astype(np.float64), float(start_loss), 1.0
     groups = np.zeros(current.size, np.int64) if groups is None else groups
     for cycle in range(params.cycles):
-        signal = rng.standard_normal(current.size) if null else gradient(current.astype(np.float32))
+        signal = rng.standard_normal(current.size) if random_direction else gradient(current.astype(np.float32))
         direction = direction_of(signal, params.direction, groups)
         moves = np.outer(ladder * step, direction * params.ranges)
         candidates = (current * np.exp(-moves)).astype(np.float32)
         losses = np.asarray(evaluate(candidates), np.float64)
         for i, candidate_loss in enumerate(losses):
             yield Step(cycle, float(candidate_loss), np.append(loss, losses[:i + 1]))
-        if null:
+        if walk:
             chosen = int(rng.integers(len(losses)))
             current, loss = candidates[chosen].astype(np.float64), float(losses[chosen])
             continue

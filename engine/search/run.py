@@ -18,21 +18,24 @@ from pathlib import Path
 from typing import Generator, Iterator
 
 import numpy as np
+import torch
 
-from ..allocator import keep_freed_memory
 from ..data import TensorImages, first_images, materialize
 from ..evaluate import top1, top1_variants
 from ..pipeline import Prepared, RunSpec, prepare
+from ..provenance import provenance
 from ..quant import QuantizedModel, ScaleSet
-from ..runrecord import RunRecord, identity_mismatch, run_identity, spec_values
+from ..runrecord import RunRecord, identity_mismatch, spec_values
 from .checkpoint import SearchState, load_checkpoint, save_checkpoint
-from .config import SearchConfig
+from .config import GUIDED, SearchConfig
 from .cma_es import cmaes_block
 from .compiled import evaluation_forwards
 from .evaluator import CachedEvaluator, search_fitness
 from .events import BlockDone, Evaluated, Event, Finished, PassDone, Stage, Started
 from .evolution import BlockResult, EvolutionParams, evolve_block
 from .guided import guided_block
+from .identity import saved_identity, search_run_identity, thread_dependence
+from .resume import check_before_work
 from .segments import model_segments
 from .space import BlockSpace, block_space
 from .vector import SearchedVector, searched_vector
@@ -62,7 +65,10 @@ class Stopwatch:
 
 def run_search(spec: RunSpec, config: SearchConfig, checkpoint: Path | None = None,
                resume: Path | None = None) -> Iterator[Event]:
-    """Prepare ``spec`` (load, calibrate) then search; see ``search_prepared``."""
+    """Prepare ``spec`` (load, calibrate) then search; see ``search_prepared``. A ``resume`` checkpoint
+    of another run is refused before any work."""
+    if resume is not None:
+        check_before_work(load_checkpoint(resume), Path(resume), spec, config)
     yield Stage(f"loading {spec.model} and calibrating {spec.quant.quantizer} {spec.quant.bits_label}")
     yield from search_prepared(prepare(spec), config, checkpoint, resume)
 
@@ -82,14 +88,14 @@ def scales_fingerprint(scales: ScaleSet) -> str:
     return digest.hexdigest()
 
 
-def _identity(prepared: Prepared, config: SearchConfig, base: ScaleSet) -> dict:
-    """The run's identity (the one rule of ``runrecord.run_identity``) and its base scales' fingerprint."""
-    identity = run_identity(spec_values(prepared.spec), config.to_dict(), prepared.info.weights_sha256)
-    return {**identity, "base_sha256": scales_fingerprint(base)}
+def _identity(prepared: Prepared, config: SearchConfig, base: ScaleSet, computed: dict) -> dict:
+    """The run's identity (identity.py's rule) and its base scales' fingerprint."""
+    identity = search_run_identity(spec_values(prepared.spec), config.to_dict(), prepared.info.weights_sha256)
+    return {**identity, **thread_dependence(computed), "base_sha256": scales_fingerprint(base)}
 
 
 def _check_identity(saved: dict, expected: dict, path: Path) -> None:
-    problem = identity_mismatch(saved, expected, f"checkpoint {path}")
+    problem = identity_mismatch(saved_identity(saved), expected, f"checkpoint {path}")
     if problem:
         raise ValueError(f"checkpoint {path} belongs to another run ({problem}); "
                          "resume with the same model, weights, data, quantizer, seed and search options")
@@ -131,7 +137,7 @@ def _block_step(config: SearchConfig, evaluator: CachedEvaluator, block_index: i
     def evaluate(coordinates: np.ndarray) -> np.ndarray:
         return evaluator.evaluate(block_index, space, vector.expand(coordinates))
 
-    if config.strategy in ("guided", "guided-random"):
+    if config.strategy in GUIDED:
         def gradient(coordinates: np.ndarray) -> np.ndarray:
             scales = vector.expand(coordinates[None])[0]
             return vector.log_gradient(evaluator.log_gradient(block_index, space, scales))
@@ -188,17 +194,18 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
     names = [name for name, _ in qmodel.blocks()]
     spaces = [block_space(qmodel, name, config.scope) for name in names]
     base = qmodel.scale_set()
-    identity = _identity(prepared, config, base)
+    computed = provenance(prepared.device, spec.compile)
+    identity = _identity(prepared, config, base, computed)
     yield Stage("computing the FP reference on the calibration images")
     images = first_images(prepared.calib, config.search_images)
-    keep_freed_memory()   # candidate evaluation reuses freed memory from here on (engine/allocator.py)
     evaluator = CachedEvaluator(qmodel, segments, images, search_fitness(qmodel, segments, images, config),
                                 forwards=evaluation_forwards(qmodel, segments, spec.compile, images[0]))
     heldout = materialize(prepared.splits.heldout, spec.batch_size, prepared.device)   # read after every step
     rng = np.random.default_rng([SEARCH_STREAM, spec.seed])
     if resume is not None:
-        state, saved_identity = load_checkpoint(resume)
-        _check_identity(saved_identity, identity, Path(resume))
+        saved = load_checkpoint(resume)
+        _check_identity(saved.identity, identity, Path(resume))
+        state = saved.state
         rng.bit_generator.state = state.rng_state
         for space, vector in zip(spaces, state.vectors):
             space.write(qmodel, vector)
@@ -233,7 +240,7 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
         state.rng_state = rng.bit_generator.state
         state.seconds = watch.read()
         if checkpoint is not None:
-            save_checkpoint(checkpoint, state, identity)
+            save_checkpoint(checkpoint, state, identity, spec.to_dict(), config.to_dict(), computed)
         with watch.paused():
             yield BlockDone(step=state.step, pass_index=pass_index, block_index=block_index, best_loss=result.loss,
                             heldout_top1=heldout_top1, evaluations=state.evaluations)
@@ -241,21 +248,39 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
                 yield PassDone(pass_index=pass_index, best_loss=state.current_loss)
     seconds = watch.read()
     yield Stage("final report: reading the test split")
-    yield Finished(run=_final_record(prepared, config, spaces, base, state, seconds))
+    yield Finished(run=_final_record(prepared, config, spaces, base, state, seconds, computed))
 
 
-@contextmanager
-def _scales_applied(qmodel: QuantizedModel, scales: ScaleSet, restore: ScaleSet) -> Iterator[None]:
-    """``scales`` loaded for the duration, then ``restore`` (loading is exact, so nothing drifts)."""
-    qmodel.load_scale_set(scales)
-    try:
-        yield
-    finally:
-        qmodel.load_scale_set(restore)
+class _PreloadedScales:
+    """Another ScaleSet kept on the model's device, swapped in by copying, not by loading: the final
+    report runs each test batch under both the base and the refined scales, and loading a ScaleSet
+    builds every buffer from host memory again (and reruns load hooks, e.g. RepQ-ViT's folding)."""
+
+    def __init__(self, qmodel: QuantizedModel, other: ScaleSet) -> None:
+        own = {name: value.detach().clone() for name, value in qmodel.state_dict().items()}
+        current = qmodel.scale_set()
+        qmodel.load_scale_set(other)
+        theirs = qmodel.state_dict()
+        self.pairs = {name: (theirs[name].detach().clone(), own[name]) for name in own
+                      if not torch.equal(theirs[name], own[name])}
+        qmodel.load_scale_set(current)
+        self.state = qmodel.state_dict(keep_vars=True)
+
+    @contextmanager
+    def applied(self) -> Iterator[None]:
+        with torch.no_grad():
+            for name, (theirs, _) in self.pairs.items():
+                self.state[name].copy_(theirs)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, (_, own) in self.pairs.items():
+                    self.state[name].copy_(own)
 
 
 def _final_record(prepared: Prepared, config: SearchConfig, spaces: list[BlockSpace], base: ScaleSet,
-                  state: SearchState, seconds: float) -> RunRecord:
+                  state: SearchState, seconds: float, computed: dict) -> RunRecord:
     """Apply the selected step, then read the test split (once) for FP, base and refined top-1."""
     qmodel, spec, info = prepared.qmodel, prepared.spec, prepared.info
     if config.select != "last" and state.selected_step == 0:
@@ -264,8 +289,7 @@ def _final_record(prepared: Prepared, config: SearchConfig, spaces: list[BlockSp
         for space, vector in zip(spaces, state.vectors if config.select == "last" else state.selected_vectors):
             space.write(qmodel, vector)
     refined = qmodel.scale_set()
-    variants = {"fp": qmodel.full_precision, "refined": nullcontext,
-                "base": lambda: _scales_applied(qmodel, base, restore=refined)}
+    variants = {"fp": qmodel.full_precision, "refined": nullcontext, "base": _PreloadedScales(qmodel, base).applied}
     test = top1_variants(qmodel, prepared.splits.test, variants, spec.batch_size, prepared.device)
     fp, refined_acc, base_acc = test["fp"], test["refined"], test["base"]
     step = state.selected_step
@@ -282,4 +306,4 @@ def _final_record(prepared: Prepared, config: SearchConfig, spaces: list[BlockSp
     return RunRecord(model_name=info.name, model_source=info.source, weights_sha256=info.weights_sha256,
                      quant=qmodel.config, calibration=prepared.calibration_meta(), scales=refined, seed=spec.seed,
                      base=base, search=search, history=state.history(), metrics=metrics,
-                     spec=spec_values(spec))
+                     spec=spec_values(spec), provenance=computed)
