@@ -16,7 +16,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .allocator import keep_freed_memory
 from .data import SYNTHETIC, first_images
 from .models import DEMO_MODEL
 from .pipeline import Prepared, RunSpec, prepare
@@ -143,7 +142,6 @@ def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: Sea
     compilation, reported as ``compile_s`` / ``fused_compile_s``. All use the fitness's images
     (``config.search_images``)."""
     calib = first_images(calib, config.search_images)
-    keep_freed_memory()   # as the search does before its evaluations (engine/allocator.py)
     segments = model_segments(qmodel.model)
     fitness = search_fitness(qmodel, segments, calib, config)
     work = _candidates(qmodel, config, candidates, seed)

@@ -10,7 +10,8 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from engine.bench import bench_inputs, run_bench
-from engine.bench_memory import PeakMeter, SizePeaks, check_sizes, format_table, measure_size, summarize
+from engine.bench_memory import (PeakMeter, SizePeaks, check_sizes, format_table, measure_size, run_memory_bench,
+                                 summarize)
 from engine.cli import main
 from engine.pipeline import RunSpec
 from engine.quant import QuantConfig, quantize
@@ -52,14 +53,36 @@ def test_bench_command_on_the_demo(capsys):
 
 def test_summary_extrapolates_linear_growth_against_the_targets():
     mb = 1 << 20
-    small = SizePeaks(64, calibration=1000 * mb, search_pass=1100 * mb, block_input_bytes=197 * 768 * 4)
-    large = SizePeaks(256, calibration=1192 * mb, search_pass=1100 * mb + 192 * 2 * mb, block_input_bytes=197 * 768 * 4)
-    result = summarize(RunSpec(model="vit_base_patch16_224", batch_size=32), "cpu", "peak RSS", small, large)
-    assert result.growth_per_image == {"calibration": 1.0 * mb, "search_pass": 2.0 * mb}
-    assert result.extrapolated["search_pass"] == large.search_pass + 2.0 * mb * (1000 - 256)
-    assert result.growth_target == 3 * 197 * 768 * 4 and not result.meets_growth_target   # 2 MB > 1.73 MB
+    block, image = 197 * 768 * 4, 3 * 224 * 224 * 4
+    small = SizePeaks(64, calibration=1000 * mb, search_pass=1100 * mb, block_input_bytes=block, image_bytes=image)
+    large = SizePeaks(256, calibration=1192 * mb, search_pass=1100 * mb + 192 * 3 * mb, block_input_bytes=block,
+                      image_bytes=image)
+    result = summarize(RunSpec(model="vit_base_patch16_224", batch_size=32), "cpu", "peak RSS", [(small, large)])
+    assert result.growth_per_image == {"calibration": 1.0 * mb, "search_pass": 3.0 * mb}
+    assert result.extrapolated["search_pass"] == large.search_pass + 3.0 * mb * (1000 - 256)
+    assert result.growth_target == image + 3 * block and not result.meets_growth_target   # 3 MB > 2.3 MB
     assert result.meets_peak_target and result.to_dict()["extrapolated_to"] == 1000
     assert "MISSED" in format_table(result) and "met" in format_table(result)
+
+
+def test_summary_judges_the_worst_of_repeated_runs_and_skips_an_unmeasured_phase():
+    """One lucky run must not hide an unlucky one: the growth is the largest over the repeats."""
+    mb = 1 << 20
+    peaks = [SizePeaks(n, calibration=int(c * mb), search_pass=None, block_input_bytes=197 * 192 * 4,
+                       image_bytes=3 * 224 * 224 * 4) for n, c in [(32, 1300), (128, 1357.6), (32, 1200), (128, 1392)]]
+    result = summarize(RunSpec(model="deit_tiny_patch16_224", batch_size=32), "cpu", "peak RSS",
+                       [(peaks[0], peaks[1]), (peaks[2], peaks[3])])
+    assert [run["calibration"] / mb for run in result.growth_per_run] == pytest.approx([0.6, 2.0])
+    assert result.growth_per_image == {"calibration": pytest.approx(2.0 * mb)} and not result.meets_growth_target
+    assert set(result.extrapolated) == {"calibration"} and len(result.sizes) == 4
+    table = format_table(result)
+    assert "2 run(s)" in table and "MISSED" in table and table.count("growth / image") == 3
+
+
+@pytest.mark.parametrize("options", [{"block_steps": -1}, {"repeats": 0}])
+def test_memory_bench_refuses_negative_steps_and_no_repeats(options):
+    with pytest.raises(ValueError, match="block-steps|repeats"):
+        run_memory_bench(RunSpec(), PRESETS["default"], (16, 32), **options)
 
 
 @pytest.mark.parametrize("sizes", [(64,), (256, 64), (0, 64), (64, 128, 256)])
@@ -84,8 +107,9 @@ def test_measure_size_on_a_timm_model_uses_prepare_on_synthetic_images():
                    device="cpu")   # timm's 160 px test ViT: 101 tokens x 64
     assert bench_inputs(spec).splits.name == "synthetic"
     peaks = measure_size(spec, replace(PRESETS["default"], children=1), block_steps=1)
-    assert peaks.calib_size == 4 and peaks.block_input_bytes == 101 * 64 * 4
+    assert peaks.calib_size == 4 and peaks.block_input_bytes == 101 * 64 * 4 and peaks.image_bytes == 3 * 160 * 160 * 4
     assert peaks.calibration > 0 and peaks.search_pass > 0
+    assert measure_size(spec, PRESETS["default"], block_steps=0).search_pass is None   # calibration only
 
 
 @pytest.mark.slow   # two fresh interpreters (one per calibration size)

@@ -1,15 +1,12 @@
 """The headless CLI end to end: quantize / eval / inspect on the demo and on real timm architectures."""
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import timm
 from safetensors.torch import load_file, save_file
 
-import engine.pipeline
-from engine.allocator import keep_freed_memory
 from engine.cli import main
 from engine.models import DEMO_WEIGHTS
 from engine.scalefile import load_run
@@ -76,21 +73,6 @@ def test_scale_file_of_another_model_is_refused(tmp_path, capsys):
                    "--quantizer", "minmax", "--bits", "W8A8", "--calib-size", "2", "--out", str(out), "--quiet")[0] == 0
     code, _, err = run_cli(capsys, "eval", "--scales", str(out))  # default model: digits-vit
     assert code == 2 and "deit_tiny_patch16_224" in err and "digits-vit" in err
-
-
-def test_search_keeps_freed_memory_from_its_evaluations_on(tmp_path, capsys, monkeypatch):
-    """glibc's malloc thresholds are fixed when candidate evaluation starts (a random 1.7x slowdown
-    otherwise), and not before: calibration with them fixed grows its peak with the calibration size."""
-    if not sys.platform.startswith("linux"):
-        pytest.skip("glibc only")
-    assert keep_freed_memory()
-    calls = []
-    monkeypatch.setattr("engine.search.run.keep_freed_memory", lambda: calls.append(True))
-    calibrate = engine.pipeline.quantize
-    monkeypatch.setattr("engine.pipeline.quantize", lambda *args: (calibrate(*args), calls.append("calibrated"))[0])
-    assert run_cli(capsys, "search", "--quantizer", "minmax", "--bits", "W8A8", "--calib-size", "20", "--passes", "1",
-                   "--cycles", "1", "--children", "1", "--out", str(tmp_path / "run.h5"), "--quiet")[0] == 0
-    assert calls == ["calibrated", True]
 
 
 def other_demo_weights(path: Path) -> Path:

@@ -1,11 +1,19 @@
-"""Calibration observers keep bounded copies: memory flat in calibration size, same samples while they fit."""
+"""Calibration observers keep bounded copies: memory flat in calibration size, same samples while they fit,
+reserved before the forwards so that the forwards leave nothing allocated behind."""
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils import _pytree as pytree
+from torch.utils._python_dispatch import TorchDispatchMode
 
+import engine.quant.fqvit
+import engine.quant.uniform
+from engine.data import calibration_batches
+from engine.quant import QuantConfig, quantize
 from engine.quant.fqvit import PTF_SAMPLE_ROWS, ChannelRangeObserver
 from engine.quant.observers import OMSE_SAMPLE, BoundedSample, RangeObserver
 
@@ -90,3 +98,59 @@ def test_ptf_observer_memory_is_flat_in_calibration_size():
         observer.observe(torch.randn(8, 197 * 4, 16))  # 6304 rows a batch
         assert held_bytes([observer.sample.buffer]) == PTF_SAMPLE_ROWS * 16 * 4
     assert len(observer.rows()) <= PTF_SAMPLE_ROWS
+
+
+def test_observers_given_a_device_reserve_what_they_keep_and_update_it_in_place():
+    omse, ptf = RangeObserver("omse", "cpu"), ChannelRangeObserver(8, "cpu")
+    kept = [omse.sample.buffer, omse.lo, omse.hi, ptf.sample.buffer, ptf.lo, ptf.hi]
+    assert omse.sample.buffer.shape == (OMSE_SAMPLE,) and ptf.sample.buffer.shape == (PTF_SAMPLE_ROWS, 8)
+    assert not omse.sample.buffer.any()   # zero-filled: its pages are the budget's from the start
+    batches = [torch.randn(4, 50, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    for x in batches:
+        omse.observe(x)
+        ptf.observe(x)
+    assert [t.untyped_storage().data_ptr() for t in kept] == [
+        t.untyped_storage().data_ptr() for t in (omse.sample.buffer, omse.lo, omse.hi, ptf.sample.buffer, ptf.lo, ptf.hi)]
+    everything = torch.cat(batches)
+    assert omse.lo == everything.min() and omse.hi == everything.max()
+    assert torch.equal(ptf.lo, everything.reshape(-1, 8).min(dim=0).values)
+    assert torch.equal(omse.sample.rows(), everything.flatten())
+
+
+class NewStorages(TorchDispatchMode):
+    """Records every storage an op allocates (not one of its inputs', as views and ``out=`` give)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.born: list[tuple[str, StorageWeakRef]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        given = {t.untyped_storage().data_ptr() for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for t in pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes() and t.untyped_storage().data_ptr() not in given:
+                self.born.append((str(func), StorageWeakRef(t.untyped_storage())))
+        return out
+
+
+@pytest.mark.parametrize("quantizer", ["omse", "fqvit"])
+def test_calibration_forwards_leave_nothing_allocated_behind(quantizer, demo_model, digits_splits, monkeypatch):
+    """A tensor that outlives the forward it was born in sits among that forward's freed activations
+    and splits the holes the next batch would reuse: peak memory then grew with the calibration size,
+    and by how much depended on the allocation order (omse on deit_tiny, 32 images: 1.16 to 1.48 GB
+    between identical runs). Observers reserve what they keep before the first batch instead."""
+    survivors: list[list[str]] = []
+
+    def run_batches(model, batches):
+        for images in batches:
+            mode = NewStorages()
+            with torch.no_grad(), mode:
+                model(images)
+            survivors.append([op for op, ref in mode.born if not ref.expired()])
+
+    monkeypatch.setattr(engine.quant.uniform, "run_batches", run_batches)
+    monkeypatch.setattr(engine.quant.fqvit, "run_batches", run_batches)
+    model, _ = demo_model
+    batches = calibration_batches(digits_splits, 8)[:3]
+    quantize(model, QuantConfig.from_bits(quantizer, "W4A4"), batches)
+    assert survivors == [[], [], []]

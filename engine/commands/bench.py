@@ -30,7 +30,10 @@ def add_parser(sub) -> None:
                         help="with --memory: two calibration sizes, e.g. 64,256 (default); --calib-size is unused")
     parser.add_argument("--block-steps", type=int, default=None,
                         help="with --memory: measure the pass's first N block steps only (for a slow CPU: every "
-                             "ViT block input has the same size; default: all)")
+                             "ViT block input has the same size; 0: calibration only; default: all)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="with --memory: measure each size this many times, each in a fresh process, and judge "
+                             "the worst run (a peak that depends on the allocator's luck shows only across runs)")
     parser.add_argument("--onnx-latency", metavar="RUN_H5",
                         help="instead: onnxruntime CPU latency of this run's int8 QDQ export over its FP32 export "
                              "(batch 1 and 32, alternating in one process; needs the export extra)")
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     spec = run_spec(args, quant)
     config = search_config_from_args(args)
     if args.memory:
-        memory = run_memory_bench(spec, config, args.calib_sizes, args.block_steps)
+        memory = run_memory_bench(spec, config, args.calib_sizes, args.block_steps, args.repeats)
         emit(args, memory.to_dict(), format_table(memory))
         return 0
     prepared = bench_inputs(spec)

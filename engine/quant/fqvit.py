@@ -22,6 +22,7 @@ observers), ``fqvit-noptf`` and ``fqvit-nolis`` (the release's ``--ptf``/``--lis
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -39,18 +40,28 @@ EPS = torch.finfo(torch.float32).eps
 
 
 class ChannelRangeObserver:
-    """Per-channel (last dim) min/max over all batches and a bounded, strided sample of rows."""
+    """Per-channel (last dim) min/max over all batches and a bounded, strided sample of rows.
 
-    def __init__(self) -> None:
+    Given the ``width`` (channels) and ``device``, what it keeps is allocated here and updated in
+    place, so the calibration forwards allocate nothing that outlives them (observers.BoundedSample).
+    """
+
+    def __init__(self, width: int | None = None, device: torch.device | str | None = None) -> None:
         self.lo: torch.Tensor | None = None
         self.hi: torch.Tensor | None = None
-        self.sample = BoundedSample(PTF_SAMPLE_ROWS)
+        if width is not None and device is not None:
+            self.lo = torch.full((width,), math.inf, device=device)
+            self.hi = torch.full((width,), -math.inf, device=device)
+        self.sample = BoundedSample(PTF_SAMPLE_ROWS, None if width is None else (width,), device)
 
     def observe(self, x: torch.Tensor) -> None:
         rows = x.float().reshape(-1, x.shape[-1])
         lo, hi = rows.min(dim=0).values, rows.max(dim=0).values
-        self.lo = lo if self.lo is None else torch.minimum(self.lo, lo)
-        self.hi = hi if self.hi is None else torch.maximum(self.hi, hi)
+        if self.lo is None or self.hi is None:
+            self.lo, self.hi = lo, hi
+        else:
+            torch.minimum(self.lo, lo, out=self.lo)
+            torch.maximum(self.hi, hi, out=self.hi)
         self.sample.add(rows[:: -(-len(rows) // PTF_SAMPLE_ROWS)])
 
     def rows(self) -> torch.Tensor:
@@ -105,8 +116,11 @@ class FQViT:
                 quantizer.set_params(symmetric_weight_params(owner.weight, quantizer.bits))
             elif role == "probs" and self.lis:
                 quantizer.set_params(lis_params())
+            elif key in ptf_points:   # buffers reserved before the forwards (observers.BoundedSample)
+                width = qmodel.model.get_submodule(key[0]).in_features
+                observed[key] = ChannelRangeObserver(width, batches[0].device)
             else:
-                observed[key] = ChannelRangeObserver() if key in ptf_points else RangeObserver(self.observer)
+                observed[key] = RangeObserver(self.observer, batches[0].device)
         for key, observer in observed.items():
             quantizers[key].observer = observer
         try:

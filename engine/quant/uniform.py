@@ -20,8 +20,8 @@ class UniformAffine:
         quantizers = qmodel.quantizers()
         modules = dict(qmodel.model.named_modules())
         activations = {key: q for key, q in quantizers.items() if key[1] != "weight"}
-        for quantizer in activations.values():
-            quantizer.observer = RangeObserver(self.method)
+        for quantizer in activations.values():   # their buffers reserved before the forwards (observers.py)
+            quantizer.observer = RangeObserver(self.method, batches[0].device)
         try:
             run_batches(qmodel, batches)
         finally:
