@@ -12,7 +12,8 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 
 from engine.quant import QuantConfig, quantize
-from engine.search.config import NULL_OF, PRESETS, SearchConfig, add_search_args, search_config_from_args
+from engine.search.config import (NULL_OF, PRESETS, SearchConfig, add_search_args, preset_label,
+                                  search_config_from_args)
 from engine.data import first_images
 from engine.search.evaluator import CachedEvaluator, Fitness, NaiveEvaluator, reference_outputs
 from engine.search.evolution import EvolutionParams, evolve_block
@@ -51,10 +52,12 @@ def test_default_relative_ranges_shrink_above_four_bits_only():
     assert replace(d, mutation_range=0.2).resolved_ranges(8, 8)[0] == 0.2      # an explicit range is used as given
 
 
-def test_random_preset_is_the_null_of_default():
-    assert PRESETS["random"].strategy == NULL_OF[PRESETS["default"].strategy] == "guided-null"
-    assert replace(PRESETS["random"], preset="default", strategy="guided") == PRESETS["default"]
-    assert PRESETS["random"].evaluations(6) == PRESETS["default"].evaluations(6)
+def test_the_null_preset_is_the_null_of_guided_and_old_names_are_aliases():
+    assert PRESETS["null"].strategy == NULL_OF[PRESETS["guided"].strategy] == "guided-null"
+    assert replace(PRESETS["null"], preset="guided", strategy="guided") == PRESETS["guided"]
+    assert PRESETS["null"].evaluations(6) == PRESETS["guided"].evaluations(6)
+    for alias, name in (("default", "guided"), ("release", "cptv-paper"), ("random", "null")):
+        assert PRESETS[alias] is PRESETS[name] and preset_label(alias) == preset_label(name) != name
 
 
 def test_flags_override_the_preset_only_when_given():

@@ -178,16 +178,17 @@ class RunPanel(QScrollArea):
         form = _form(box, "The search nudges the quantization scales, block by block, so the quantized "
                           "model's outputs get closer to the full-precision model's.")
         self.preset = QComboBox(objectName="preset")
-        self.preset.addItems(list(search_config.PRESETS))
-        self.preset.setToolTip("default: the guided search (the gradient proposes each move, a step is kept only "
-                               "if it lowers the loss); release: the CPT-V paper's evolutionary search, its exact "
-                               "recipe; random: the default's null baseline (the same moves along random "
-                               "directions, the same budget).")
+        for name, label in search_config.PRESET_LABELS.items():
+            self.preset.addItem(label, name)
+        self.preset.setToolTip("Guided (recommended): the gradient proposes each move, a step is kept only if it "
+                               "lowers the loss. CPT-V paper: the paper's contrastive evolutionary search, its "
+                               "release's exact recipe. Null baseline: the guided search's moves along random "
+                               "directions, with the same acceptance and budget (what the gradient adds).")
         form.addRow(_label("Preset", self.preset), self.preset)
         self.seed = _spin(0, 2**31 - 1, 0, "seed", "One seed drives calibration sampling and the search: same seed, same result.")
         form.addRow(_label("Seed", self.seed), self.seed)
         self.fields: dict[str, _Field] = {}
-        defaults = search_config.PRESETS[self.preset.currentText()]
+        defaults = search_config.PRESETS[self.preset.currentData()]
         hints = field_types()
         advanced = QWidget()
         advanced_form = QFormLayout(advanced)
@@ -213,7 +214,7 @@ class RunPanel(QScrollArea):
         advanced.setVisible(False)
         form.addRow(self.more)
         form.addRow(advanced)
-        self.preset.currentTextChanged.connect(self.apply_preset)
+        self.preset.currentIndexChanged.connect(lambda _: self.apply_preset(self.preset.currentData()))
         return box
 
     # ---------------------------------------------------------------- values
@@ -242,7 +243,7 @@ class RunPanel(QScrollArea):
         names = {f.name for f in dataclasses.fields(search_config.SearchConfig)}
         if "seed" in names:
             values["seed"] = self.seed.value()
-        base = search_config.PRESETS[self.preset.currentText()]
+        base = search_config.PRESETS[self.preset.currentData()]
         return dataclasses.replace(base, **values)
 
     def set_values(self, spec: RunSpec | None = None, config: Any = None) -> None:
@@ -267,7 +268,7 @@ class RunPanel(QScrollArea):
             preset = getattr(config, "preset", None)
             if preset in search_config.PRESETS:
                 self.preset.blockSignals(True)
-                self.preset.setCurrentText(preset)
+                self.preset.setCurrentIndex(self.preset.findData(search_config.PRESETS[preset].preset))
                 self.preset.blockSignals(False)
             for field in self.fields.values():
                 field.set(getattr(config, field.name))

@@ -7,6 +7,8 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QVBoxLayout, QWidget
 
+from engine.search.config import preset_label
+
 ROWS = (("test", "Test", "fp_top1", "base_top1", "refined_top1"),
         ("heldout", "Held-out", "heldout_fp_top1", "heldout_base_top1", "heldout_refined_top1"))
 HEADERS = ("", "Full precision", "Quantized", "After search", "Won back")
@@ -95,7 +97,7 @@ class ResultsCard(QFrame):
             parts.append(f"on {metrics['device']}")
         search = run.search or {}
         if search:
-            parts.append(f"preset {search.get('preset', '?')}, result from {search.get('select', '?')} step, "
+            parts.append(f"{preset_label(search.get('preset'))} ({search.get('strategy', '?')}), result from {search.get('select', '?')} step, "
                          f"seed {run.seed}")
         if source:
             parts.append(f"file: {source}")

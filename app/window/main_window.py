@@ -37,8 +37,9 @@ REDRAW_MS = 50   # 20 Hz
 INTRO = ("<b>CPT-V Studio</b> improves an already-quantized Vision Transformer by nudging its quantization "
          "scales, one transformer block at a time. By default the search is guided: the gradient proposes each "
          "move, and a step is kept only if it brings the quantized model's outputs closer to the full-precision "
-         "model's (the loss: their mean squared difference). The paper's evolutionary search is the release "
-         "preset; random is a null baseline. Lower loss is better; the bars show whether accuracy comes back.")
+         "model's (the loss: their mean squared difference). The CPT-V paper's contrastive evolutionary search is a "
+         "preset; the null baseline makes the same moves along random directions. Lower loss is better; the bars "
+         "show whether accuracy comes back.")
 
 
 class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):

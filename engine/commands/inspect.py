@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..cli import emit
+from ..provenance import describe
 from ..scalefile import load_run
 
 
@@ -26,8 +27,9 @@ def run(args) -> int:
             "attn_bits": record.quant.attention_bits, "allow_float": list(record.quant.allow_float),
             "seed": record.seed, "calibration": record.calibration,
             "search": record.search, "metrics": record.metrics, "is_search_run": record.base is not None,
-            "n_points": len(rows)}
-    lines = [f"{k}: {v}" for k, v in meta.items()]
+            "n_points": len(rows), "provenance": record.provenance}
+    lines = [f"{k}: {v}" for k, v in meta.items() if k != "provenance"]
+    lines.append(f"computed by: {describe(record.provenance)}")
     lines.append(f"{'layer':<34} {'kind':<7} {'bits':>4} {'granularity':<12} {'ch':>5} {'scale min':>11} {'scale max':>11}")
     lines += [f"{r['name']:<34} {r['kind']:<7} {r['bits']:>4} {r['granularity']:<12} {r['channels']:>5} "
               f"{r['scale_min']:>11.4g} {r['scale_max']:>11.4g}" for r in rows]

@@ -1,12 +1,13 @@
 """Search hyper-parameters, the named presets, the command-line flags shared by every front end, and
 which of them make two searches different (``search_identity``).
 
-``release`` is the CPT-V release's recipe (DESIGN §4). ``default`` is ours: block by block like
-the release, over every scale of the block (weights per channel and activation clip ranges), but
-``guided``: the straight-through gradient proposes each move (scaled per quantization point) and
-the exact fitness keeps the best of ``children`` step sizes, only if it lowers the loss (guided.py);
-label-free, it takes the last step. ``random`` is its null baseline: the same moves along random
-directions, with the same acceptance rule, step adaptation, budget and selection (``guided-null``).
+Presets: ``guided`` (alias ``default``) is ours: block by block like the paper, over every scale of
+the block (weights per channel and activation clip ranges); the straight-through gradient proposes
+each move (scaled per quantization point) and the exact fitness keeps the best of ``children`` step
+sizes, only if it lowers the loss (guided.py); label-free, it takes the last step. ``cptv-paper``
+(alias ``release``) is the CPT-V release's recipe (DESIGN §4). ``null`` (alias ``random``) is the
+guided search's null baseline: the same moves along random directions, with the same acceptance
+rule, step adaptation, budget and selection (``guided-null``).
 
 ``evolution`` (the release's loop with relative mutation), ``cmaes``, the ``points`` /
 ``points+channels`` vectors and ``budget`` are options; docs/results.md has the measurements that
@@ -73,7 +74,7 @@ def _option(default: Any, used: Used | None = None) -> Any:
 
 @dataclass(frozen=True)
 class SearchConfig:
-    preset: str = _option("default", lambda values: False)   # a name for the values below
+    preset: str = _option("guided", lambda values: False)   # a name for the values below
     scope: str = "all"
     population: int = _option(15, **_used_by(*EVOLUTIONS))
     tournament: int = _option(10, **_used_by(*EVOLUTIONS))    # drawn with replacement from the population
@@ -177,17 +178,30 @@ def search_identity(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_RELEASE = SearchConfig(
-    preset="release", scope="attn", population=15, tournament=10, cycles=3, children=1, passes=10,
+_CPTV_PAPER = SearchConfig(
+    preset="cptv-paper", scope="attn", population=15, tournament=10, cycles=3, children=1, passes=10,
     strategy="evolution", mutation="absolute", loss="contrastive", temperature=3.0, features="logits",
     select="best-heldout",
 )
-_DEFAULT = SearchConfig()
+_GUIDED = SearchConfig()
+# Named for what they are; the names runs were made with before stay as aliases (the same objects),
+# so old commands, run files and checkpoints keep working.
 PRESETS: dict[str, SearchConfig] = {
-    "default": _DEFAULT,
-    "release": _RELEASE,
-    "random": replace(_DEFAULT, preset="random", strategy=NULL_OF[_DEFAULT.strategy]),
+    "guided": _GUIDED,
+    "cptv-paper": _CPTV_PAPER,
+    "null": replace(_GUIDED, preset="null", strategy=NULL_OF[_GUIDED.strategy]),
 }
+PRESET_ALIASES = {"default": "guided", "release": "cptv-paper", "random": "null"}
+PRESETS.update({alias: PRESETS[name] for alias, name in PRESET_ALIASES.items()})
+PRESET_LABELS = {"guided": "Guided (recommended)", "cptv-paper": "CPT-V paper", "null": "Null baseline"}
+
+
+def preset_label(name: str | None) -> str:
+    """How a person reads a preset name (a run file's, maybe an alias): ``release`` -> ``CPT-V paper``."""
+    if not name:
+        return "custom"
+    return PRESET_LABELS.get(PRESET_ALIASES.get(name, name), name)
+
 
 _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("scope", str, "searched scales: 'all' or attn/mlp/act joined by '+' (attn, mlp = weight scales of "
@@ -229,8 +243,11 @@ _CHOICES = {"vector": VECTORS, "direction": DIRECTIONS, "strategy": STRATEGIES, 
 def add_search_args(parser: argparse.ArgumentParser) -> None:
     """The search flags; each overrides the chosen preset only when given."""
     group = parser.add_argument_group("search (flags override the preset)")
-    group.add_argument("--preset", choices=list(PRESETS), default="default",
-                       help="default (ours), release (the CPT-V release's recipe), random (null baseline of default)")
+    group.add_argument("--preset", choices=list(PRESETS), default="guided", metavar="PRESET",
+                       help="guided (the default: the gradient proposes, the exact fitness keeps only improvements), "
+                            "cptv-paper (the CPT-V paper's contrastive evolutionary search, as its release runs it), "
+                            "null (guided's null baseline: the same moves along random directions); the names "
+                            "default, release and random still work (default: guided)")
     for flag, kind, text in _FLAGS:
         dest = flag.replace("-", "_")
         group.add_argument(f"--{flag}", dest=dest, type=kind, default=None, choices=_CHOICES.get(dest), help=text)
