@@ -7,6 +7,13 @@ from dataclasses import dataclass
 
 from PySide6.QtWidgets import QMessageBox, QWidget
 
+from engine.data import DataError
+from engine.errors import CheckpointError, ExportError, MissingExtra
+from engine.models import ModelLoadError, WeightsDownloadError, WeightsFileError
+from engine.quant import ScaleMismatch
+from engine.scalefile import ScaleFileError
+from engine.search.resume import WeightsMissing
+
 log = logging.getLogger(__name__)
 
 
@@ -20,21 +27,10 @@ class Problem:
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
-    try:
-        import torch
-        if isinstance(exc, torch.OutOfMemoryError):
-            return True
-    except (ImportError, AttributeError):  # pragma: no cover - very old torch
-        pass
-    return isinstance(exc, (RuntimeError, MemoryError)) and (
-        isinstance(exc, MemoryError) or "out of memory" in str(exc).lower())
+    """torch's own type (CUDA and the CPU allocator raise it), or Python's."""
+    import torch
 
-
-def _engine_class(module: str, name: str):
-    try:
-        return getattr(__import__(module, fromlist=[name]), name)
-    except (ImportError, AttributeError):
-        return None
+    return isinstance(exc, (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), MemoryError))
 
 
 def describe(exc: BaseException) -> Problem:
@@ -45,35 +41,29 @@ def describe(exc: BaseException) -> Problem:
                        "Lower the batch size or the calibration size, close other programs using the GPU, "
                        "or choose the CPU as device. The checkpoint of the last finished block step is kept: "
                        "Resume continues from it.", "memory")
-    model_error = _engine_class("engine.models", "ModelLoadError")
-    if model_error is not None and isinstance(exc, model_error):
-        lowered = text.lower()
-        if "download" in lowered:
-            return Problem("The pretrained weights could not be downloaded", text,
-                           "Connect to the network, or give a local weights file instead.", "weights")
-        if "weight" in lowered or "state dict" in lowered or "safetensors" in lowered or ".pth" in lowered:
-            return Problem("The weights file could not be used", text,
-                           "Choose a .safetensors or .pth state dict saved from the same timm architecture, "
-                           "or clear the weights field to use the model's own weights.", "weights")
+    if isinstance(exc, WeightsDownloadError):
+        return Problem("The pretrained weights could not be downloaded", text,
+                       "Connect to the network, or give a local weights file instead.", "weights")
+    if isinstance(exc, (WeightsFileError, WeightsMissing)):
+        return Problem("The weights file could not be used", text,
+                       "Choose a .safetensors or .pth state dict saved from the same timm architecture, "
+                       "or clear the weights field to use the model's own weights.", "weights")
+    if isinstance(exc, ModelLoadError):
         return Problem("The model could not be loaded", text,
                        "Check the model name (a timm name such as deit_small_patch16_224, or the built-in "
                        "digits-vit demo).", "model")
-    data_error = _engine_class("engine.data", "DataError")
-    if data_error is not None and isinstance(exc, data_error):
+    if isinstance(exc, DataError):
         return Problem("The data folder could not be used", text,
                        "Pick an ImageNet-style folder holding train/<class>/* and val/<class>/* images, "
                        "or clear the field to use the built-in digits.", "data")
-    scale_errors = tuple(c for c in (_engine_class("engine.quant", "ScaleMismatch"),
-                                     _engine_class("engine.scalefile", "ScaleFileError")) if c is not None)
-    if scale_errors and isinstance(exc, scale_errors):
+    if isinstance(exc, (ScaleMismatch, ScaleFileError)):
         return Problem("The scale file does not fit", text,
                        "Open a run file made for the same model and quantizer, or change the model "
                        "in the run panel to the one the file was made for.", "scales")
     export_problem = _export_problem(exc, text)
     if export_problem is not None:
         return export_problem
-    ray_hint = _engine_class("engine.sweep_ray", "INSTALL_HINT")
-    if ray_hint and isinstance(exc, ValueError) and ray_hint in text:
+    if isinstance(exc, MissingExtra) and exc.extra == "ray":
         return Problem("The ray extra is not installed", text, "Install it (on every machine of the cluster), "
                        "or run the sweep in this process (Run on, in the sweep form).", "sweep")
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
@@ -82,7 +72,7 @@ def describe(exc: BaseException) -> Problem:
     if isinstance(exc, OSError):
         return Problem("A file could not be read or written", text, "Check the path, the disk space and "
                        "that the file is a CPT-V run file (.h5).", "file")
-    if isinstance(exc, ValueError) and "checkpoint" in text.lower():
+    if isinstance(exc, CheckpointError):
         return Problem("The checkpoint cannot continue this run", text,
                        "Choose the checkpoint of the run you want to continue (File ▸ Resume run… restores its "
                        "settings), or press Start for a new run.", "checkpoint")
@@ -95,11 +85,9 @@ def describe(exc: BaseException) -> Problem:
 def _export_problem(exc: BaseException, text: str) -> Problem | None:
     """A run the export formats cannot express (``ExportError`` names the point, the scheme and a quantizer
     that exports), or the export extra missing (``load_export``'s message names what to install)."""
-    install_hint = _engine_class("engine.export", "INSTALL_HINT")
-    if install_hint and isinstance(exc, ValueError) and install_hint in text:
+    if isinstance(exc, MissingExtra) and exc.extra == "export":
         return Problem("The export extra is not installed", text, "Install it, then export again.", "export")
-    export_error = _engine_class("engine.export.onnx_qdq", "ExportError")
-    if export_error is not None and isinstance(exc, export_error):
+    if isinstance(exc, ExportError):
         return Problem("This run cannot be exported", text, "Choose another format, or quantize with a quantizer "
                        "that exports (see docs/export.md, its table of quantizers and formats).", "export")
     return None

@@ -39,6 +39,14 @@ class ModelLoadError(Exception):
     """A model could not be built or its weights could not be loaded; the message says why."""
 
 
+class WeightsFileError(ModelLoadError):
+    """A local weights file is missing, unreadable, or not a state dict of this architecture."""
+
+
+class WeightsDownloadError(ModelLoadError):
+    """timm's pretrained weights could not be had (none exist, or no network)."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
@@ -142,12 +150,12 @@ def _create_pretrained(name: str, kwargs: dict) -> nn.Module:
     """timm's own download; offline, only the local cache is tried so it fails in seconds, not minutes."""
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):  # timm would silently use random init
-        raise ModelLoadError(f"timm has no pretrained weights for {name}: use --weights FILE")
+        raise WeightsDownloadError(f"timm has no pretrained weights for {name}: use --weights FILE")
     try:
         with _hub_offline_unless_reachable():
             return timm.create_model(name, pretrained=True, **kwargs)
     except Exception as exc:
-        raise ModelLoadError(f"could not download pretrained weights for {name}: no network? use --weights FILE "
+        raise WeightsDownloadError(f"could not download pretrained weights for {name}: no network? use --weights FILE "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
 
 
@@ -176,19 +184,19 @@ def _hub_offline_unless_reachable() -> Iterator[None]:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from .safetensors or a torch file (plain, or under "state_dict"/"model")."""
     if not path.is_file():
-        raise ModelLoadError(f"weights file not found: {path}")
+        raise WeightsFileError(f"weights file not found: {path}")
     try:
         if path.suffix == ".safetensors":
             state = load_file(str(path), device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # corrupt files raise anything from pickle, zip or safetensors
-        raise ModelLoadError(f"could not read weights file {path} (corrupt or not a weights file): {exc}") from exc
+        raise WeightsFileError(f"could not read weights file {path} (corrupt or not a weights file): {exc}") from exc
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ModelLoadError(f"weights file {path} does not hold a state dict of tensors")
+        raise WeightsFileError(f"weights file {path} does not hold a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -242,7 +250,7 @@ def _warn_resampled(state: dict[str, torch.Tensor], adapted: dict[str, torch.Ten
 def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     problem = _key_problem(model, state)
     if problem is not None:
-        raise ModelLoadError(f"weights in {path} do not fit {type(model).__name__}: {problem}")
+        raise WeightsFileError(f"weights in {path} do not fit {type(model).__name__}: {problem}")
     model.load_state_dict(state, strict=True)
 
 

@@ -28,6 +28,7 @@ from typing import Any, Iterator
 import torch
 
 from .allocator import keep_freed_memory
+from .errors import MissingExtra
 from .pipeline import RunSpec
 from .search.config import SearchConfig
 from .search.events import Event, Finished
@@ -37,7 +38,6 @@ from .threads import environment
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'cptv-studio[ray]' (or pip install -e '.[ray]' in a checkout)"
 
 
 @dataclass(frozen=True)
@@ -62,11 +62,11 @@ class CellResources:
 
 
 def load_ray() -> ModuleType:
-    """The ``ray`` module; a ValueError naming the extra when it is not installed."""
+    """The ``ray`` module; MissingExtra naming the extra when it is not installed."""
     try:
         import ray
     except ImportError:
-        raise ValueError(f"the ray backend needs ray: {INSTALL_HINT}") from None
+        raise MissingExtra("ray", "the ray backend needs ray") from None
     return ray
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # GUI tests run headless (CI has no display)
+# The suite's two workers share two cores: an OpenMP thread that spins while its partner waits for a
+# core makes a two-thread test many times slower. Sleeping waits change the speed, never a result.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from engine.threads import make_thread_invariant  # noqa: E402 - before torch computes anything
 

@@ -23,8 +23,9 @@ from app.window.main_window import MainWindow
 from engine.runrecord import run_identity, spec_values
 from engine.search.checkpoint import SearchState, save_checkpoint
 from engine.sweep import SweepGrid
-from engine.sweep_ray import INSTALL_HINT, CellResources
+from engine.sweep_ray import CellResources
 
+INSTALL_HINT = "pip install 'cptv-studio[ray]'"
 GRID = SweepGrid(("minmax",), ("W8A8",), (0,))
 
 

@@ -7,6 +7,7 @@ their PYTHONPATH), which is how the faults below run inside the workers.
 """
 import io
 import os
+import shutil
 import signal
 import sys
 import time
@@ -19,14 +20,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import ray
+import torch
 
 from engine.cli import main
 from engine.pipeline import RunSpec
 from engine.scalefile import load_run
 from engine.search import run as search_run
 from engine.search.events import BlockDone
-from engine.sweep import RunDone, RunFailed, RunProgress, RunStarted, SweepFinished, SweepGrid, run_sweep
-from engine.sweep_ray import CellResources
+from engine.sweep import (RunDone, RunFailed, RunMovedAside, RunProgress, RunSkipped, RunStarted, SweepFinished,
+                          SweepGrid, run_sweep)
+from engine.sweep_ray import CellResources, cell_device, search_cell
+from helpers import as_older_layout, with_schema_version
 from test_sweep import BASE, TINY, TINY_FLAGS, W4, W8, first_stop, small_search
 
 GRID = SweepGrid(("minmax",), ("W8A8", "W4A8"), (0,))
@@ -52,10 +56,17 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_files(tmp_path_factory):
-    """The grid's run files made by the local backend: the reference."""
+    """The grid's run files made by the local backend, on two threads where every Ray cell runs one
+    (what users run: the process's own thread count here, one per CPU asked for there): the reference."""
     folder = tmp_path_factory.mktemp("local")
-    events = list(run_sweep(GRID, BASE, TINY, folder, search_fn=small_search))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        events = list(run_sweep(GRID, BASE, TINY, folder, search_fn=small_search))
+    finally:
+        torch.set_num_threads(threads)
     assert isinstance(events[-1], SweepFinished) and all(row.ok for row in events[-1].rows)
+    assert {load_run(folder / f"{stem}.h5").provenance["threads"] for stem in (W8, W4)} == {2}
     return folder
 
 
@@ -133,6 +144,7 @@ def test_ray_run_files_equal_the_local_backends(faulty_sweep, local_files):
     for stem in (W8, W4):
         assert_same_run(faulty_sweep.folder / f"{stem}.h5", local_files / f"{stem}.h5")
         assert done[stem].row.ok and done[stem].row.file == f"{stem}.h5"
+        assert load_run(faulty_sweep.folder / f"{stem}.h5").provenance["threads"] == 1
 
 
 def test_a_killed_worker_is_retried_and_its_run_completes(faulty_sweep, local_files):
@@ -175,3 +187,45 @@ def test_the_driver_stopped_and_restarted_skips_the_finished_runs(cluster, local
     assert sum(": searching on " in line for line in lines) == 2 - len(written)
     for stem in (W8, W4):
         assert_same_run(tmp_path / f"{stem}.h5", local_files / f"{stem}.h5")
+
+
+def test_a_ray_sweep_moves_aside_what_it_cannot_read_and_never_touches_a_newer_file(cluster, tmp_path):
+    """As tests/test_sweep_files.py on the local backend: W8A8 an older layout of the same run
+    (skipped), W4A8 truncated (moved aside, run again on Ray), W6A8 of a newer schema (failed, untouched)."""
+    config = replace(TINY, strategy="evolution")
+    made = list(run_sweep(SweepGrid(("minmax",), ("W8A8",), (0,)), BASE, config, tmp_path / "made",
+                          search_fn=small_search))[-1]
+    reference = tmp_path / "made" / made.rows[0].file
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    as_older_layout(shutil.copy(reference, workspace / f"{W8}.h5"), "no spec")
+    (workspace / f"{W4}.h5").write_bytes(reference.read_bytes()[:3000])
+    newer = with_schema_version(shutil.copy(reference, workspace / "digits-vit_minmax_W6A8_s0.h5"), 99)
+    newer_bytes = newer.read_bytes()
+    grid = SweepGrid(("minmax",), ("W8A8", "W4A8", "W6A8"), (0,))
+    events = list(run_sweep(grid, BASE, config, workspace, search_fn=small_search, backend="ray"))
+    kinds = {e.run.label: type(e).__name__ for e in events if isinstance(e, (RunSkipped, RunMovedAside, RunFailed))}
+    assert kinds == {"minmax W8A8 s0": "RunSkipped", "minmax W4A8 s0": "RunMovedAside", "minmax W6A8 s0": "RunFailed"}
+    assert [e.run.label for e in events if isinstance(e, RunDone)] == ["minmax W4A8 s0"]
+    assert (workspace / f"{W4}.unreadable-1.h5").read_bytes() == reference.read_bytes()[:3000]
+    assert load_run(workspace / f"{W4}.h5").base is not None and newer.read_bytes() == newer_bytes
+    assert [row.ok for row in events[-1].rows] == [True, True, False]
+
+
+def test_a_ray_cell_computes_on_the_gpu_ray_assigned_it(monkeypatch):
+    """Ray makes a cell's GPUs its only visible ones, so the driver's cuda:1 is the cell's cuda:0."""
+    assert cell_device("cuda:1", ["1"]) == "cuda:0" and cell_device(None, [3]) == "cuda:0"
+    assert cell_device("cpu", ["1"]) == "cpu" and cell_device("cuda:1", []) == "cuda:1" and cell_device(None, []) is None
+    seen = []
+
+    def search(spec, config, checkpoint=None, resume=None):
+        seen.append(spec.device)
+        yield from ()
+
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [1])
+    threads = torch.get_num_threads()
+    try:
+        list(search_cell(search, replace(BASE, device="cuda:1"), TINY, threads))
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == ["cuda:0"]

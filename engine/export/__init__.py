@@ -7,17 +7,18 @@ from __future__ import annotations
 
 from types import ModuleType
 
+from ..errors import MissingExtra
+
 FORMATS = ("onnx-qdq", "aimet")
-INSTALL_HINT = "pip install 'cptv-studio[export]' (or pip install -e '.[export]' in a checkout)"
 
 
 def load_export() -> ModuleType:
-    """``engine.export.run`` (export_run, Exported); a ValueError naming the extra when onnx or
+    """``engine.export.run`` (export_run, Exported); MissingExtra naming the extra when onnx or
     onnxruntime is missing."""
     try:
         from . import run
     except ModuleNotFoundError as exc:
         if exc.name not in ("onnx", "onnxruntime"):
             raise
-        raise ValueError(f"export needs {exc.name}: {INSTALL_HINT}") from None
+        raise MissingExtra("export", f"export needs {exc.name}") from None
     return run

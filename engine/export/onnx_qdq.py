@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, version_converter
 
+from ..errors import ExportError
 from ..quant import PER_CHANNEL, QuantParams, ScaleSet
 from ..quant.params import integer_range
 from .graph import drop_marker_opset, is_marker, marker_key, point_key
@@ -40,10 +41,6 @@ ALTERNATIVES = {
 }
 _CONTAINERS = ((4, TensorProto.INT4, TensorProto.UINT4), (8, TensorProto.INT8, TensorProto.UINT8),
                (16, TensorProto.INT16, TensorProto.UINT16))
-
-
-class ExportError(ValueError):
-    """A run that an export format cannot express; the message names the point and what to do."""
 
 
 @dataclass(frozen=True)

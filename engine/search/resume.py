@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import CheckpointError
 from ..models import file_sha256
 from ..pipeline import RunSpec
 from ..quant import QuantConfig
@@ -37,7 +38,7 @@ def recorded_spec(checkpoint: Checkpoint) -> RunSpec:
     random init; a weights-file run then fails the identity check, naming the weights hash)."""
     values: dict[str, Any] = dict(checkpoint.spec or checkpoint.identity.get("spec") or {})
     if "quant" not in values or "model" not in values:
-        raise ValueError("the checkpoint does not say which model and quantization it belongs to")
+        raise CheckpointError("the checkpoint does not say which model and quantization it belongs to")
     values["quant"] = QuantConfig(**{**values["quant"], "allow_float": tuple(values["quant"].get("allow_float", ()))})
     known = set(RunSpec.__dataclass_fields__)
     return RunSpec(**{k: v for k, v in values.items() if k in known})
@@ -46,7 +47,7 @@ def recorded_spec(checkpoint: Checkpoint) -> RunSpec:
 def recorded_config(checkpoint: Checkpoint) -> SearchConfig:
     values = checkpoint.config or checkpoint.identity.get("config")
     if values is None:
-        raise ValueError("the checkpoint does not record its search options")
+        raise CheckpointError("the checkpoint does not record its search options")
     return SearchConfig.from_dict(values)
 
 
@@ -72,5 +73,5 @@ def check_before_work(checkpoint: Checkpoint, path: Path, spec: RunSpec, config:
     wanted = search_run_identity(spec_values(spec), config.to_dict(), saved.get("weights_sha256"))
     problem = identity_mismatch(saved, wanted, f"checkpoint {path}")
     if problem:
-        raise ValueError(f"checkpoint {path} belongs to another run ({problem}); resume with the same model, "
+        raise CheckpointError(f"checkpoint {path} belongs to another run ({problem}); resume with the same model, "
                          "weights, data, quantizer, seed and search options")

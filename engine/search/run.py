@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..data import TensorImages, first_images, materialize
+from ..errors import CheckpointError
 from ..evaluate import top1, top1_variants
 from ..pipeline import Prepared, RunSpec, prepare
 from ..provenance import provenance
@@ -97,7 +98,7 @@ def _identity(prepared: Prepared, config: SearchConfig, base: ScaleSet, computed
 def _check_identity(saved: dict, expected: dict, path: Path) -> None:
     problem = identity_mismatch(saved_identity(saved), expected, f"checkpoint {path}")
     if problem:
-        raise ValueError(f"checkpoint {path} belongs to another run ({problem}); "
+        raise CheckpointError(f"checkpoint {path} belongs to another run ({problem}); "
                          "resume with the same model, weights, data, quantizer, seed and search options")
 
 
