@@ -17,7 +17,8 @@ from engine.runrecord import run_identity, spec_values
 from engine.search.config import PRESETS
 from engine.search.compiled import (AUTO_MIN_BLOCK_ELEMENTS, block_elements, compiled_forwards,
                                     evaluation_forwards, should_compile, should_fuse_fake_quant)
-from engine.search.evaluator import CachedEvaluator, Fitness, Forwards, reference_outputs
+from engine.quant.fused import compile_settings
+from engine.search.evaluator import CachedEvaluator, Fitness, Forwards, candidate_outputs, reference_outputs
 from engine.search.losses import get_loss
 from engine.search.segments import model_segments
 from engine.search.space import block_space, mutate
@@ -91,6 +92,26 @@ def test_a_failing_compiler_falls_back_to_eager_with_one_log_line(vit, caplog):
     assert all(block.fallback is fallback for block in compiled.segments.blocks)
     warnings = [r for r in caplog.records if r.name == "engine.search.compiled"]
     assert len(warnings) == 1 and "running eager" in warnings[0].getMessage()
+
+
+def test_a_failing_compile_set_up_runs_eager_and_leaves_dynamo_as_it_was(vit, monkeypatch, caplog):
+    """torch.compile itself refusing (an old torch, a Python dynamo does not support) is a fallback too,
+    and the recompile limit is raised only around compiled calls, never for the whole process."""
+    qmodel, calib = vit
+    limit = torch._dynamo.config.recompile_limit
+
+    def refused(*args, **kwargs):
+        raise RuntimeError("Dynamo is not supported on this Python")
+
+    monkeypatch.setattr(torch, "compile", refused)
+    with caplog.at_level(logging.WARNING, logger="engine.search.compiled"):
+        forwards = compiled_forwards(model_segments(qmodel.model))
+    assert forwards.candidates is candidate_outputs and "Dynamo is not supported" in caplog.text
+    np.testing.assert_array_equal(_first_block_losses(qmodel, calib, forwards), _first_block_losses(qmodel, calib))
+    assert torch._dynamo.config.recompile_limit == limit
+    with compile_settings():
+        assert torch._dynamo.config.recompile_limit >= 64
+    assert torch._dynamo.config.recompile_limit == limit
 
 
 def test_a_missing_cxx_toolchain_falls_back_to_eager(vit, caplog):

@@ -16,14 +16,33 @@ C++ toolchain, ...) sends every later call to eager with one log line, never an 
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from typing import Callable
 
 import torch
 
 log = logging.getLogger(__name__)
 
-# Per-tensor and per-channel scales, 2-D to 4-D tensors and batches of one each make a variant.
+# Graphs per compiled callable: per-tensor and per-channel scales, 2-D to 4-D tensors and batches of one
+# (the fused kernel); Swin's stages, shifted and plain windows and the evaluator's batch shapes (blocks).
 RECOMPILE_LIMIT = 64
+# torch's own out-of-memory type (torch < 2.5 has only CUDA's); compiling cannot help it, so it is raised.
+OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def compile_settings(limit: int = RECOMPILE_LIMIT) -> AbstractContextManager:
+    """dynamo's recompile limit raised to ``limit`` for the duration of a compiled call: scoped, not
+    set for the whole process, and under either of the names torch versions give it."""
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(config, name):
+            return config.patch(**{name: max(getattr(config, name), limit)})
+    return nullcontext()
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def _uniform_fake_quant(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int,
@@ -42,7 +61,7 @@ def compile_failure(error: BaseException) -> str:
 def _plain_call(x: torch.Tensor, scale: torch.Tensor) -> bool:
     """No gradient wanted, no functorch transform (vmap) active, no graph being traced."""
     wants_grad = torch.is_grad_enabled() and (x.requires_grad or scale.requires_grad)
-    return not (wants_grad or torch._C._are_functorch_transforms_active() or torch.compiler.is_compiling())
+    return not (wants_grad or torch._C._are_functorch_transforms_active() or _is_compiling())
 
 
 class FusedUniform:
@@ -57,12 +76,12 @@ class FusedUniform:
                  qmax: int) -> torch.Tensor | None:
         if self.failure is not None or not _plain_call(x, scale):
             return None
-        if self.kernel is None:
-            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-            self.kernel = torch.compile(_uniform_fake_quant, dynamic=True, backend=self.backend)
         try:
-            return self.kernel(x, scale, zero_point, qmin, qmax)
-        except torch.OutOfMemoryError:
+            if self.kernel is None:
+                self.kernel = torch.compile(_uniform_fake_quant, dynamic=True, backend=self.backend)
+            with compile_settings():
+                return self.kernel(x, scale, zero_point, qmin, qmax)
+        except OUT_OF_MEMORY:
             raise                       # eager would not fit either; the caller reports it
         except Exception as error:      # noqa: BLE001 - any compiler failure means "run eager"
             self.failure = compile_failure(error)

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..quant import QuantizedModel
-from ..quant.fused import compile_failure
+from ..quant.fused import OUT_OF_MEMORY, compile_failure, compile_settings
 from .config import COMPILE_MODES
 from .evaluator import Forwards, candidate_outputs
 from .segments import Segments
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 # to pay for compiling). Compiled blocks on the CPU measured no faster than eager (``bench``:
 # deit_tiny 1.43x vs 1.31x the FP forward; the kept LayerNorm / GELU / softmax bound what fuses).
 AUTO_MIN_BLOCK_ELEMENTS = 8192
-# Swin's stages, shifted and plain windows, and the evaluator's batch shapes each make a graph.
-RECOMPILE_LIMIT = 64
 
 _aten = torch.ops.aten
 EAGER_OPS = frozenset({_aten.native_layer_norm, _aten.layer_norm, _aten.gelu, _aten._softmax, _aten.softmax})
@@ -121,8 +119,9 @@ class Compiled:
         if self.fallback.active:
             return self.eager(*args)
         try:
-            return self.compiled(*args)
-        except torch.OutOfMemoryError:
+            with compile_settings():
+                return self.compiled(*args)
+        except OUT_OF_MEMORY:
             raise                       # eager would not fit either; the search reports it
         except Exception as error:      # noqa: BLE001 - any compiler failure means "run eager"
             self.fallback.trip(error)
@@ -140,9 +139,12 @@ def compiled_forwards(segments: Segments, backend: Callable | str = exact_induct
     inputs), and the candidate-batched searched block; stem, joins and head stay eager (a small share).
     One failure anywhere sends all of them back to eager."""
     fallback = EagerFallback()
-    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    blocks = tuple(Compiled(block, torch.compile(block, backend=backend), fallback) for block in segments.blocks)
-    candidates = Compiled(candidate_outputs, torch.compile(_contiguous_candidates, backend=backend), fallback)
+    try:
+        blocks = tuple(Compiled(block, torch.compile(block, backend=backend), fallback) for block in segments.blocks)
+        candidates = Compiled(candidate_outputs, torch.compile(_contiguous_candidates, backend=backend), fallback)
+    except Exception as error:          # noqa: BLE001 - torch.compile itself refused (an old torch, no dynamo)
+        fallback.trip(error)
+        return Forwards(segments)
     return Forwards(replace(segments, blocks=blocks), candidates)
 
 
