@@ -21,8 +21,9 @@ from engine.quant.quantizer import FakeQuantizer
 from engine.scalefile import load_run
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "coverage.md"
-CAIT_SMALL = {"depth": 2, "depth_token_only": 1}
-CAIT_FLOAT = ("blocks.*.attn", "blocks_token_only.*.attn")
+HIERA_SMALL = {"stages": (1, 1, 1, 1)}   # Hiera: an attention no adapter rewrites (yet)
+HIERA_FLOAT = ("blocks.*.attn",)
+HIERA_ATTN = {f"blocks.{i}.attn" for i in range(4)}
 
 
 def timm_model(name: str, **kwargs) -> tuple[nn.Module, torch.Tensor]:
@@ -35,28 +36,26 @@ def report_of(model: nn.Module, images: torch.Tensor, **config):
     return coverage_report(QuantizedModel(model, QuantConfig(**config)), images)
 
 
-def test_cait_attentions_without_an_adapter_are_found_and_named():
-    report = report_of(*timm_model("cait_xxs24_224", **CAIT_SMALL))
-    uncovered = {(r.module, r.module_type) for r in report.uncovered}
-    assert uncovered == {("blocks.0.attn", "cait.TalkingHeadAttn"), ("blocks.1.attn", "cait.TalkingHeadAttn"),
-                         ("blocks_token_only.0.attn", "cait.ClassAttn")}
-    talking = [r for r in report.uncovered if r.module == "blocks.0.attn"]
-    assert [(r.op, r.count, r.operands) for r in talking] == [("bmm", 2, (FLOAT, FLOAT))]  # q·kᵀ and attn·v
-    assert {r.op for r in report.uncovered if r.module_type == "cait.ClassAttn"} == {"scaled_dot_product_attention"}
-    assert not report.fully_quantized and "blocks.*.attn (cait.TalkingHeadAttn) x2" in report.summary()
+def test_attentions_without_an_adapter_are_found_and_named():
+    report = report_of(*timm_model("hiera_tiny_224", **HIERA_SMALL))
+    assert {(r.module, r.module_type) for r in report.uncovered} == {(m, "hiera.MaskUnitAttention") for m in HIERA_ATTN}
+    unit = [r for r in report.uncovered if r.module == "blocks.0.attn"]   # mask-unit attention, written out
+    assert [(r.op, r.count, r.operands) for r in unit] == [("bmm", 2, (FLOAT, FLOAT))]  # q·kᵀ and attn·v
+    fused = [r for r in report.uncovered if r.module == "blocks.3.attn"]  # global attention: the fused kernel
+    assert [(r.op, r.operands) for r in fused] == [("scaled_dot_product_attention", (FLOAT, FLOAT, FLOAT))]
+    assert not report.fully_quantized and "blocks.*.attn (hiera.MaskUnitAttention) x4" in report.summary()
     assert all(r.covered for r in report.rows if not r.module.endswith(".attn"))   # the Linears around them are
 
 
 def test_quantize_refuses_the_uncovered_model_and_allow_float_lets_it_through():
-    model, images = timm_model("cait_xxs24_224", **CAIT_SMALL)
-    with pytest.raises(UncoveredMatmul, match=r"^blocks\.0\.attn \(cait\.TalkingHeadAttn\) runs bmm") as info:
+    model, images = timm_model("hiera_tiny_224", **HIERA_SMALL)
+    with pytest.raises(UncoveredMatmul, match=r"^blocks\.0\.attn \(hiera\.MaskUnitAttention\) runs bmm") as info:
         quantize(model, QuantConfig(), [images])
     assert isinstance(info.value, ValueError)   # the CLI's USER_ERRORS: one 'error:' line, exit 2
-    model, images = timm_model("cait_xxs24_224", **CAIT_SMALL)
-    qmodel = quantize(model, QuantConfig(allow_float=CAIT_FLOAT), [images])
+    model, images = timm_model("hiera_tiny_224", **HIERA_SMALL)
+    qmodel = quantize(model, QuantConfig(allow_float=HIERA_FLOAT), [images])
     report = coverage_report(qmodel, images)
-    assert report.fully_quantized and {r.module for r in report.allowed} == {
-        "blocks.0.attn", "blocks.1.attn", "blocks_token_only.0.attn"}
+    assert report.fully_quantized and {r.module for r in report.allowed} == HIERA_ATTN
     assert all(r.status == "allowed float" for r in report.allowed)
 
 
@@ -176,33 +175,33 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 
 @pytest.fixture
 def small_timm(monkeypatch):
-    """Every timm model built small (2+1 blocks of CaiT), and the synthetic test split 2 images: the CLI's
-    whole path, a few seconds."""
+    """Every timm model built small (one block per stage of Hiera), and the synthetic test split 2 images: the
+    CLI's whole path, a few seconds."""
     create = timm.create_model
-    monkeypatch.setattr(timm, "create_model", lambda name, **kwargs: create(name, **{**kwargs, **CAIT_SMALL}))
+    monkeypatch.setattr(timm, "create_model", lambda name, **kwargs: create(name, **{**kwargs, **HIERA_SMALL}))
     monkeypatch.setattr(engine.synthetic, "SYNTHETIC_TEST", 2)
 
 
-CAIT_ARGS = ("--model", "cait_xxs24_224", "--data", "synthetic", "--quantizer", "minmax", "--bits", "W8A8",
+HIERA_ARGS = ("--model", "hiera_tiny_224", "--data", "synthetic", "--quantizer", "minmax", "--bits", "W8A8",
              "--calib-size", "2", "--batch-size", "2", "--device", "cpu", "--quiet")
 
 
 @pytest.mark.parametrize("command", ["quantize", "search"])
 def test_quantize_and_search_refuse_with_one_error_line(tmp_path, capsys, small_timm, command):
-    code, _, err = run_cli(capsys, command, *CAIT_ARGS, "--out", str(tmp_path / "run.h5"))
+    code, _, err = run_cli(capsys, command, *HIERA_ARGS, "--out", str(tmp_path / "run.h5"))
     assert code == 2 and err.count("\n") == 1
-    assert err.startswith("error: blocks.0.attn (cait.TalkingHeadAttn) runs bmm on FLOAT, FLOAT operands")
+    assert err.startswith("error: blocks.0.attn (hiera.MaskUnitAttention) runs bmm on FLOAT, FLOAT operands")
     assert "--allow-float" in err and not (tmp_path / "run.h5").exists()
 
 
 def test_allow_float_is_recorded_in_the_run_file(tmp_path, capsys, small_timm):
     out = tmp_path / "run.h5"
-    patterns = [arg for p in CAIT_FLOAT for arg in ("--allow-float", p)]
-    code, stdout, _ = run_cli(capsys, "quantize", *CAIT_ARGS, *patterns, "--out", str(out), "--json")
-    assert code == 0 and json.loads(stdout.splitlines()[-1])["allow_float"] == list(CAIT_FLOAT)
-    assert load_run(out).quant.allow_float == CAIT_FLOAT
+    patterns = [arg for p in HIERA_FLOAT for arg in ("--allow-float", p)]
+    code, stdout, _ = run_cli(capsys, "quantize", *HIERA_ARGS, *patterns, "--out", str(out), "--json")
+    assert code == 0 and json.loads(stdout.splitlines()[-1])["allow_float"] == list(HIERA_FLOAT)
+    assert load_run(out).quant.allow_float == HIERA_FLOAT
     code, stdout, _ = run_cli(capsys, "inspect", str(out), "--json")
-    assert code == 0 and json.loads(stdout.splitlines()[-1])["allow_float"] == list(CAIT_FLOAT)
+    assert code == 0 and json.loads(stdout.splitlines()[-1])["allow_float"] == list(HIERA_FLOAT)
 
 
 def test_coverage_command_prints_the_table_and_json(capsys):

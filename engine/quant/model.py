@@ -90,9 +90,23 @@ def _replace_layers(module: nn.Module, config: QuantConfig, image_conv: nn.Modul
 
 
 def transformer_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The model's transformer blocks in forward order (ViT/DeiT ``blocks``, Swin ``layers.*.blocks``)."""
+    """The model's transformer blocks in forward order, as ``engine/search/segments.py`` cuts it: ``blocks``
+    (ViT/DeiT and the families built like it; Twins' per stage, ``blocks.2.0``) then the class-attention
+    blocks (CaiT's ``blocks_token_only``, XCiT's ``cls_attn_blocks``), or PiT's ``transformers.*.blocks``, or
+    Swin's ``layers.*.blocks``."""
     if hasattr(model, "blocks"):
-        return [(f"blocks.{i}", b) for i, b in enumerate(model.blocks)]
+        out = []
+        for i, block in enumerate(model.blocks):
+            if isinstance(block, nn.ModuleList):
+                out += [(f"blocks.{i}.{j}", b) for j, b in enumerate(block)]
+            else:
+                out.append((f"blocks.{i}", block))
+        for name in ("blocks_token_only", "cls_attn_blocks"):
+            out += [(f"{name}.{i}", b) for i, b in enumerate(getattr(model, name, None) or ())]
+        return out
+    if hasattr(model, "transformers"):   # PiT
+        return [(f"transformers.{i}.blocks.{j}", b)
+                for i, stage in enumerate(model.transformers) for j, b in enumerate(stage.blocks)]
     if hasattr(model, "layers"):
         return [(f"layers.{i}.blocks.{j}", b) for i, layer in enumerate(model.layers) for j, b in enumerate(layer.blocks)]
     raise TypeError(f"{type(model).__name__} has no transformer blocks this tool knows")
