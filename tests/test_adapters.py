@@ -78,7 +78,9 @@ def test_adapter_is_timms_forward_fully_covered_and_cut_into_its_blocks(name):
     matmuls = [(r.module, r.op, r.operands) for r in report.rows if r.module in attentions for _ in range(r.count)]
     assert sorted(matmuls) == sorted((m, "bmm", (QUANTIZED, QUANTIZED)) for m in attentions for _ in range(2))
 
-    segments = model_segments(qmodel.model)   # binds what some blocks take besides the tokens
+    model_segments(qmodel.model)
+    segments = model_segments(qmodel.model)   # binds what some blocks take besides the tokens, once
+    assert all(len(b._forward_pre_hooks) <= 1 for b in segments.blocks)
     blocks = qmodel.blocks()
     assert [id(b) for _, b in blocks] == [id(b) for b in segments.blocks] and len(blocks) >= 2
     with torch.no_grad(), qmodel.full_precision():

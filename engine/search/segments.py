@@ -183,16 +183,17 @@ def _cait(model: Cait) -> Segments:
     """The class token joins before the first class-attention block (or before the norm if there is none)."""
     token_only = tuple(model.blocks_token_only)
     if not all(isinstance(b, PackedClassAttnBlock) for b in token_only):
-        raise UnsupportedModel("CaiT's class-attention blocks are cut by their quantization adapter: wrap the model in "
-                        "QuantizedModel first")
+        raise UnsupportedModel("CaiT's class-attention blocks are cut by their quantization adapter: wrap the "
+                               "model in QuantizedModel first")
 
     def stem(x: torch.Tensor) -> torch.Tensor:
         return model.pos_drop(model.patch_embed(x) + model.pos_embed)
 
-    add_cls = _with_class_token(model)
-    joins = (_identity,) * len(model.blocks) + (add_cls,) * bool(token_only) + (_identity,) * (len(token_only) - 1)
-    head = _head(model, _identity if token_only else add_cls)
-    return Segments(stem, joins[:len(model.blocks) + len(token_only)], tuple(model.blocks) + token_only, head)
+    blocks = tuple(model.blocks) + token_only
+    joins = [_identity] * len(blocks)
+    if token_only:
+        joins[len(model.blocks)] = _with_class_token(model)
+    return Segments(stem, tuple(joins), blocks, _head(model, _identity if token_only else _with_class_token(model)))
 
 
 def _xcit(model: Xcit) -> Segments:
@@ -207,9 +208,11 @@ def _xcit(model: Xcit) -> Segments:
 
     blocks = tuple(bind_inputs(b, H=lambda: grid[0], W=lambda: grid[1]) for b in model.blocks)
     cls_blocks = tuple(model.cls_attn_blocks)
-    joins = (_identity,) * len(blocks) + (_with_class_token(model),) + (_identity,) * (len(cls_blocks) - 1)
+    joins = [_identity] * (len(blocks) + len(cls_blocks))
+    if cls_blocks:
+        joins[len(blocks)] = _with_class_token(model)
     head = _head(model, _identity if cls_blocks else _with_class_token(model))
-    return Segments(stem, joins[:len(blocks) + len(cls_blocks)], blocks + cls_blocks, head)
+    return Segments(stem, tuple(joins), blocks + cls_blocks, head)
 
 
 def _twins(model: Twins) -> Segments:
@@ -256,13 +259,10 @@ def _pit(model: PoolingVisionTransformer) -> Segments:
         return join
 
     joins, blocks = [], []
-    for i, stage in enumerate(model.transformers):
-        if i > 0 and stage.pool is not None:
-            joins.append(pooled(stage, size))
+    for i, stage in enumerate(model.transformers):   # the first stage's entry is in the stem
+        joins += [pooled(stage, size) if i > 0 else _identity] + [_identity] * (len(stage.blocks) - 1)
+        if stage.pool is not None:
             size = _conv_size(size, stage.pool.conv)
-        else:
-            joins.append(_identity)
-        joins += [_identity] * (len(stage.blocks) - 1)
         blocks += list(stage.blocks)
     return Segments(stem, tuple(joins), tuple(blocks), _head(model, lambda x: x[:, :n_cls]))
 
