@@ -27,6 +27,8 @@ from engine.search.segments import UnsupportedModel, model_segments
 # by default); the attention classes each one must contain, re-classed
 FAMILIES = {
     "beit_base_patch16_224": ({"depth": 2, "img_size": 64, "embed_dim": 192}, {"beit.Attention"}),
+    "beitv2_base_patch16_224": ({"depth": 2, "img_size": 64, "embed_dim": 192, "use_rel_pos_bias": False,
+                                 "use_shared_rel_pos_bias": True}, {"beit.Attention"}),   # one bias, every block
     "eva02_tiny_patch14_224": ({"depth": 2, "img_size": 56}, {"eva.EvaAttention"}),
     "vit_relpos_small_patch16_224": ({"depth": 2, "img_size": 64}, {"vision_transformer_relpos.RelPosAttention"}),
     "vit_small_patch16_rope_224": ({"depth": 2, "img_size": 64}, {"attention.AttentionRope"}),
@@ -47,6 +49,9 @@ def tiny(name: str) -> tuple[nn.Module, torch.Tensor]:
     kwargs, _ = FAMILIES[name]
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False, num_classes=CLASSES, **kwargs).eval()
+    with torch.no_grad():   # timm starts position biases, q/v biases and layer scales at 0: make them count
+        for key, p in model.named_parameters():
+            p.add_((1.0 if "relative_position_bias_table" in key else 0.02) * torch.randn_like(p))
     size = kwargs["img_size"]
     return model, torch.randn((2, 3, size, size), generator=torch.Generator().manual_seed(1))
 
