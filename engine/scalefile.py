@@ -3,14 +3,12 @@
 Vocabulary follows ONNX QuantizeLinear (scale, zero_point, axis). Writes are atomic (``atomic.py``),
 so a crash never leaves a half-written file under the name.
 
-A file that cannot be read fails with the cause a caller can act on: ``DamagedFile`` (truncated, not
-HDF5, a group or dataset missing or malformed: it will never load), ``NewerSchema`` (a later build
-wrote it: keep it), ``FileUnavailable`` (locked by another process, no permission: the file may be
-fine). A sweep moves only a damaged file aside; the other two leave the file untouched.
+A file that cannot be read fails with the cause a caller can act on (``h5read.py``): ``DamagedFile``,
+``NewerSchema`` or ``FileUnavailable``. A sweep moves only a damaged file aside; the other two leave
+the file untouched.
 """
 from __future__ import annotations
 
-import errno
 import json
 import platform
 from datetime import datetime, timezone
@@ -23,31 +21,20 @@ import timm
 import torch
 
 from .atomic import atomic_path
+from .h5read import (H5_ERRORS, MAX_BITS, MAX_POINT_VALUES, MAX_SERIES_VALUES, DamagedFile, FileUnavailable,
+                     NewerSchema, ScaleFileError, array, child, flag_attr, integer_attr, json_attr, members,
+                     number_attr, open_for_reading, plain_attrs, text_attr)
 from .provenance import package_version
-from .quant import QuantConfig, QuantizedModel, QuantParams, ScaleMismatch, ScaleSet
+from .quant import PER_CHANNEL, PER_TENSOR, QuantConfig, QuantizedModel, QuantParams, ScaleMismatch, ScaleSet
+from .quant.schemes import SCHEMES
+from .readcheck import Malformed, bad_values, is_int, is_real, one_line, shown
 from .runrecord import History, RunRecord
 
 SCHEMA = "cptv-scales"
 SCHEMA_VERSION = 1
 PRODUCER = "cptv-studio"
-# errno values of an HDF5 file that exists but cannot be opened now: a lock held elsewhere, no permission
-UNAVAILABLE_ERRNOS = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EPERM, errno.EBUSY}
-
-
-class ScaleFileError(ValueError):
-    """A scale file that cannot be read, or does not fit the model it is loaded into."""
-
-
-class DamagedFile(ScaleFileError):
-    """Truncated, not HDF5, or missing or malforming what the schema needs: it will never load."""
-
-
-class NewerSchema(ScaleFileError):
-    """Written by a later build: readable there, so never to be replaced here."""
-
-
-class FileUnavailable(ScaleFileError):
-    """Exists but cannot be opened now (locked by another process, no permission): may be fine."""
+__all__ = ["DamagedFile", "FileUnavailable", "NewerSchema", "ScaleFileError", "apply_run", "load_run",
+           "open_for_reading", "save_run"]
 
 
 # ---------------------------------------------------------------- writing
@@ -105,84 +92,184 @@ def save_run(path: str | Path, record: RunRecord) -> Path:
 
 # ---------------------------------------------------------------- reading
 
-def _attr(value: Any) -> Any:
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
+# The extra arrays a scheme reads (engine/quant/peer_schemes.py): without them a forward would fail.
+SCHEME_EXTRAS = {"twin_gelu": ("neg_step",), "ptf": ("factor",)}
+HISTORY_PER_EVALUATION = ("loss", "eval_pass", "eval_block")
+HISTORY_PER_STEP = ("heldout_top1", "step_loss", "block_index", "pass_index")
+HISTORY_INTEGERS = ("eval_pass", "eval_block", "block_index", "pass_index")
+# Metrics the front ends format as numbers ("" where the writer had None)
+NUMERIC_METRICS = ("fp_top1", "base_top1", "refined_top1", "heldout_fp_top1", "heldout_base_top1",
+                   "heldout_refined_top1", "base_loss", "refined_loss", "search_seconds", "calibration_seconds")
+METRIC_COUNTS = ("n_test", "selected_step", "evaluations")
+CALIBRATION_COUNTS = ("n_samples", "n_calibration", "n_heldout", "n_test", "seed")
+CALIBRATION_TEXTS = ("dataset", "heldout_source", "class_map")
+
+
+def _read_point(point: h5py.Group, where: str) -> QuantParams:
+    attrs = plain_attrs(point, where)
+    granularity = text_attr(attrs, "granularity", where, (PER_TENSOR, PER_CHANNEL))
+    scheme = text_attr(attrs, "scheme", where, tuple(sorted(SCHEMES)), default="uniform")   # older files: uniform
+    axis = integer_attr(attrs, "axis", where, default=None)
+    scale = array(child(point, "scale", where, h5py.Dataset), f"{where}/scale", "f", 1, MAX_POINT_VALUES)
+    zero_point = array(child(point, "zero_point", where, h5py.Dataset), f"{where}/zero_point", "f", 1,
+                       MAX_POINT_VALUES)
+    if granularity == PER_TENSOR and scale.shape != ():
+        raise Malformed(f"{where}: scale has shape {scale.shape}; a per-tensor scale is a single value")
+    if granularity == PER_CHANNEL and (axis is None or scale.ndim != 1 or scale.size == 0):
+        raise Malformed(f"{where} is per channel, so it needs an axis and one scale per channel; it has axis "
+                        f"{axis} and a scale of shape {scale.shape}")
+    if zero_point.shape != scale.shape:
+        raise Malformed(f"{where}: scale has shape {scale.shape}, zero_point has shape {zero_point.shape}")
+    bad = bad_values(scale, positive=True)
+    if bad:
+        raise Malformed(f"{where}: scale has non-finite or non-positive values ({bad})")
+    bad = bad_values(zero_point, integral=True)
+    if bad:
+        raise Malformed(f"{where}: zero_point has non-finite or non-integer values ({bad})")
+    extra = {}
+    if "extra" in point:
+        for key, dataset in members(child(point, "extra", where, h5py.Group), f"{where}/extra", h5py.Dataset):
+            extra[key] = array(dataset, f"{where}/extra/{key}", "f", 1, MAX_POINT_VALUES)
+            bad = bad_values(extra[key])
+            if bad:
+                raise Malformed(f"{where}: extra/{key} has non-finite values ({bad})")
+    if extra and "scheme" not in attrs:   # files from before schemes had uniform points without extras
+        raise Malformed(f"{where} has extra arrays but no scheme")
+    missing = [key for key in SCHEME_EXTRAS.get(scheme, ()) if key not in extra]
+    if missing:
+        raise Malformed(f"{where} uses the {scheme} scheme but has no extra/{', extra/'.join(missing)}")
+    return QuantParams(scale=scale, zero_point=zero_point, bits=integer_attr(attrs, "bits", where, 1, MAX_BITS),
+                       signed=flag_attr(attrs, "signed", where), granularity=granularity, axis=axis, scheme=scheme,
+                       extra=extra)
 
 
 def _read_scales(group: h5py.Group, where: str) -> ScaleSet:
     scales = ScaleSet()
-    for name, module in group.items():
-        for role, point in module.items():
-            try:
-                extra = {k: v[()] for k, v in point["extra"].items()} if "extra" in point else {}
-                axis = int(point.attrs["axis"]) if "axis" in point.attrs else None
-                params = QuantParams(scale=point["scale"][()], zero_point=point["zero_point"][()],
-                                     bits=int(point.attrs["bits"]), signed=bool(point.attrs["signed"]),
-                                     granularity=_attr(point.attrs["granularity"]), axis=axis,
-                                     scheme=_attr(point.attrs.get("scheme", "uniform")), extra=extra)
-            except (KeyError, ValueError) as exc:
-                raise DamagedFile(f"{where}/{name}/{role} is malformed: {exc}") from None
-            scales.setdefault(name, {})[role] = params
+    for name, module in members(group, where, h5py.Group):
+        points = members(module, f"{where}/{name}", h5py.Group)
+        if not points:
+            raise Malformed(f"{where}/{name} holds no quantization point")
+        for role, point in points:
+            scales.setdefault(name, {})[role] = _read_point(point, f"{where}/{name}/{role}")
     return scales
 
 
-def open_for_reading(path: str | Path, what: str = "scale file") -> h5py.File:
-    """``path`` opened read-only, or the error a user should read: it is missing (FileNotFoundError),
-    cannot be opened now (FileUnavailable), or is not HDF5 (DamagedFile)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        if exc.errno in UNAVAILABLE_ERRNOS or isinstance(exc, (PermissionError, BlockingIOError)):
-            raise FileUnavailable(f"{path} cannot be opened now ({exc.strerror or exc}): another process may "
-                                  "be writing it, or this user may not read it") from None
-        raise DamagedFile(f"{path} is not a readable HDF5 file (truncated or another format): {exc}") from None
+def _same_points(scales: ScaleSet, base: ScaleSet) -> None:
+    """A search changes scale values only: the refined and base scales have the same points, each with
+    the same settings and shapes, so a point missing or reshaped in one of them is damage."""
+    for name, role, params in base.points():
+        if role not in scales.get(name, {}):
+            raise Malformed(f"base/{name}/{role} is missing from layers")
+    for name, role, params in scales.points():
+        other = base.get(name, {}).get(role)
+        if other is None:
+            raise Malformed(f"layers/{name}/{role} is missing from base")
+        for what, mine, theirs in (("bits", params.bits, other.bits), ("signed", params.signed, other.signed),
+                                   ("granularity", params.granularity, other.granularity),
+                                   ("axis", params.axis, other.axis), ("scheme", params.scheme, other.scheme),
+                                   ("scale shape", params.scale.shape, other.scale.shape),
+                                   ("extra arrays", {k: v.shape for k, v in params.extra.items()},
+                                    {k: v.shape for k, v in other.extra.items()})):
+            if mine != theirs:
+                raise Malformed(f"layers/{name}/{role} has {what} {mine}, base/{name}/{role} has {theirs}")
+
+
+def _read_history(group: h5py.Group) -> History:
+    values = {}
+    for fields in (HISTORY_PER_EVALUATION, HISTORY_PER_STEP):
+        for key in fields:
+            values[key] = array(child(group, key, "history", h5py.Dataset), f"history/{key}",
+                                "iu" if key in HISTORY_INTEGERS else "f", 1, MAX_SERIES_VALUES)
+            if values[key].ndim != 1:
+                raise Malformed(f"history/{key} has shape {values[key].shape}, not 1-D")
+        lengths = {key: len(values[key]) for key in fields}
+        if len(set(lengths.values())) > 1:
+            raise Malformed(f"history arrays that must have one length do not: "
+                            f"{', '.join(f'{k} {n}' for k, n in lengths.items())}")
+    return History(**values)
+
+
+def _read_config(attrs: dict[str, Any]) -> QuantConfig:
+    allow_float = json_attr(attrs, "allow_float", "config", list) or []   # absent in older files
+    if not all(isinstance(pattern, str) for pattern in allow_float):
+        raise Malformed(f"config attribute 'allow_float' is {shown(allow_float)}, not a list of module patterns")
+    explicit = flag_attr(attrs, "attn_bits_explicit", "config", default=False)
+    return QuantConfig(text_attr(attrs, "quantizer", "config"), integer_attr(attrs, "w_bits", "config", 1, MAX_BITS),
+                       integer_attr(attrs, "a_bits", "config", 1, MAX_BITS),
+                       integer_attr(attrs, "attn_bits", "config", 1, MAX_BITS) if explicit else None,
+                       tuple(allow_float))
+
+
+def _check_calibration(attrs: dict[str, Any]) -> None:
+    """The fields a consumer computes with (the export builds its example input from ``input_size``)."""
+    for key in CALIBRATION_COUNTS:
+        integer_attr(attrs, key, "calibration", 0, default=None)
+    for key in CALIBRATION_TEXTS:
+        text_attr(attrs, key, "calibration", default=None)
+    size = attrs.get("input_size", [1])
+    if not (isinstance(size, list) and size and all(is_int(n) and n > 0 for n in size)):
+        raise Malformed(f"calibration attribute 'input_size' is {shown(size)}, not a list of positive sizes")
+    for key in ("mean", "std"):
+        values = attrs.get(key, [])
+        if not (isinstance(values, list) and all(is_real(v) for v in values)):
+            raise Malformed(f"calibration attribute {key!r} is {shown(values)}, not a list of numbers")
+
+
+def _check_metrics(attrs: dict[str, Any]) -> None:
+    for key in NUMERIC_METRICS:
+        if attrs.get(key, "") != "":
+            number_attr(attrs, key, "metrics")
+    for key in METRIC_COUNTS:
+        if attrs.get(key, "") != "":
+            integer_attr(attrs, key, "metrics", 0)
+    text_attr(attrs, "device", "metrics", default=None)
+
+
+def _read_run(f: h5py.File, path: Path) -> RunRecord:
+    root = plain_attrs(f, "the file")
+    if root.get("schema") != SCHEMA:
+        raise DamagedFile(f"{path} is HDF5 but not a CPT-V scale file (schema attribute missing)")
+    version = integer_attr(root, "schema_version", "the file")
+    if version > SCHEMA_VERSION:
+        raise NewerSchema(f"{path} has schema version {version}, written by a later cptv-studio; this build "
+                          f"reads up to {SCHEMA_VERSION}")
+    config = plain_attrs(child(f, "config", "the file", h5py.Group), "config")
+    calibration = plain_attrs(child(f, "calibration", "the file", h5py.Group), "calibration")
+    _check_calibration(calibration)
+    scales = _read_scales(child(f, "layers", "the file", h5py.Group), "layers")
+    base = _read_scales(child(f, "base", "the file", h5py.Group), "base") if "base" in f else None
+    if base is not None:
+        _same_points(scales, base)
+    elif "history" in f:   # a search writes both
+        raise Malformed("the file has a search history but no base scales (/base)")
+    metrics = plain_attrs(child(f, "metrics", "the file", h5py.Group), "metrics") if "metrics" in f else {}
+    _check_metrics(metrics)
+    return RunRecord(
+        model_name=text_attr(root, "model_name", "the file"),
+        model_source=text_attr(root, "model_source", "the file", default=""),
+        weights_sha256=text_attr(root, "weights_sha256", "the file", default=""), quant=_read_config(config),
+        calibration=calibration, scales=scales, seed=integer_attr(config, "seed", "config", default=0), base=base,
+        search=json_attr(config, "search", "config", dict),
+        history=_read_history(child(f, "history", "the file", h5py.Group)) if "history" in f else None,
+        metrics=metrics,
+        spec=json_attr(config, "run_spec", "config", dict),   # absent in files written before it was recorded
+        provenance=(plain_attrs(child(f, "provenance", "the file", h5py.Group), "provenance")
+                    if "provenance" in f else None),
+    )
 
 
 def load_run(path: str | Path) -> RunRecord:
+    """The run in ``path``; every way a file can be broken is one DamagedFile line naming it and what is wrong."""
     path = Path(path)
     with open_for_reading(path) as f:
         try:
-            if _attr(f.attrs.get("schema")) != SCHEMA:
-                raise DamagedFile(f"{path} is HDF5 but not a CPT-V scale file (schema attribute missing)")
-            version = int(f.attrs["schema_version"])
-            if version > SCHEMA_VERSION:
-                raise NewerSchema(f"{path} has schema version {version}, written by a later cptv-studio; this build "
-                                  f"reads up to {SCHEMA_VERSION}")
-            root = {k: _attr(v) for k, v in f.attrs.items()}
-            config = {k: _attr(v) for k, v in f["config"].attrs.items()}
-            quant = QuantConfig(config["quantizer"], int(config["w_bits"]), int(config["a_bits"]),
-                                int(config["attn_bits"]) if config.get("attn_bits_explicit") else None,
-                                tuple(config.get("allow_float") or ()))   # absent in older files
-            search = config.get("search") or None
-            spec = config.get("run_spec") or None   # absent in files written before it was recorded
-            history = None
-            if "history" in f:
-                history = History(**{k: v[()] for k, v in f["history"].items() if k in History.__dataclass_fields__})
-            return RunRecord(
-                model_name=root["model_name"], model_source=root.get("model_source", ""),
-                weights_sha256=root.get("weights_sha256", ""), quant=quant,
-                calibration={k: _attr(v) for k, v in f["calibration"].attrs.items()},
-                scales=_read_scales(f["layers"], "layers"), seed=int(config.get("seed", 0)),
-                base=_read_scales(f["base"], "base") if "base" in f else None,
-                search=search if isinstance(search, dict) else None, history=history,
-                metrics={k: _attr(v) for k, v in f["metrics"].attrs.items()} if "metrics" in f else {},
-                spec=spec if isinstance(spec, dict) else None,
-                provenance={k: _attr(v) for k, v in f["provenance"].attrs.items()} if "provenance" in f else None,
-            )
-        except (KeyError, OSError) as exc:
-            raise DamagedFile(f"{path} is damaged or incomplete: {exc}") from None
+            return _read_run(f, path)
+        except ScaleFileError:
+            raise
+        except Malformed as exc:
+            raise DamagedFile(f"{path}: {one_line(exc)}") from None
+        except H5_ERRORS as exc:
+            raise DamagedFile(f"{path} is damaged or incomplete: {one_line(exc)}") from None
 
 
 def apply_run(record: RunRecord, qmodel: QuantizedModel, model_name: str, use_base: bool = False) -> None:

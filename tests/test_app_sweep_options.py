@@ -118,7 +118,7 @@ def test_a_resumed_run_computes_with_the_compile_mode_chosen_now(win, specs, qtb
     """A checkpoint does not record the compile mode (how a run computes, like the device), so File ▸
     Resume run… continues with the panel's."""
     spec, config = win.run_panel.spec(), win.run_panel.search_config()
-    state = SearchState(vectors=[np.zeros(3)], rng_state=np.random.default_rng(0).bit_generator.state,
+    state = SearchState(vectors=[np.ones(3)], rng_state=np.random.default_rng(0).bit_generator.state,
                         base_loss=1.0, heldout_fp_top1=98.0, heldout_base_top1=90.0, current_loss=1.0)
     checkpoint = save_checkpoint(tmp_path / "run.ckpt", state, run_identity(spec_values(spec), config.to_dict(), None))
     win.run_panel.compile.widget.setCurrentText("off")

@@ -17,7 +17,11 @@ Version 1 files (before the spec and config were stored) still load; their ``spe
 from __future__ import annotations
 
 import json
+import math
+import struct
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,8 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_path
+from ..errors import CheckpointError
+from ..readcheck import Malformed, bad_values, is_int, is_real, one_line, shown
 from ..runrecord import History
 
 FORMAT = "cptv-search-checkpoint"
@@ -99,20 +105,123 @@ def save_checkpoint(path: str | Path, state: SearchState, identity: dict[str, An
     return path
 
 
+# What numpy and zipfile raise on a damaged archive (bad CRC, headers, sizes, an unknown compression or an
+# encryption flag, a broken .npy header, which numpy tokenizes as Python); MemoryError is left out: it may
+# be this machine's.
+_READ_ERRORS = (OSError, KeyError, ValueError, EOFError, RuntimeError, NotImplementedError, OverflowError,
+                SyntaxError, tokenize.TokenError, zipfile.BadZipFile, zlib.error, struct.error)
+_INTEGER_FIELDS = ("eval_pass", "eval_block", "step_block", "step_pass")
+_LOSSES = ("base_loss", "current_loss")
+_TOP1 = ("heldout_fp_top1", "heldout_base_top1")
+
+
+def _count(meta: dict[str, Any], key: str, low: int, high: float = math.inf) -> int:
+    value = meta.get(key)
+    if not is_int(value) or not low <= value <= high:
+        bounds = f"from {low}" + (f" to {high}" if high != math.inf else "")
+        raise Malformed(f"{key} is {shown(value)}, not a count {bounds}")
+    return value
+
+
+def _vector(data: Any, key: str) -> np.ndarray:
+    """A block's vector: the scales of its points, so finite and positive."""
+    vector = data[key]
+    if vector.ndim != 1 or vector.dtype.kind != "f":
+        raise Malformed(f"{key} is a {vector.ndim}-D {vector.dtype} array, not a 1-D float vector")
+    bad = bad_values(vector, positive=True)
+    if bad:
+        raise Malformed(f"{key} has {bad} scale(s)")
+    return vector
+
+
+def _series(data: Any, key: str, integers: bool) -> list:
+    values = data[key]
+    kinds = "iu" if integers else "f"
+    if values.ndim != 1 or (values.dtype.kind not in kinds and values.size):   # an empty list is saved as float
+        raise Malformed(f"{key} is a {values.ndim}-D {values.dtype} array, not a 1-D list of "
+                         f"{'integers' if integers else 'numbers'}")
+    return values.tolist()
+
+
+def _read(data: Any) -> Checkpoint:
+    """The checkpoint in an open .npz, each part checked against the others."""
+    meta = json.loads(str(data["meta"]))
+    if not isinstance(meta, dict):
+        raise Malformed("its meta is not a JSON object")
+    if meta.get("format") != FORMAT or not is_int(meta.get("version")) or meta["version"] not in READS:
+        raise Malformed(f"it is not a {FORMAT} file of version {' or '.join(map(str, READS))}")
+    missing = [key for key in ("identity", "n_blocks", "n_selected", *_SCALARS) if key not in meta]
+    if missing:
+        raise Malformed(f"its meta has no {', '.join(missing)}")
+    n_blocks = _count(meta, "n_blocks", 0)
+    step, evaluations = _count(meta, "step", 0), _count(meta, "evaluations", 1)
+    selected_step = _count(meta, "selected_step", 0, step)
+    n_selected = _count(meta, "n_selected", 0, n_blocks)
+    config = meta.get("config")
+    for key in ("spec", "config", "provenance"):
+        if not isinstance(meta.get(key), (dict, type(None))):
+            raise Malformed(f"{key} is {type(meta[key]).__name__}, not a JSON object")
+    if not isinstance(meta["identity"], dict):
+        raise Malformed(f"identity is {type(meta['identity']).__name__}, not a JSON object")
+    # a step is selected by copying every vector, except under select=last, which keeps none
+    select = config.get("select") if config else None
+    expected = {0, n_blocks} if select is None else {n_blocks if select != "last" and selected_step else 0}
+    if n_selected not in expected or (n_selected and not selected_step):
+        raise Malformed(f"it holds {n_selected} selected vectors for {n_blocks} blocks at selected step "
+                         f"{selected_step}" + (f" with select={select}" if select else ""))
+    names = {"meta", *(f"vector_{i}" for i in range(n_blocks)), *(f"selected_{i}" for i in range(n_selected)),
+             *_EVAL_FIELDS, *_STEP_FIELDS}
+    if set(data.files) != names:
+        absent, extra = sorted(names - set(data.files)), sorted(set(data.files) - names)
+        raise Malformed(f"its arrays do not match n_blocks={n_blocks}, n_selected={n_selected}: "
+                         + "; ".join(part for part in (f"missing {', '.join(absent)}" if absent else "",
+                                                       f"unexpected {', '.join(extra)}" if extra else "") if part))
+    vectors = [_vector(data, f"vector_{i}") for i in range(n_blocks)]
+    selected = [_vector(data, f"selected_{i}") for i in range(n_selected)]
+    for i, (vector, chosen) in enumerate(zip(vectors, selected)):
+        if chosen.shape != vector.shape:
+            raise Malformed(f"selected_{i} has shape {chosen.shape}, vector_{i} has {vector.shape}")
+    lists = {key: _series(data, key, key in _INTEGER_FIELDS) for key in _EVAL_FIELDS + _STEP_FIELDS}
+    # one entry per evaluation (none in a state made without a history, like SearchState's defaults) and per step
+    if len(lists["eval_loss"]) not in (0, evaluations):
+        raise Malformed(f"eval_loss has {len(lists['eval_loss'])} entries, evaluations says {evaluations}")
+    for key in _EVAL_FIELDS[1:]:
+        if len(lists[key]) != len(lists["eval_loss"]):
+            raise Malformed(f"{key} has {len(lists[key])} entries, eval_loss has {len(lists['eval_loss'])}")
+    for key in _STEP_FIELDS:
+        if len(lists[key]) != step:
+            raise Malformed(f"{key} has {len(lists[key])} entries, step says {step}")
+    for key in _LOSSES + _TOP1:
+        if not is_real(meta[key]) or not math.isfinite(meta[key]):
+            raise Malformed(f"{key} is {shown(meta[key])}, not a finite number")
+    for key in ("selected_score", "seconds"):
+        if not is_real(meta[key]):
+            raise Malformed(f"{key} is {shown(meta[key])}, not a number")
+    if not 0 <= meta["seconds"] < math.inf:
+        raise Malformed(f"seconds is {shown(meta['seconds'])}, not a duration")
+    rng_state = meta["rng_state"]
+    if not isinstance(rng_state, dict):
+        raise Malformed(f"rng_state is {type(rng_state).__name__}, not a generator state")
+    if rng_state:   # the search's numpy Generator (PCG64) must take it back
+        try:
+            np.random.PCG64().state = rng_state
+        except (TypeError, ValueError, KeyError, OverflowError) as exc:
+            raise Malformed(f"rng_state is not a PCG64 state ({one_line(exc)})") from None
+    state = SearchState(vectors=vectors, selected_vectors=selected, **{k: meta[k] for k in _SCALARS}, **lists)
+    return Checkpoint(state, meta["identity"], meta.get("spec"), config, meta.get("provenance"))
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """The checkpoint at ``path``; ValueError with the reason if the file is not a search checkpoint."""
+    """The checkpoint at ``path``; one CheckpointError line naming the file and what is wrong if it is not a
+    search checkpoint or is damaged (FileNotFoundError if it is missing)."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-            if meta.get("format") != FORMAT or meta.get("version") not in READS:
-                raise ValueError(f"{path} is not a {FORMAT} file of version {' or '.join(map(str, READS))}")
-            vectors = [data[f"vector_{i}"] for i in range(meta["n_blocks"])]
-            selected = [data[f"selected_{i}"] for i in range(meta["n_selected"])]
-            lists = {name: data[name].tolist() for name in _EVAL_FIELDS + _STEP_FIELDS}
-    except (OSError, KeyError, json.JSONDecodeError, ValueError, zipfile.BadZipFile) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise ValueError(f"cannot read search checkpoint {path}: {exc}") from None
-    state = SearchState(vectors=vectors, selected_vectors=selected, **{k: meta[k] for k in _SCALARS}, **lists)
-    return Checkpoint(state, meta["identity"], meta.get("spec"), meta.get("config"), meta.get("provenance"))
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise Malformed("it is a single .npy array, not a checkpoint archive")
+        with loaded as data:
+            return _read(data)
+    except FileNotFoundError:
+        raise
+    except (Malformed, *_READ_ERRORS) as exc:
+        raise CheckpointError(f"cannot read search checkpoint {path}: {one_line(exc)}") from None
