@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .data import iterate
+from .progress import report
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,13 @@ def top1_variants(model: nn.Module, dataset, variants: Mapping[str, Callable[[],
     decoded once for all of them and never held in memory. Counts stay on the device until the end.
     """
     correct: dict[str, torch.Tensor | int] = dict.fromkeys(variants, 0)
-    total = 0
+    total, size = 0, len(dataset)
     for images, labels in iterate(dataset, batch_size, device):
         for name, variant in variants.items():
             with variant():
                 correct[name] = correct[name] + (model(images).argmax(dim=-1) == labels).sum()
         total += int(labels.numel())
+        report("images", total, size)
     if total == 0:
         raise ValueError("no readable images to evaluate")
     return {name: Accuracy(100.0 * int(count) / total, total) for name, count in correct.items()}

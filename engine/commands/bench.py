@@ -8,7 +8,8 @@ from dataclasses import replace
 
 from ..bench import BenchResult, bench_inputs, run_bench
 from ..bench_forward import measure_forwards
-from ..bench_memory import format_table, run_memory_bench
+from ..bench_memory import check_sizes, format_table, run_memory_bench
+from ..argtypes import existing_file, int_range, positive_int
 from ..cli import add_model_args, add_output_args, add_quant_args, emit, run_spec
 from ..export import load_export
 from ..quant import QuantConfig
@@ -23,30 +24,31 @@ def add_parser(sub) -> None:
     add_model_args(parser)
     add_quant_args(parser, required=False)
     add_search_args(parser)
-    parser.add_argument("--candidates", type=int, default=8, help="candidates per block (default 8)")
+    parser.add_argument("--candidates", type=positive_int, default=8, help="candidates per block")
     parser.add_argument("--memory", action="store_true",
                         help="measure peak memory of calibration and of one search pass instead of speed")
-    parser.add_argument("--calib-sizes", type=_sizes, default=(64, 256),
-                        help="with --memory: two calibration sizes, e.g. 64,256 (default); --calib-size is unused")
-    parser.add_argument("--block-steps", type=int, default=None,
+    parser.add_argument("--calib-sizes", type=_sizes, default="64,256",
+                        help="with --memory: two calibration sizes, e.g. 64,256; --calib-size is unused")
+    parser.add_argument("--block-steps", type=int_range(0), default=None,
                         help="with --memory: measure the pass's first N block steps only (for a slow CPU: every "
                              "ViT block input has the same size; 0: calibration only; default: all)")
-    parser.add_argument("--repeats", type=int, default=1,
+    parser.add_argument("--repeats", type=positive_int, default=1,
                         help="with --memory: measure each size this many times, each in a fresh process, and judge "
                              "the worst run (a peak that depends on the allocator's luck shows only across runs)")
-    parser.add_argument("--onnx-latency", metavar="RUN_H5",
+    parser.add_argument("--onnx-latency", type=existing_file, metavar="RUN_H5",
                         help="instead: onnxruntime CPU latency of this run's int8 QDQ export over its FP32 export "
                              "(batch 1 and 32, alternating in one process; needs the export extra)")
-    parser.add_argument("--reps", type=int, default=20, help="with --onnx-latency: timed calls per model and batch")
+    parser.add_argument("--reps", type=positive_int, default=20,
+                        help="with --onnx-latency: timed calls per model and batch")
     add_output_args(parser)
     parser.set_defaults(func=run)
 
 
 def _sizes(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(part) for part in text.split(","))
+        return check_sizes(tuple(int(part) for part in text.split(",")))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected image counts such as 64,256, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected two increasing image counts such as 64,256, got {text!r}") from None
 
 
 def _onnx_latency(args: argparse.Namespace) -> int:
@@ -63,8 +65,6 @@ def _onnx_latency(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.onnx_latency:
         return _onnx_latency(args)
-    if args.candidates < 1:
-        raise ValueError("--candidates must be at least 1")
     quant = QuantConfig.from_bits(args.quantizer, args.bits or DEFAULT_BITS, args.attn_bits)
     spec = run_spec(args, quant)
     config = search_config_from_args(args)

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..argtypes import existing_file, existing_folder, int_range
 from ..cli import emit
 from ..compare import accuracy_vs_bits, bits_matrix, by_setting, layer_view, load_run_model, side_by_side, to_jsonable
 from ..library import scan_workspace
@@ -26,11 +27,11 @@ POINT_COLUMNS = ("model", "preset", "quantizer", "bits", "n", "base_mean", "base
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("compare", help="compare run files side by side, or summarise a workspace folder")
-    parser.add_argument("files", nargs="*", help="run files (.h5) to put side by side")
-    parser.add_argument("--dir", help="workspace folder: library table and accuracy vs bit-width")
+    parser.add_argument("files", nargs="*", type=existing_file, help="run files (.h5) to put side by side")
+    parser.add_argument("--dir", type=existing_folder, help="workspace folder: library table and accuracy vs bit-width")
     parser.add_argument("--layer", help="with files: one layer in detail, e.g. blocks.5.attn.qkv")
     parser.add_argument("--role", default="weight", help="with --layer: the point (weight, input, q, k, v, probs)")
-    parser.add_argument("--channel", type=int, default=None,
+    parser.add_argument("--channel", type=int_range(0), default=None,
                         help="with --layer: channel of a per-channel point (default 0)")
     parser.add_argument("--no-weights", action="store_true",
                         help="with --layer: skip the weight histograms (they rebuild each run's model)")

@@ -9,6 +9,8 @@ import argparse
 import logging
 import sys
 
+from ..atomic import check_writable
+from ..argtypes import bits, existing_file, output_file, positive_int
 from ..cli import add_model_args, add_output_args, add_quant_args, emit, quant_config, run_spec
 from ..diagnose import DiagnoseConfig, Diagnosed, Diagnosis, Measured, diagnose_calibrated, diagnose_run
 from ..diagnose.store import save_diagnosis, save_into_run
@@ -28,15 +30,20 @@ def _point_counts(text: str) -> tuple[int, ...]:
     if text.strip().lower() == "none":
         return ()
     try:
-        return tuple(int(part) for part in text.split(","))
+        counts = tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--raise takes point counts like 1,2,4,8,16 (or none), got {text!r}") from None
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"expected point counts of at least 1 like 1,2,4,8,16 (or none), "
+                                         f"got {text!r}")
+    return counts
 
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("diagnose", help="per-point SQNR and sensitivity, base vs refined; what-if bit-widths")
-    parser.add_argument("run_file", nargs="?", help="run or scale file (.h5) to diagnose (its own model, weights, "
-                                                    "data and seed); or give --quantizer and --bits")
+    parser.add_argument("run_file", nargs="?", type=existing_file,
+                        help="run or scale file (.h5) to diagnose (its own model, weights, data and seed); or give "
+                             "--quantizer and --bits")
     add_model_args(parser)
     add_quant_args(parser, required=False)
     parser.add_argument("--split", choices=("heldout",), default="heldout",
@@ -44,14 +51,14 @@ def add_parser(sub) -> None:
     parser.add_argument("--raise", dest="raise_k", type=_point_counts, default=DEFAULT_K, metavar="K[,K...]",
                         help="what-if: held-out top-1 with the K most sensitive points (and K random ones) at --to "
                              f"bits (default {','.join(map(str, DEFAULT_K))}; none skips it)")
-    parser.add_argument("--to", dest="to_bits", type=int, default=8, help="bit-width of raised points (default 8)")
-    parser.add_argument("--draws", type=int, default=DEFAULT_DRAWS, help="random draws per K (default 5)")
-    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES,
+    parser.add_argument("--to", dest="to_bits", type=bits, default=8, help="bit-width of raised points")
+    parser.add_argument("--draws", type=positive_int, default=DEFAULT_DRAWS, help="random draws per K")
+    parser.add_argument("--images", type=positive_int, default=DEFAULT_IMAGES,
                         help=f"the first N calibration images score the fitness loss (default {DEFAULT_IMAGES}; "
                              "fewer if the run's search compared fewer)")
-    parser.add_argument("--heldout-images", type=int, default=None,
+    parser.add_argument("--heldout-images", type=positive_int, default=None,
                         help="held-out images that score top-1: the first N (default: all)")
-    parser.add_argument("--out", help="write the diagnosis to this file (.h5)")
+    parser.add_argument("--out", type=output_file, help="write the diagnosis to this file (.h5)")
     parser.add_argument("--into-run", action="store_true", help="add the diagnosis to the run file (/diagnosis)")
     add_output_args(parser)
     parser.set_defaults(func=run)
@@ -108,11 +115,15 @@ def summary(d: Diagnosis) -> str:
 def run(args: argparse.Namespace) -> int:
     config = DiagnoseConfig(raise_k=args.raise_k, to_bits=args.to_bits, draws=args.draws, images=args.images,
                             heldout_images=args.heldout_images)
+    if args.into_run and args.run_file:
+        check_writable(args.run_file)   # before the work, not after
     diagnosis, shown = None, [0]
     for event in _events(args, config):
         if isinstance(event, Stage):
             log.info(event.message)
+            args.heartbeat.doing(event.message)
         elif isinstance(event, Measured) and not args.quiet:
+            args.heartbeat.doing(f"[{event.done}/{event.total}] {event.what}")
             _progress(event, shown)
         elif isinstance(event, Diagnosed):
             diagnosis = event.diagnosis

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..argtypes import existing_file
 from ..cli import add_model_args, add_output_args, add_quant_args, emit, quant_config, run_spec
 from ..evaluate import top1
 from ..pipeline import prepare
@@ -14,9 +15,9 @@ def add_parser(sub) -> None:
     parser = sub.add_parser("eval", help="evaluate FP and quantized top-1 on the test split")
     add_model_args(parser)
     add_quant_args(parser, required=False)
-    parser.add_argument("--scales", help="scale or run file (.h5); its refined scales are used")
+    parser.add_argument("--scales", type=existing_file, help="scale or run file (.h5); its refined scales are used")
     parser.add_argument("--base", action="store_true", help="with --scales: use the run's base scales instead")
-    parser.add_argument("--split", choices=("test", "heldout"), default="test")
+    parser.add_argument("--split", choices=("test", "heldout"), default="test", help="where top-1 is measured")
     add_output_args(parser)
     parser.set_defaults(func=run)
 
@@ -33,7 +34,9 @@ def _quantized(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    args.heartbeat.doing("loading the model and data" + ("" if args.scales else ", calibrating"))
     qmodel, info, splits, device = _quantized(args)
+    args.heartbeat.doing(f"FP and quantized top-1 on the {args.split} split")
     dataset = splits.test if args.split == "test" else splits.heldout
     with qmodel.full_precision():
         fp = top1(qmodel, dataset, args.batch_size, device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..argtypes import data_source, device, output_file, positive_int
 from ..cli import add_output_args, emit
 from ..export import FORMATS, load_export
 from ..scalefile import load_run
@@ -18,14 +19,16 @@ def add_parser(sub) -> None:
     parser.add_argument("--format", choices=FORMATS, default="onnx-qdq", dest="fmt",
                         help="onnx-qdq: QuantizeLinear/DequantizeLinear pairs with the run's scales (default); "
                              "aimet: the FP ONNX model and its AIMET 1.0.0 encodings (<out>.encodings)")
-    parser.add_argument("--out", required=True, help="ONNX file to write (.onnx)")
+    parser.add_argument("--out", type=output_file, required=True, help="ONNX file to write (.onnx)")
     parser.add_argument("--base", action="store_true", help="export the run's base scales instead of the refined ones")
     parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=None,
                         help="compare the exported model in onnxruntime with the torch model on the run's test "
                              "split (default: when the run's data loads)")
-    parser.add_argument("--data", help="the run's data, if it moved (default: as recorded in the run file)")
-    parser.add_argument("--device", default=None, help="device of the torch model in the check (default: auto)")
-    parser.add_argument("--batch-size", type=int, default=None, help="check batch size (default: the run's)")
+    parser.add_argument("--data", type=data_source,
+                        help="the run's data, if it moved (default: as recorded in the run file)")
+    parser.add_argument("--device", type=device, default=None,
+                        help="device of the torch model in the check (default: auto)")
+    parser.add_argument("--batch-size", type=positive_int, default=None, help="check batch size (default: the run's)")
     add_output_args(parser)
     parser.set_defaults(func=run)
 
@@ -39,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     for event in events:
         if isinstance(event, Stage):
             log.info(event.message)
+            args.heartbeat.doing(event.message)
         else:
             result = event
     human = (f"{record.model_name} {record.quant.quantizer} {record.quant.bits_label} ({result.scales} scales) -> "

@@ -1,6 +1,7 @@
 """``inspect``: a scale file's metadata and per-layer table."""
 from __future__ import annotations
 
+from ..argtypes import existing_file
 from ..cli import emit
 from ..provenance import describe
 from ..scalefile import load_run
@@ -8,7 +9,7 @@ from ..scalefile import load_run
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("inspect", help="show a scale file's metadata and layers")
-    parser.add_argument("file", help="scale or run file (.h5)")
+    parser.add_argument("file", type=existing_file, help="scale or run file (.h5)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.set_defaults(func=run)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from ..argtypes import output_file
 from ..cli import add_model_args, add_output_args, add_quant_args, emit, run_spec
 from ..evaluate import top1
 from ..pipeline import prepare
@@ -14,15 +15,18 @@ def add_parser(sub) -> None:
     parser = sub.add_parser("quantize", help="calibrate a quantizer and save its scales")
     add_model_args(parser)
     add_quant_args(parser)
-    parser.add_argument("--out", required=True, help="scale file to write (.h5)")
+    parser.add_argument("--out", type=output_file, required=True, help="scale file to write (.h5)")
     add_output_args(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     start = time.perf_counter()
-    prepared = prepare(run_spec(args))
+    spec = run_spec(args)
+    args.heartbeat.doing(f"loading {spec.model} and calibrating {spec.quant.quantizer} {spec.quant.bits_label}")
+    prepared = prepare(spec)
     qmodel, splits, device = prepared.qmodel, prepared.splits, prepared.device
+    args.heartbeat.doing("FP and quantized top-1 on the test split")
     with qmodel.full_precision():
         fp = top1(qmodel, splits.test, args.batch_size, device)
     quant = top1(qmodel, splits.test, args.batch_size, device)

@@ -17,11 +17,13 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Callable, Sequence
 
 from ..atomic import check_writable
-from ..cli import add_model_args, add_output_args, add_quant_args, emit, given_flags, run_spec
+from ..argtypes import existing_file, output_file
+from ..cli import add_model_args, add_output_args, add_quant_args, emit, error_text, given_flags, json_error, run_spec
 from ..pipeline import RunSpec
+from ..progress import Heartbeat, SearchEta, clock_text, is_terminal
 from ..quant import QuantConfig, parse_bits
 from ..scalefile import save_run
 from ..search.checkpoint import Checkpoint, load_checkpoint
@@ -39,11 +41,11 @@ def add_parser(sub) -> None:
     add_model_args(parser)
     add_quant_args(parser, required=False)
     add_search_args(parser)
-    parser.add_argument("--out", required=True, help="run file to write (.h5)")
-    parser.add_argument("--checkpoint", type=Path,
+    parser.add_argument("--out", type=output_file, required=True, help="run file to write (.h5)")
+    parser.add_argument("--checkpoint", type=_writable_path,
                         help="write a resumable checkpoint here after every block step (default: <out>.ckpt, "
                              "removed once the run file is saved)")
-    parser.add_argument("--resume", type=Path,
+    parser.add_argument("--resume", type=_existing_path,
                         help="continue the run of this checkpoint with its recorded settings (flags given override "
                              "them, e.g. --weights for a file that moved); it keeps being updated unless "
                              "--checkpoint names another file")
@@ -51,44 +53,78 @@ def add_parser(sub) -> None:
     parser.set_defaults(func=run, parser=parser, quantizer=None)
 
 
-class Progress:
-    """One stderr line: pass, block, evaluations, loss, held-out top-1 and ETA. Rewritten in place
-    on a terminal; otherwise one line per block step, so logs stay readable."""
+def _writable_path(text: str) -> Path:
+    return Path(output_file(text))
 
-    def __init__(self, stream: TextIO) -> None:
-        self.stream, self.tty = stream, stream.isatty()
+
+def _existing_path(text: str) -> Path:
+    return Path(existing_file(text))
+
+
+class Progress:
+    """The search on stderr: pass, block, evaluations, loss, held-out top-1 and the ETA (SearchEta:
+    steps slow down as the search nears the first block). Rewritten in place on a terminal; otherwise
+    one line per stage and block step (``lines``), and between them the heartbeat's line every 10 s
+    saying the same, after ``label`` (a sweep's run)."""
+
+    def __init__(self, heartbeat: Heartbeat, label: str = "", lines: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.heartbeat, self.label, self.lines, self.clock = heartbeat, label, lines, clock
+        self.tty = is_terminal(heartbeat.stream)
         self.started: Started | None = None
-        self.first_eval, self.clock, self.last_draw = 1, time.perf_counter(), 0.0
-        self.heldout = float("nan")
+        self.eta: SearchEta | None = None
+        self.steps: list[tuple[int, int]] = []   # (pass, block) of every block step
+        self.stage = "starting"               # the preparation or report step under way, "" while searching
+        self.at = (0, 0, 0, float("nan"))   # pass, block, evaluation, best loss of the step under way
+        self.heldout, self.last_draw = float("nan"), 0.0
 
     def update(self, event: Event) -> None:
+        now = self.clock()
         if isinstance(event, Stage):
+            self.stage = event.message
+            self.heartbeat.doing(self.activity)
             self._write(event.message, final=True)
         elif isinstance(event, Started):
-            self.started, self.heldout = event, event.heldout_base_top1
-            self.clock = time.perf_counter()
-            self.first_eval = event.evaluations_done
-        elif isinstance(event, Evaluated) and self.tty and time.perf_counter() - self.last_draw > REFRESH_S:
-            self._write(self._line(event.pass_index, event.block_index, event.evaluation, event.best_loss), final=False)
+            self.started, self.heldout, self.stage = event, event.heldout_base_top1, ""
+            steps = self.steps = search_run.schedule(event.passes, len(event.block_names))
+            self.eta = SearchEta(len(event.block_names), [block for _, block in steps], event.resumed_from_step, now)
+            pass_index, block = steps[min(event.resumed_from_step, len(steps) - 1)]
+            self.at = (pass_index, block, event.evaluations_done, event.base_loss)
+            self.heartbeat.doing(self.activity)
+        elif isinstance(event, Evaluated):
+            self.eta.evaluated(event.cycle, now)
+            self.at = (event.pass_index, event.block_index, event.evaluation, event.best_loss)
+            self.heartbeat.doing(self.activity)
+            if self.tty and now - self.last_draw > REFRESH_S:
+                self._write(self.status(), final=False)
         elif isinstance(event, BlockDone):
+            self.eta.step_done(now)
             self.heldout = event.heldout_top1
-            self._write(self._line(event.pass_index, event.block_index, event.evaluations, event.best_loss),
-                        final=not self.tty)
+            self.at = (event.pass_index, event.block_index, event.evaluations, event.best_loss)
+            self._write(self.status(), final=not self.tty)
+            if event.step < len(self.steps):   # the heartbeat speaks of the next step, without the held-out counts
+                self.at = (*self.steps[event.step], event.evaluations, event.best_loss)
+            self.heartbeat.doing(self.activity)
 
-    def _line(self, pass_index: int, block_index: int, evaluation: int, loss: float) -> str:
-        started = self.started
-        done = max(1, evaluation - self.first_eval)
-        left = started.total_evaluations - evaluation
-        eta = (time.perf_counter() - self.clock) / done * left
+    def activity(self) -> str:
+        """What the heartbeat says is being done."""
+        return self.label + (self.stage or self.status())
+
+    def status(self) -> str:
+        started, (pass_index, block_index, evaluation, loss) = self.started, self.at
+        left = self.eta.remaining(self.clock())
         return (f"pass {pass_index + 1}/{started.passes}  block {block_index + 1}/{len(started.block_names)}  "
                 f"eval {evaluation}/{started.total_evaluations}  loss {loss:.5g}  held-out {self.heldout:.2f}%  "
-                f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
+                f"ETA {'--' if left is None else clock_text(left)}")
 
     def _write(self, text: str, final: bool) -> None:
-        self.last_draw = time.perf_counter()
-        end = "\n" if final else ""
-        self.stream.write(("\r\033[K" if self.tty else "") + text + end)
-        self.stream.flush()
+        if not self.lines:
+            return
+        self.last_draw = self.clock()
+        if self.tty:
+            self.heartbeat.write("\r\033[K" + text, end="\n" if final else "")
+        else:
+            self.heartbeat.write(text)
 
 
 def default_checkpoint(out: str | Path) -> Path:
@@ -149,29 +185,28 @@ def run(args: argparse.Namespace) -> int:
     else:
         spec, config = run_spec(args), search_config_from_args(args)
     checkpoint = args.checkpoint or args.resume or default_checkpoint(args.out)
-    check_writable(args.out)
-    check_writable(checkpoint)
-    progress = None if args.quiet else Progress(sys.stderr)
-    record = None
+    check_writable(checkpoint)   # --out is checked as it is parsed
+    record, progress = None, Progress(args.heartbeat, lines=not args.quiet)
     try:
         for event in search_run.run_search(spec, config, checkpoint, args.resume):
-            if progress is not None:
-                progress.update(event)
+            progress.update(event)
             if isinstance(event, Finished):
                 record = event.run
     except KeyboardInterrupt:
         _stopped("interrupted", checkpoint, args.argv)
         return 130
-    except FileNotFoundError:
-        raise   # a missing input (e.g. the --resume file): the CLI's one-line error
+    except (FileNotFoundError, BrokenPipeError):
+        raise   # a missing input (e.g. the run's weights), or stderr's reader left: the CLI's own handling
     except OSError as exc:   # writing the checkpoint (disk full, permission)
-        _stopped(f"error: {exc}", checkpoint, args.argv)
-        return 2
+        message = error_text(exc)
+        _stopped(f"error: {message}", checkpoint, args.argv)
+        return json_error(args.json, message)
     try:
         out = save_run(args.out, record)
     except OSError as exc:
-        _stopped(f"error: could not write the run file {args.out}: {exc.strerror or exc}", checkpoint, args.argv)
-        return 2
+        message = f"could not write the run file {args.out}: {exc.strerror or exc}"
+        _stopped(f"error: {message}", checkpoint, args.argv)
+        return json_error(args.json, message)
     if args.checkpoint is None and checkpoint == default_checkpoint(args.out):
         checkpoint.unlink(missing_ok=True)
     m = record.metrics

@@ -10,24 +10,29 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any, Callable
 
-from ..cli import add_model_args, add_output_args, emit, run_spec
-from ..quant import QuantConfig
+from ..argtypes import bit_widths, bits, output_folder, seed
+from ..cli import add_model_args, add_output_args, emit, error_text, json_error, run_spec
+from ..quant import QuantConfig, available_quantizers
 from ..search.config import add_search_args, search_config_from_args
-from ..sweep import BACKENDS, RunStarted, SweepFinished, SweepGrid, describe, run_sweep
+from ..sweep import BACKENDS, RunProgress, RunStarted, SweepFinished, SweepGrid, describe, run_sweep
 from ..sweep_ray import CellResources
 from .compare import SUMMARY_COLUMNS, format_table
-from .search import rerun_command
+from .search import Progress, rerun_command
 
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("sweep", help="search a grid of quantizers × bit-widths × seeds, one run file each")
     add_model_args(parser)
     grid = parser.add_argument_group("grid")
-    grid.add_argument("--quantizers", required=True, help="comma-separated, e.g. minmax,percentile,omse")
-    grid.add_argument("--bits", required=True, help="comma-separated bit-widths, e.g. W8A8,W4A8,W3A4")
-    grid.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 0,1 (default: --seed)")
-    grid.add_argument("--attn-bits", type=int, default=None, help="bits of q, k, v and attention probabilities")
+    grid.add_argument("--quantizers", type=_quantizers, required=True,
+                      help="comma-separated, e.g. minmax,percentile,omse")
+    grid.add_argument("--bits", type=_each(bit_widths), required=True,
+                      help="comma-separated bit-widths, e.g. W8A8,W4A8,W3A4")
+    grid.add_argument("--seeds", type=_each(seed), default=None,
+                      help="comma-separated seeds, e.g. 0,1 (default: --seed)")
+    grid.add_argument("--attn-bits", type=bits, default=None, help="bits of q, k, v and attention probabilities")
     add_search_args(parser)
     cluster = parser.add_argument_group("backend")
     cluster.add_argument("--backend", choices=BACKENDS, default="local",
@@ -39,9 +44,33 @@ def add_parser(sub) -> None:
     cluster.add_argument("--gpus-per-run", type=float, default=None, help="ray: GPUs per run (0)")
     cluster.add_argument("--max-retries", type=int, default=None,
                          help="ray: times a run is restarted after its worker or node dies (3)")
-    parser.add_argument("--out-dir", required=True, help="workspace folder for the run files (created if missing)")
+    parser.add_argument("--out-dir", type=output_folder, required=True,
+                        help="workspace folder for the run files (created if missing)")
     add_output_args(parser)
     parser.set_defaults(func=run)
+
+
+def _each(parse: Callable[[str], Any]) -> Callable[[str], str]:
+    """A comma-separated list whose every item ``parse`` accepts (the text itself is kept)."""
+    def check(text: str) -> str:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+        for item in items:
+            parse(item)
+        return text
+
+    return check
+
+
+def _quantizer(name: str) -> str:
+    if name not in available_quantizers():
+        raise argparse.ArgumentTypeError(f"unknown quantizer {name!r}; choose from "
+                                         f"{', '.join(available_quantizers())}")
+    return name
+
+
+_quantizers = _each(_quantizer)
 
 
 def _stopped(reason: str, current: RunStarted | None, argv: list[str]) -> None:
@@ -63,25 +92,31 @@ def run(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seeds is not None else str(args.seed)
     grid = SweepGrid.parse(args.quantizers, args.bits, seeds, args.attn_bits)
     base = run_spec(args, QuantConfig())   # quantization and seed are set per run by the grid
-    rows, current = (), None
+    rows, current, progress = (), None, None
     try:
         for event in run_sweep(grid, base, search_config_from_args(args), args.out_dir, backend=args.backend,
                                address=args.address, resources=_resources(args)):
             line = describe(event)
             if line and not args.quiet:
-                print(line, file=sys.stderr, flush=True)
+                args.heartbeat.write(line)
             if isinstance(event, RunStarted):
                 current = event
+                progress = Progress(args.heartbeat, label=f"[{event.run.index}/{event.run.total}] {event.run.label}: ",
+                                    lines=False)
+                args.heartbeat.doing(progress.activity)
+            if isinstance(event, RunProgress):
+                progress.update(event.event)
             if isinstance(event, SweepFinished):
                 rows = event.rows
     except KeyboardInterrupt:
         _stopped("interrupted", current, args.argv)
         return 130
-    except FileNotFoundError:
-        raise   # a missing input: the CLI's one-line error
+    except (FileNotFoundError, BrokenPipeError):
+        raise   # a missing input, or stderr's reader left: the CLI's one-line error or quiet exit
     except OSError as exc:   # writing a run file or checkpoint (disk full, permission)
-        _stopped(f"error: {exc}", current, args.argv)
-        return 2
+        message = error_text(exc)
+        _stopped(f"error: {message}", current, args.argv)
+        return json_error(args.json, message)
     table = [row.to_dict() for row in rows]
     emit(args, table, format_table(table, SUMMARY_COLUMNS))
     return 0 if all(row.ok for row in rows) else 1

@@ -1,14 +1,15 @@
 """``train-demo``: retrain the built-in digits-vit from scratch (deterministic, seeded)."""
 from __future__ import annotations
 
+from ..argtypes import output_file, seed
 from ..cli import emit
 from ..demo import train_demo
 
 
 def add_parser(sub) -> None:
     parser = sub.add_parser("train-demo", help="train the built-in digits ViT from scratch")
-    parser.add_argument("--out", required=True, help="weights file to write (.safetensors)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=output_file, required=True, help="weights file to write (.safetensors)")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the training run")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.set_defaults(func=run)
 

@@ -6,6 +6,7 @@ from typing import Callable, Protocol, Sequence
 import torch
 from torch import nn
 
+from ..progress import report
 from .coverage import check_coverage
 from .model import QuantConfig, QuantizedModel
 
@@ -35,8 +36,10 @@ def available_quantizers() -> list[str]:
 
 @torch.no_grad()
 def run_batches(model: nn.Module, batches: Sequence[torch.Tensor]) -> None:
-    for images in batches:
+    """One forward per batch (the observers watch), each reported to a listening front end."""
+    for done, images in enumerate(batches, 1):
         model(images)
+        report("calibration batches", done, len(batches))
 
 
 def quantize(model: nn.Module, config: QuantConfig, batches: Sequence[torch.Tensor]) -> QuantizedModel:

@@ -222,26 +222,42 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("direction", str, "guided: how the gradient becomes a move. scaled: the gradient over its RMS within each "
                        "quantization point, clipped to +-2 mutation ranges; sign: every coordinate moves by its "
                        "whole range"),
-    ("budget", int, "total loss evaluations of the run; sets the cycles per block step (overrides --cycles)"),
+    ("budget", int, "total loss evaluations of the run (at least 2); sets the cycles per block step (unset: "
+                    "--cycles)"),
     ("mutation", str, "evolution and random: absolute, |s + U(-r, r)| (the release), or relative, "
                       "s * exp(U(-r, r)); the other strategies step relatively"),
-    ("mutation-range", float, "r for weight scales (default: 1e-3 at <=4 bits else 1e-4 absolute; 0.05 relative, "
+    ("mutation-range", float, "r for weight scales (unset: 1e-3 at <=4 bits else 1e-4 absolute; 0.05 relative, "
                               "halved per bit above 4)"),
-    ("act-mutation-range", float, "r for activation scales (default: as weights absolute; 0.1 relative, "
+    ("act-mutation-range", float, "r for activation scales (unset: as weights absolute; 0.1 relative, "
                                   "halved per bit above 4)"),
     ("loss", str, "fitness: contrastive (InfoNCE), kl, mse (the default) or cosine"),
     ("temperature", float, "softmax temperature of contrastive and kl"),
     ("features", str, "compare logits or prelogits (the features before the head)"),
     ("select", str, "result: last step, best-loss step, or best-heldout step (the base counts as step 0)"),
     ("search-images", int, "calibration images the fitness compares: the first N of the calibration draw "
-                           "(default: all; fewer is faster and noisier)"),
+                           "(unset: all; fewer is faster and noisier)"),
 )
 _CHOICES = {"vector": VECTORS, "direction": DIRECTIONS, "strategy": STRATEGIES, "mutation": MUTATIONS,
             "loss": LOSS_NAMES, "features": FEATURES, "select": SELECTIONS}
 
 
+_LOWEST = {"budget": 2}   # the least value of an integer flag, where it is not 1
+
+
+def _preset_defaults(dest: str) -> str:
+    """``--help``'s default of a search flag, read from PRESETS so that it cannot go stale."""
+    values = {name: getattr(PRESETS[name], dest) for name in PRESET_LABELS}
+    shown = {name: "unset" if value is None else value for name, value in values.items()}
+    if len(set(shown.values())) == 1:
+        return f"(default: {next(iter(shown.values()))} in every preset)"
+    return "(default: the preset's; " + ", ".join(f"{name}: {value}" for name, value in shown.items()) + ")"
+
+
 def add_search_args(parser: argparse.ArgumentParser) -> None:
-    """The search flags; each overrides the chosen preset only when given."""
+    """The search flags; each overrides the chosen preset only when given (argparse's default is None),
+    each checked as it is parsed (the CLI's argparse types name the flag and its range)."""
+    from ..argtypes import int_range, positive_float   # flags checked as parsed, like every CLI flag
+
     group = parser.add_argument_group("search (flags override the preset)")
     group.add_argument("--preset", choices=list(PRESETS), default="guided", metavar="PRESET",
                        help="guided (the default: the gradient proposes, the exact fitness keeps only improvements), "
@@ -250,7 +266,9 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
                             "default, release and random still work (default: guided)")
     for flag, kind, text in _FLAGS:
         dest = flag.replace("-", "_")
-        group.add_argument(f"--{flag}", dest=dest, type=kind, default=None, choices=_CHOICES.get(dest), help=text)
+        check = {int: int_range(_LOWEST.get(dest, 1)), float: positive_float}.get(kind, kind)
+        group.add_argument(f"--{flag}", dest=dest, type=check, default=None, choices=_CHOICES.get(dest),
+                           help=f"{text} {_preset_defaults(dest)}")
     group.add_argument("--compile", choices=COMPILE_MODES, default="auto",
                        help="torch.compile candidate evaluation (same losses, bit for bit; falls back to eager if "
                             "compiling fails). on: compiled blocks; auto, for blocks of deit_tiny's size and up: "
