@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cycles", type=int, default=None, help="cycles per block step (default: the preset's)")
     parser.add_argument("--children", type=int, default=None, help="children per cycle (default: the preset's)")
     parser.add_argument("--calib-size", type=int, default=None, help="calibration images (default 1000)")
-    parser.add_argument("--preset", choices=list(PRESETS), default=None, help="search preset (default: default)")
+    parser.add_argument("--preset", choices=list(PRESETS), default=None, help="search preset (default: guided)")
     parser.add_argument("--quantizer", choices=available_quantizers(), default=None,
                         help="preselect a base quantizer (default: the demo's hard setting)")
     parser.add_argument("--model", default=None, help="preselect a timm model name instead of the demo")
@@ -111,7 +111,7 @@ def run_app(argv: list[str]) -> int:
     if args.data:
         panel.data.setText(args.data)
     if args.preset:
-        panel.preset.setCurrentText(args.preset)
+        panel.select_preset(args.preset)
     if args.quantizer:
         panel.quantizer.setCurrentText(args.quantizer)
     if args.open is not None:

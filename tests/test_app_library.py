@@ -332,3 +332,16 @@ def test_gui_thread_stays_free_while_typing_into_the_sweep_form(swept):
     dialog.reject()
     assert library.panel.workspace == swept["workspace"]
     _report("typing a grid into the sweep form over a workspace of run files", stall, plan_ms)
+
+
+def test_the_table_names_the_method_and_how_each_run_was_computed():
+    """A run file's preset (an old alias too) reads as the method; the provenance line is a column."""
+    from app.library.model import LibraryModel
+    from engine.library import LibraryRow
+
+    model = LibraryModel()
+    model.set_rows([LibraryRow("a.h5", preset="release", computed="cptv-studio 0.1.0, torch 2.4"),
+                    LibraryRow("b.h5", preset="default"), LibraryRow("c.h5", preset="random"), LibraryRow("d.h5")])
+    shown = [[model.index(row, FIELDS.index(name)).data() for row in range(4)] for name in ("preset", "computed")]
+    assert shown[0] == ["CPT-V paper", "Guided (recommended)", "Null baseline", ""]
+    assert shown[1][0] == "cptv-studio 0.1.0, torch 2.4"

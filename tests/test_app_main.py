@@ -24,7 +24,8 @@ def test_run_demo_screenshot_quit_when_done(tmp_path):
     assert shot.stat().st_size > 20_000                      # a real picture of the window
     from PySide6.QtGui import QImage
     image = QImage(str(shot))
-    assert image.width() >= 1200 and image.height() >= 800
+    # the window's own size, or what a framed window can take of the (offscreen) screen
+    assert image.width() >= 1000 and image.height() >= 700
 
 
 def test_failure_exits_non_zero(tmp_path):

@@ -8,7 +8,7 @@ from PySide6.QtCore import QPointF
 
 from app.run.plots import PlotsPanel
 from app.run.state import RunState
-from engine.search.events import Evaluated, Started
+from engine.search.events import BlockDone, Evaluated, Started
 
 NAMES = ("blocks.0", "blocks.1")
 
@@ -46,7 +46,7 @@ def test_population_plot_draws_best_median_and_worst_member(qtbot):
     pens = [curve.opts["pen"] for curve in (panel.pop_min, panel.pop_median, panel.pop_max)]
     assert len({(pen.color().name(), pen.style()) for pen in pens}) == 3      # three lines told apart
     title = panel.pop_plot.titleLabel.text
-    assert all(key in title for key in ("best member", "median", "worst member"))
+    assert all(key in title for key in ("best", "median", "worst"))
 
 
 def test_loss_legend_sits_top_right_clear_of_the_first_evaluations(qtbot):
@@ -61,3 +61,52 @@ def test_loss_legend_sits_top_right_clear_of_the_first_evaluations(qtbot):
     assert legend.left() > area.center().x() and legend.top() < area.center().y()
     points = [view.mapViewToScene(QPointF(x, y)) for x, y in zip(state.eval_number.view(), state.loss.view())]
     assert not any(legend.contains(point) for point in points)
+
+
+def test_held_out_bars_stand_in_the_order_the_search_visits_the_blocks(qtbot):
+    """Blocks are searched last to first: the last block's bar stands leftmost, so the bars fill in left to right."""
+    state = _state(10, [np.array([1.0, 2.0])])
+    state.apply(BlockDone(1, 0, 1, 1.0, 85.0, 2))           # blocks.1 first
+    panel = _panel(qtbot)
+    panel.update_from(state, force=True)
+    assert panel.data()["bar_x"].tolist() == [0.0]
+    state.apply(BlockDone(2, 0, 0, 1.0, 90.0, 3))           # then blocks.0, to its right
+    panel.update_from(state, force=True)
+    data = panel.data()
+    assert dict(zip(data["bar_x"].tolist(), data["bar_top1"].tolist())) == {0.0: 85.0, 1.0: 90.0}
+    ticks = panel.acc_plot.getAxis("bottom")._tickLevels[0]
+    assert sorted(ticks) == [(0, "1"), (1, "0")]
+
+
+def test_population_plot_says_what_it_shows_for_a_strategy_without_a_population(qtbot):
+    from app.screens import plot_misfits
+
+    panel = _panel(qtbot)
+    panel.resize(880, 470)                              # the Search tab's plots on a 1366×768 screen
+    names = ("layers.2.blocks.5", "layers.3.blocks.1")  # Swin's long block names
+    for strategy, words in (("guided", "Point + children"), ("guided-null", "Point + children"),
+                            ("cmaes", "Best + generation"), ("evolution", "Population")):
+        state = RunState()
+        state.apply(Started(names, 10, 100, 97.0, 80.0, 3.0, "cpu", 0))
+        state.apply(Evaluated(2, 9, 0, 0, 1.0, 1.0, np.array([3.0, 2.0, 1.0])))
+        state.strategy = strategy
+        panel.update_from(state, force=True)
+        qtbot.wait(20)
+        title = panel.pop_plot.titleLabel.text
+        assert words in title and "block 2.5, pass 10" in title, strategy
+        assert not plot_misfits(panel.pop_widget), strategy
+
+
+def test_restyling_a_plot_of_small_values_keeps_their_scale(qtbot):
+    """Styling again a plot that shows 0…0.03 (a view redrawn on resize) must not turn its ticks into 0…30."""
+    import pyqtgraph as pg
+
+    from app.widgets.plot_style import style
+
+    widget = pg.PlotWidget()
+    qtbot.addWidget(widget)
+    plot = widget.getPlotItem()
+    plot.plot([0.0, 0.03], [0.0, 1.0])
+    plot.setXRange(0.0, 0.03, padding=0)
+    style(plot, "title", "loss", "")
+    assert plot.getAxis("bottom").autoSIPrefixScale == 1.0

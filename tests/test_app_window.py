@@ -86,7 +86,11 @@ def test_save_scales_writes_a_file_the_engine_loads(qtbot, finished, tmp_path, m
     assert loaded.metrics["refined_top1"] == pytest.approx(run.metrics["refined_top1"])
     assert str(saved.resolve()) in win.recent.list()
 
-    # Open run… shows it again, plots and card, without running anything.
+    # Open run… shows it again, plots and card, without running anything, and fills the run panel with the
+    # run's own settings (so Start reruns it) after the form had been changed; the status bar says so.
+    spec, config = win.run_panel.spec(), win.run_panel.search_config()
+    win.run_panel.quantizer.setCurrentText("percentile")
+    win.run_panel.select_preset("cptv-paper")
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(saved), ""))
     shown = win.state
     win.open_action.trigger()
@@ -95,6 +99,11 @@ def test_save_scales_writes_a_file_the_engine_loads(qtbot, finished, tmp_path, m
     assert win.results.value("test", "After search") == f"{run.metrics['refined_top1']:.2f}"
     data = win.plots.data()
     assert len(data["loss"]) == len(run.history.loss) and len(data["bar_x"]) == win.state.n_blocks
+    assert win.run_panel.spec() == spec and win.run_panel.search_config() == config
+    assert win.run_panel.preset.currentText() == "Guided (recommended)"
+    assert win.on_screen.text().startswith("Showing refined.h5: digits-vit, minmax W4A3, Guided (recommended)")
+    assert "Start reruns it" in win.on_screen.text()
+    assert "Computed: cptv-studio" in win.results.details.text()     # how the run was computed (provenance)
 
 
 def test_pause_then_resume_ends_on_the_same_scales(qtbot, window, finished):
@@ -227,6 +236,31 @@ def test_a_non_interactive_window_closes_without_asking(qtbot, dialogs, monkeypa
     asked = helpers.answer_unsaved(monkeypatch, "cancel")
     win.close()
     assert not asked and not win.isVisible()
+
+
+def test_run_panel_shows_only_the_options_the_strategy_uses(window):
+    panel = window.run_panel
+    guided = panel.shown_options()
+    assert {"direction", "children"} <= guided and not {"population", "tournament", "mutation", "temperature"} & guided
+    panel.select_preset("release")                         # an old name: the CPT-V paper's evolution
+    assert panel.preset.currentText() == "CPT-V paper" and panel.search_config().strategy == "evolution"
+    paper = panel.shown_options()
+    assert {"population", "tournament", "mutation", "temperature"} <= paper and "direction" not in paper
+    panel.fields["loss"].set("mse")                       # temperature only scales contrastive and kl
+    assert "temperature" not in panel.shown_options()
+    panel.fields["budget"].widget.setText("500")          # a budget sets the cycles
+    assert "cycles" not in panel.shown_options()
+
+
+def test_about_names_the_versions(window):
+    import torch
+
+    from app.window.about import show_about
+    from engine.provenance import package_version
+
+    box = show_about(window)
+    assert package_version() in box.text() and f"torch {torch.__version__}" in box.text()
+    box.close()
 
 
 def test_run_panel_offers_every_search_option_with_a_label(window):

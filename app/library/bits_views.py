@@ -6,6 +6,7 @@ Both draw ``engine.compare.accuracy_vs_bits`` points (library rows averaged over
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -16,6 +17,7 @@ from PySide6.QtWidgets import QComboBox, QLabel, QWidget
 
 from engine.compare import BitsMatrix, BitsPoint, accuracy_vs_bits, bits_matrix, by_setting
 from engine.library import LibraryRow
+from engine.search.config import PRESET_ALIASES, preset_label
 
 from app.widgets.plot_card import PlotCard, colour, empty_message, plot_widget, set_title
 from app.widgets.plot_style import style
@@ -25,7 +27,7 @@ Setting = tuple[str, "str | None"]
 
 def _setting_label(setting: Setting) -> str:
     model, preset = setting
-    return f"{model} · {'preset ' + preset if preset else 'no search'}"
+    return f"{model} · {preset_label(preset) if preset else 'no search'}"
 
 
 def _bits_order(points: Sequence[BitsPoint]) -> list[str]:
@@ -40,13 +42,16 @@ class _SettingCard(PlotCard):
         self.plot = self.widget.getPlotItem()
         super().__init__(name, self.widget, parent)
         self.setting = QComboBox(objectName=f"{name}Setting")
-        self.setting.setToolTip("Model and search preset: runs of different settings are never averaged together.")
+        self.setting.setToolTip("Model and search method (preset): runs of different settings are never averaged "
+                                "together.")
         self.setting.currentIndexChanged.connect(lambda _i: self.redraw())
         self.controls.addWidget(self.setting)
         self.settings: dict[Setting, list[BitsPoint]] = {}
 
     def show_rows(self, rows: Sequence[LibraryRow]) -> None:
         """Aggregate the library's rows (engine) and draw the chosen setting."""
+        # an alias (a run file's ``default``) is the same method as its name (``guided``): one setting
+        rows = [replace(row, preset=PRESET_ALIASES.get(row.preset, row.preset)) for row in rows]
         self.settings = by_setting(accuracy_vs_bits(rows))
         current = self.setting.currentData()
         self.setting.blockSignals(True)
@@ -130,7 +135,7 @@ class AccuracyVsBitsView(_SettingCard):
         model, preset = self.setting.currentData()
         seeds = sorted({p.n for p in points})
         set_title(plot, "Test top-1 vs bit-width",
-                  f"{model} · preset {preset or '(none)'} · mean over {'/'.join(map(str, seeds))} seed(s), "
+                  f"{_setting_label((model, preset))} · mean over {'/'.join(map(str, seeds))} seed(s), "
                   f"bars: lowest to highest seed")
         self.note.setText(f"{len(points)} points from {sum(p.n for p in points)} runs.")
         self.set_rows([p.to_row() for p in points])
@@ -218,7 +223,7 @@ class BitsMatrixView(_SettingCard):
         model, preset = self.setting.currentData()
         label = dict(VALUES)[key]
         set_title(plot, f"Quantizer × bit-width: {label}",
-                  f"{model} · preset {preset or '(none)'} · mean over seeds · double-click a cell for its runs")
+                  f"{_setting_label((model, preset))} · mean over seeds · double-click a cell for its runs")
         self.note.setText(f"Colour scale {lo:.2f} … {hi:.2f}" + (" (red: lost, blue: won back)"
                                                                   if key == "delta_mean" else ""))
         self.set_rows(m.rows())

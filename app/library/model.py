@@ -12,6 +12,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyMod
 from PySide6.QtGui import QColor
 
 from engine.library import LibraryRow
+from engine.search.config import preset_label
 
 # (LibraryRow field, header, tooltip, text format)
 COLUMNS: tuple[tuple[str, str, str, str], ...] = (
@@ -20,7 +21,8 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("quantizer", "Quantizer", "The base quantizer that set the starting scales.", "{}"),
     ("bits", "Bits", "Weight and activation bit-widths (sorted by weight bits, then activation bits).", "{}"),
     ("seed", "Seed", "Seed of calibration sampling and of the search.", "{}"),
-    ("preset", "Preset", "Search preset; empty for a plain quantization (no search).", "{}"),
+    ("preset", "Method", "The search preset that made the run (Guided (recommended), CPT-V paper, Null baseline); "
+     "empty for a plain quantization (no search).", "{}"),
     ("fp_top1", "FP top-1", "Full-precision test top-1 (%).", "{:.2f}"),
     ("base_top1", "Base top-1", "Test top-1 (%) of the quantized model before the search.", "{:.2f}"),
     ("refined_top1", "Refined top-1", "Test top-1 (%) after the search.", "{:.2f}"),
@@ -28,6 +30,8 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("evaluations", "Evaluations", "Candidate evaluations the search spent.", "{:,}"),
     ("seconds", "Time (s)", "Search wall time in seconds.", "{:.1f}"),
     ("date", "Date", "When the run file was written (UTC).", "{}"),
+    ("computed", "Computed with", "How the run was computed: package version and commit, torch, timm, device, "
+     "threads, compile mode.", "{}"),
 )
 FIELDS = tuple(c[0] for c in COLUMNS)
 ROW_ROLE = Qt.ItemDataRole.UserRole + 1          # the LibraryRow behind a table row
@@ -93,12 +97,12 @@ class LibraryModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             if value is None:
                 return ""
-            return _date(value) if name == "date" else fmt.format(value)
+            return _date(value) if name == "date" else preset_label(value) if name == "preset" else fmt.format(value)
         if role == Qt.ItemDataRole.TextAlignmentRole and isinstance(value, (int, float)) and name != "seed":
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ForegroundRole and name == "delta" and value:
             return GAIN_INK if value > 0 else LOSS_INK
-        if role == Qt.ItemDataRole.ToolTipRole and name == "date":
+        if role == Qt.ItemDataRole.ToolTipRole and name in ("date", "computed", "preset"):
             return value
         return None
 
@@ -110,6 +114,8 @@ class LibraryModel(QAbstractTableModel):
             return None if row.w_bits is None else (row.w_bits, row.a_bits or 0, row.bits or "")
         if name == "model" and not row.ok:
             return "~unreadable"   # after every model name
+        if name == "preset" and row.preset is not None:
+            return preset_label(row.preset)
         return getattr(row, name)
 
 

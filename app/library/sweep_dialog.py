@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpin
 
 from engine.pipeline import RunSpec
 from engine.quant import available_quantizers
+from engine.search.config import preset_label
 from engine.sweep import SweepGrid, plan_sweep
 from engine.sweep_ray import CellResources, load_ray
 
@@ -135,7 +136,7 @@ class SweepDialog(QDialog):
                   if config.budget is None else
                   f"{config.budget:,} evaluations over {config.passes} passes, {config.children} children per cycle")
         return (f"<b>Shared by every run</b> (from the run panel): model {spec.model}, data {data}, "
-                f"{spec.calib_size:,} calibration images, preset {config.preset} ({config.strategy}): "
+                f"{spec.calib_size:,} calibration images, {preset_label(config.preset)} ({config.strategy}): "
                 f"{budget}, device "
                 f"{spec.device or 'auto'}.<br><b>Workspace</b>: {self.workspace}")
 

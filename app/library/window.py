@@ -23,8 +23,10 @@ from app.library.panel import LibraryPanel
 from app.library.run_views import LayerDetailView, SideBySideView
 from app.library.sweep_dialog import SweepDialog
 from app.run.diagnose_panel import DiagnosePanel
+from app.widgets.screen import fit_to_screen
 
 log = logging.getLogger(__name__)
+DEFAULT_SIZE = (1400, 850)
 
 
 class LibraryWindow(QMainWindow):
@@ -73,7 +75,7 @@ class LibraryWindow(QMainWindow):
             self.panel.set_workspace(workspace, remember=False)
         else:
             self.panel.refresh()
-        self.resize(1400, 850)
+        fit_to_screen(self, DEFAULT_SIZE)
 
     # ---------------------------------------------------------------- data
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QShowEvent
-from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter, QVBoxLayout,
-                               QWidget)
+from PySide6.QtGui import QResizeEvent, QShowEvent
+from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter,
+                               QStackedLayout, QTabWidget, QVBoxLayout, QWidget)
 
 from engine.diagnose import DiagnoseConfig, Diagnosis, Measured, load_diagnosis
 from engine.scalefile import ScaleFileError
@@ -27,6 +27,7 @@ from app.widgets.diagnose_views import HeatmapView, SensitiveBarsView, WhatIfVie
 
 log = logging.getLogger(__name__)
 NO_RUN = "No finished run on screen: run a search, or open a run file, to diagnose it."
+STACKED_HEIGHT = 600    # the views' height from which the sensitive points and the what-if both fit, one over the other
 UNSAVED = ("This run is in no file yet: Diagnose measures it, but the result is not kept (File ▸ Save scales… "
            "first to keep it in the run file).")
 
@@ -76,18 +77,45 @@ class DiagnosePanel(QWidget):
         for widget in (self.diagnose_button, self.stop_button, self.keep):
             bar.addWidget(widget)
         bar.addWidget(self.progress, 1)
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.bars)
-        right.addWidget(self.whatif)
-        views = QSplitter(Qt.Orientation.Horizontal)
-        views.addWidget(self.heatmap)
-        views.addWidget(right)
-        views.setSizes([700, 700])
+        self.side_split = QSplitter(Qt.Orientation.Vertical)
+        self.side_split.addWidget(self.bars)
+        self.side_split.addWidget(self.whatif)
+        self.side_split.setSizes([1, 1])
+        self.side_tabs = QTabWidget(objectName="diagnoseSideTabs")   # instead, when short
+        side = QWidget()
+        self.side = QStackedLayout(side)           # one of the two holds the views, the other is empty
+        self.side.addWidget(self.side_split)
+        self.side.addWidget(self.side_tabs)
+        self.views = QSplitter(Qt.Orientation.Horizontal)
+        self.views.addWidget(self.heatmap)
+        self.views.addWidget(side)
+        self.views.setSizes([700, 700])
+        self._stacked = True
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(bar)
         layout.addWidget(self.status)
-        layout.addWidget(views, 1)
+        layout.addWidget(self.views, 1)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._arrange(self.views.height() >= STACKED_HEIGHT)
+
+    def _arrange(self, stacked: bool) -> None:
+        """The sensitive points over the what-if where the height allows both, else as two tabs: on a
+        short screen either alone would be too small to read."""
+        if stacked == self._stacked:
+            return
+        self._stacked = stacked
+        if stacked:
+            for view in (self.bars, self.whatif):
+                self.side_split.addWidget(view)
+                view.show()                  # a tab that was not on top was hidden
+            self.side_split.setSizes([1, 1])   # halves: the sensitive points need the height as much
+        else:
+            for view, title in ((self.bars, "Most sensitive points"), (self.whatif, "What-if bit-widths")):
+                self.side_tabs.addTab(view, title)
+        self.side.setCurrentWidget(self.side_split if stacked else self.side_tabs)
 
     # ------------------------------------------------------------------ which run
 

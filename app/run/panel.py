@@ -25,6 +25,7 @@ DEMO_LABEL = f"{DEMO_MODEL}  (built-in demo)"
 SUGGESTED_MODELS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "vit_base_patch16_224",
                     "swin_tiny_patch4_window7_224")
 DEFAULT_QUANTIZER, DEFAULT_W_BITS, DEFAULT_A_BITS = "omse", 4, 3   # the demo's hard setting (README)
+MIN_COMBO_CHARS = 14
 
 
 class _Field:
@@ -50,6 +51,19 @@ class _Field:
         self.widget.setObjectName(f"search_{name}")
         self.widget.setToolTip(option.hint)
         self.set(value)
+
+    def on_change(self, slot) -> None:
+        w = self.widget
+        signal = (w.toggled if isinstance(w, QCheckBox) else w.currentTextChanged if isinstance(w, QComboBox)
+                  else w.valueChanged if isinstance(w, (QSpinBox, QDoubleSpinBox)) else w.textChanged)
+        signal.connect(lambda *_: slot())
+
+    def raw(self) -> Any:
+        """The value, or the text typed when it is not one yet (what decides which rows show)."""
+        try:
+            return self.get()
+        except ValueError:
+            return self.widget.text()
 
     def set(self, value: Any) -> None:
         w = self.widget
@@ -114,8 +128,12 @@ class RunPanel(QScrollArea):
         layout.addWidget(self._quant_group())
         layout.addWidget(self._search_group())
         layout.addStretch(1)
+        for combo in body.findChildren(QComboBox):    # long entries (a GPU's name) must not widen the window
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(MIN_COMBO_CHARS)
         self.setWidget(body)
         self.setMinimumWidth(body.sizeHint().width() + 24)
+        self._shown_spec: RunSpec | None = None   # the run whose settings were shown last (set_values)
 
     # ---------------------------------------------------------------- groups
 
@@ -128,10 +146,10 @@ class RunPanel(QScrollArea):
         self.model.setToolTip("A timm model name, or the built-in digits demo (works offline).")
         form.addRow(_label("Model", self.model), self.model)
         self.weights = QLineEdit(objectName="weights")
-        self.weights.setPlaceholderText("built-in / random weights")
+        self.weights.setPlaceholderText("built-in or random")
         self.weights.setToolTip("Optional local weights file (.safetensors or .pth state dict) for the model.")
         form.addRow(_label("Weights", self.weights), _with_browse(self.weights, self._browse_weights))
-        self.pretrained = QCheckBox("Download timm's pretrained weights (online)", objectName="pretrained")
+        self.pretrained = QCheckBox("timm's pretrained weights (online)", objectName="pretrained")
         self.pretrained.setToolTip("Use timm's own pretrained weights; needs a network connection the first time.")
         form.addRow("", self.pretrained)
         self.data = QLineEdit(objectName="data")
@@ -188,6 +206,7 @@ class RunPanel(QScrollArea):
         self.seed = _spin(0, 2**31 - 1, 0, "seed", "One seed drives calibration sampling and the search: same seed, same result.")
         form.addRow(_label("Seed", self.seed), self.seed)
         self.fields: dict[str, _Field] = {}
+        self._rows: dict[str, tuple[QFormLayout, Any]] = {}   # field -> (its form, when the search uses it)
         defaults = search_config.PRESETS[self.preset.currentData()]
         hints = field_types()
         advanced = QWidget()
@@ -203,7 +222,9 @@ class RunPanel(QScrollArea):
                 continue
             field = _Field(f.name, kind, optional, option, getattr(defaults, f.name))
             self.fields[f.name] = field
-            (advanced_form if option.advanced else form).addRow(_label(option.label, field.widget), field.widget)
+            self._rows[f.name] = (advanced_form if option.advanced else form, f.metadata.get("used"))
+            self._rows[f.name][0].addRow(_label(option.label, field.widget), field.widget)
+            field.on_change(self._show_used_rows)
         self.compile = _Field("compile", str, False, COMPILE_OPTION, RunSpec().compile)
         advanced_form.addRow(_label(COMPILE_OPTION.label, self.compile.widget), self.compile.widget)
         self.more = QToolButton(objectName="moreOptions", text="More search options", checkable=True)
@@ -215,7 +236,19 @@ class RunPanel(QScrollArea):
         form.addRow(self.more)
         form.addRow(advanced)
         self.preset.currentIndexChanged.connect(lambda _: self.apply_preset(self.preset.currentData()))
+        self._show_used_rows()
         return box
+
+    def _show_used_rows(self) -> None:
+        """Only the options the chosen strategy uses (each field's ``used`` predicate, the engine's own rule
+        of what makes two searches differ): no population for guided, no direction for evolution."""
+        values = {name: field.raw() for name, field in self.fields.items()}
+        for name, (form, used) in self._rows.items():
+            form.setRowVisible(self.fields[name].widget, used is None or bool(used(values)))
+
+    def shown_options(self) -> set[str]:
+        """The search options the panel offers for the chosen strategy (advanced ones too, collapsed or not)."""
+        return {name for name, (form, _used) in self._rows.items() if form.isRowVisible(self.fields[name].widget)}
 
     # ---------------------------------------------------------------- values
 
@@ -225,6 +258,13 @@ class RunPanel(QScrollArea):
             field.set(getattr(preset, field.name))
         self.changed.emit()
 
+    def select_preset(self, name: str, load: bool = True) -> None:
+        """Show preset ``name`` (an alias too: ``release`` is *CPT-V paper*); ``load`` its values."""
+        index = self.preset.findData(search_config.PRESETS[name].preset)
+        self.preset.blockSignals(not load)
+        self.preset.setCurrentIndex(index)
+        self.preset.blockSignals(False)
+
     def model_name(self) -> str:
         text = self.model.currentText().strip()
         return DEMO_MODEL if text in (DEMO_LABEL, "") else text.split()[0]
@@ -233,10 +273,16 @@ class RunPanel(QScrollArea):
         attn = self.attn_bits.value()
         quant = QuantConfig(self.quantizer.currentText(), self.w_bits.value(), self.a_bits.value(),
                             None if attn == self.attn_bits.minimum() else attn)
-        return RunSpec(model=self.model_name(), weights=self.weights.text().strip() or None,
+        spec = RunSpec(model=self.model_name(), weights=self.weights.text().strip() or None,
                        pretrained=self.pretrained.isChecked(), data=self.data.text().strip() or None,
                        quant=quant, calib_size=self.calib_size.value(), batch_size=self.batch_size.value(),
                        seed=self.seed.value(), device=self.device.currentData(), compile=self.compile.get())
+        shown = self._shown_spec
+        if shown is not None and (shown.model, shown.data) == (spec.model, spec.data):
+            # what the form has no row for stays as the shown run had it, so Start reruns that run
+            spec = dataclasses.replace(spec, heldout_from=shown.heldout_from,
+                                       quant=dataclasses.replace(quant, allow_float=shown.quant.allow_float))
+        return spec
 
     def search_config(self) -> Any:
         values = {name: field.get() for name, field in self.fields.items()}
@@ -247,9 +293,10 @@ class RunPanel(QScrollArea):
         return dataclasses.replace(base, **values)
 
     def set_values(self, spec: RunSpec | None = None, config: Any = None) -> None:
-        """Show the settings of a run (opened or resumed). The compile mode stays as chosen: a run file does
-        not record it (it changes how fast a run computes, not what)."""
+        """Show the settings of a run (opened or resumed), so Start reruns it. The compile mode stays as
+        chosen: a run file does not record it (it changes how fast a run computes, not what)."""
         if spec is not None:
+            self._shown_spec = spec
             self.model.setCurrentText(DEMO_LABEL if spec.model == DEMO_MODEL else spec.model)
             self.weights.setText(spec.weights or "")
             self.pretrained.setChecked(bool(spec.pretrained))
@@ -267,9 +314,7 @@ class RunPanel(QScrollArea):
         if config is not None:
             preset = getattr(config, "preset", None)
             if preset in search_config.PRESETS:
-                self.preset.blockSignals(True)
-                self.preset.setCurrentIndex(self.preset.findData(search_config.PRESETS[preset].preset))
-                self.preset.blockSignals(False)
+                self.select_preset(preset, load=False)
             for field in self.fields.values():
                 field.set(getattr(config, field.name))
 

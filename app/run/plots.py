@@ -2,21 +2,25 @@
 
 - Loss per candidate evaluation, with the best-so-far line, the base model's loss and dashed lines
   between block steps.
-- Held-out top-1 per block: one bar per transformer block (its latest block step), with the
-  full-precision and the base (quantized, unrefined) accuracy as reference lines.
+- Held-out top-1 per block: one bar per transformer block (its latest block step), in the order the
+  search visits them (last to first), with the full-precision and the base (quantized, unrefined)
+  accuracy as reference lines.
 - The population of the block under search, after each evaluation: its best, median and worst
-  member's loss (a band between best and worst); for the guided search, the current scales and
-  the cycle's candidates.
+  member's loss (a band between best and worst); for the guided search, the current point and the
+  cycle's children (for CMA-ES, the best so far and the generation).
 """
 from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtGui import QColor, QFont
 from PySide6.QtWidgets import QGridLayout, QWidget
+
+from engine.search.config import GUIDED
 
 from app.run.state import RunState
 from app.widgets.plot_style import INK, style
@@ -30,9 +34,21 @@ ACC_TITLE = "Held-out top-1 after each block's step"
 WON = "#2e86c1"      # a block step at or above the base accuracy
 LOST = "#e67e22"     # below it
 POP_BEST, POP_MEDIAN, POP_WORST = "#1e8449", "#6c3483", "#a569bd"
-POP_KEY = (f'<br><span style="font-size:9pt"><span style="color:{POP_BEST}">━ best member</span> &nbsp; '
-           f'<span style="color:{POP_MEDIAN}">━ median</span> &nbsp; '
-           f'<span style="color:{POP_WORST}">╍ worst member</span></span>')
+POP_AXIS_PX = 56     # losses of one block step need few digits: the room goes to the title
+
+def population_words(strategy: str) -> str:
+    """What the population plot shows for a strategy: the evolutions keep a population; guided shows the
+    point it stands on and the cycle's children, CMA-ES its best so far and the generation."""
+    if strategy == "cmaes":
+        return "Best + generation"
+    if strategy in GUIDED:
+        return "Point + children"
+    return "Population"
+
+
+def population_key(where: str) -> str:
+    return (f'<br><span style="font-size:9pt">{where}: <span style="color:{POP_BEST}">━ best</span> '
+            f'<span style="color:{POP_MEDIAN}">━ median</span> <span style="color:{POP_WORST}">╍ worst</span></span>')
 
 
 class RangeKeeper:
@@ -91,7 +107,7 @@ class PlotsPanel(QWidget):
                                     "best loss so far; grey dashed lines separate block steps; the flat grey line "
                                     "is the loss of the quantized model before the search.")
         # Top right: a run fills the plot from the left and its losses fall, so that corner stays empty.
-        self.loss_legend = legend = self.loss_plot.addLegend(offset=(-10, 10), labelTextSize="9pt")
+        self.loss_legend = legend = self.loss_plot.addLegend(offset=(-10, 10), labelTextSize="9pt", colCount=2)
         legend.setBrush(pg.mkBrush(255, 255, 255, 200))
         self.boundaries = pg.PlotDataItem(pen=pg.mkPen(BOUNDARY, width=1, style=pg.QtCore.Qt.PenStyle.DashLine),
                                           connect="pairs")
@@ -110,7 +126,7 @@ class PlotsPanel(QWidget):
 
         self.acc_widget = pg.PlotWidget(objectName="accuracyPlot")
         self.acc_plot = self.acc_widget.getPlotItem()
-        style(self.acc_plot, ACC_TITLE, "transformer block", "top-1 (%)")
+        style(self.acc_plot, ACC_TITLE, "transformer block, in the order searched", "top-1 (%)")
         self.acc_widget.setToolTip("Accuracy on held-out images (never the test split) measured after the search "
                                    "finished a block. Green line: full-precision model; grey: quantized model "
                                    "before the search. Blue bars: at or above the grey line (accuracy won back); "
@@ -128,7 +144,8 @@ class PlotsPanel(QWidget):
 
         self.pop_widget = pg.PlotWidget(objectName="populationPlot")
         self.pop_plot = self.pop_widget.getPlotItem()
-        style(self.pop_plot, "Population in the current block", "evaluation within this block step", "loss")
+        style(self.pop_plot, "Population", "evaluation within this block step", "loss")
+        self.pop_plot.getAxis("left").setWidth(POP_AXIS_PX)
         self.pop_widget.setToolTip("The candidate scale sets kept for the block under search, after each evaluation: "
                                    "the loss of the best, the median and the worst member (shaded between best and "
                                    "worst). A step starts with every member equal; a candidate better than the "
@@ -172,7 +189,7 @@ class PlotsPanel(QWidget):
 
     def update_from(self, state: RunState, force: bool = False) -> bool:
         """Redraw if the state changed since the last call; returns whether it drew."""
-        if state.version == self._drawn_version:
+        if state.version == self._drawn_version and id(state) == self._state_id:
             return False
         now = time.monotonic()
         if not force and now - self._drawn_at < self.MIN_INTERVAL_S and id(state) == self._state_id:
@@ -218,19 +235,19 @@ class PlotsPanel(QWidget):
         n = state.n_blocks
         if n != self._n_blocks:
             self._n_blocks = n
-            ticks = [(i, _short_block(name)) for i, name in enumerate(state.block_names)]
+            ticks = [(visit_position(i, n), _short_block(name)) for i, name in enumerate(state.block_names)]
             self.acc_plot.getAxis("bottom").setTicks([ticks])
             self.acc_plot.setXRange(-0.6, max(n, 1) - 0.4, padding=0)
             for label in self.bar_labels:
                 self.acc_plot.removeItem(label)
             self.bar_labels = []
             for i in range(n):
-                label = pg.TextItem("", color=INK, anchor=(0.5, 1.0))
+                label = pg.TextItem("", color="w", anchor=(0.5, 0.0))   # inside the bar's top: never cut off
                 label.setFont(_small_font())
                 self.acc_plot.addItem(label)
                 self.bar_labels.append(label)
         done = np.isfinite(top1)
-        x = np.flatnonzero(done)
+        x = visit_position(np.flatnonzero(done), n)
         heights = top1[done]
         refs = [v for v in (state.heldout_fp_top1, state.heldout_base_top1) if math.isfinite(v)]
         for line, value in ((self.fp_line, state.heldout_fp_top1), (self.base_line, state.heldout_base_top1)):
@@ -254,7 +271,7 @@ class PlotsPanel(QWidget):
             low, high = min(values), max(values)
             span = max(high - low, 1.0)
             # Zoom in on the range that matters (the axis says where it starts); bars rise from its bottom.
-            bottom, top = max(0.0, low - 0.6 * span), high + 0.2 * span   # room for the value labels
+            bottom, top = max(0.0, low - 0.6 * span), high + 0.1 * span
             self.acc_plot.setYRange(bottom, top, padding=0)
         base = state.heldout_base_top1
         brushes = [pg.mkBrush(WON if not math.isfinite(base) or h >= base else LOST) for h in heights]
@@ -263,7 +280,7 @@ class PlotsPanel(QWidget):
         for i, label in enumerate(self.bar_labels):
             if i < len(top1) and math.isfinite(top1[i]):
                 label.setText(f"{top1[i]:.1f}")
-                label.setPos(i, top1[i])
+                label.setPos(visit_position(i, n), top1[i])
             else:
                 label.setText("")
 
@@ -278,18 +295,18 @@ class PlotsPanel(QWidget):
             per_step = max((state.total_evaluations - 1) // steps, len(x), 2)
             self.pop_range.fit((1.0, float(per_step)), (float(state.pop_min.view().min()),
                                                         float(state.pop_max.view().max())))
-        key = (live, state.block_index, state.pass_index, state.run is not None)
+        key = (live, state.block_index, state.pass_index, state.run is not None, state.strategy)
         if key == self._pop_key:
             return
         self._pop_key = key                       # titles and ranges change once per block step only
+        title = f'<span style="font-size:11pt; font-weight:600">{population_words(state.strategy)}</span>'
         if live:
-            name = state.block_names[state.block_index] if 0 <= state.block_index < state.n_blocks else ""
-            self.pop_plot.setTitle(f'<span style="font-size:11pt; font-weight:600">Population in {name} '
-                                   f'(pass {state.pass_index + 1})</span>{POP_KEY}', color=INK)
+            name = state.block_names[state.block_index] if 0 <= state.block_index < state.n_blocks else "?"
+            where = f"block {_short_block(name)}, pass {state.pass_index + 1}"
+            self.pop_plot.setTitle(title + population_key(where), color=INK)
             self.pop_note.setVisible(False)
         else:
-            self.pop_plot.setTitle('<span style="font-size:11pt; font-weight:600">Population in the current block'
-                                   '</span>', color=INK)
+            self.pop_plot.setTitle(title, color=INK)
             self.pop_note.setText("shown live during a search" if state.run is not None else "")
             self.pop_note.setVisible(True)
             self.pop_note.setPos(0.5, 0.5)
@@ -311,6 +328,12 @@ class PlotsPanel(QWidget):
 
 def _y(curve: pg.PlotDataItem) -> np.ndarray:
     return curve.yData if curve.yData is not None else np.zeros(0)
+
+
+def visit_position(block: Any, n_blocks: int) -> Any:
+    """Where a block's bar stands: the search visits the blocks last to first, so the bars fill in left
+    to right as it goes."""
+    return n_blocks - 1 - block
 
 
 def _short_block(name: str) -> str:

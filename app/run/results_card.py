@@ -1,14 +1,20 @@
-"""The results card: what came out of a run, in one glance (FP / base / refined top-1, time, device)."""
+"""The results card: what came out of a run, in one glance (FP / base / refined top-1, the method, how it
+was computed); before any run, what the app does."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from engine.provenance import describe
 from engine.search.config import preset_label
 
+INTRO = ("<b>CPT-V Studio</b> refines an already-quantized Vision Transformer: block by block, the search nudges "
+         "its quantization scales so that the quantized model's outputs come closer to the full-precision model's. "
+         "Press Start, or open a run file: its top-1 accuracy before and after the search appears here.")
 ROWS = (("test", "Test", "fp_top1", "base_top1", "refined_top1"),
         ("heldout", "Held-out", "heldout_fp_top1", "heldout_base_top1", "heldout_refined_top1"))
 HEADERS = ("", "Full precision", "Quantized", "After search", "Won back")
@@ -29,9 +35,9 @@ class ResultsCard(QFrame):
         outer.setContentsMargins(12, 8, 12, 8)
         outer.setSpacing(4)
         self.title = QLabel("Results", objectName="cardTitle")
+        self.title.setWordWrap(True)      # a long timm name and bit-width label must not widen the window
         outer.addWidget(self.title)
-        self.hint = QLabel("Top-1 accuracy (%) of the full-precision, quantized and refined model appears here "
-                           "when a run finishes, or when you open a run file.", objectName="hint")
+        self.hint = QLabel(INTRO, objectName="intro")      # the app in three lines, until a run is on screen
         self.hint.setWordWrap(True)
         outer.addWidget(self.hint)
         grid_holder = QWidget()
@@ -56,11 +62,16 @@ class ResultsCard(QFrame):
                 cell.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.grid.addWidget(cell, row, col)
                 self.cells[(key, col)] = cell
-        outer.addWidget(grid_holder)
         self.details = QLabel("", objectName="cardDetails")
         self.details.setWordWrap(True)
         self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        outer.addWidget(self.details)
+        self.details.setToolTip("The run's size and method, its file, and how it was computed (package version "
+                                "and commit, torch, timm, device, threads, compile mode): what to rerun with.")
+        row = QHBoxLayout()            # the details beside the numbers: a short screen keeps its height for plots
+        row.setSpacing(24)
+        row.addWidget(grid_holder)
+        row.addWidget(self.details, 1)
+        outer.addLayout(row)
         self.clear()
 
     def clear(self) -> None:
@@ -84,30 +95,33 @@ class ResultsCard(QFrame):
             cell.setText("–" if delta is None else f"{delta:+.2f}")
             cell.setProperty("sign", "" if delta is None else "pos" if delta > 0 else "neg" if delta < 0 else "")
             _repolish(cell)
-        quant = run.quant
-        self.title.setText(f"Results — {run.model_name}, {quant.quantizer} {quant.bits_label}")
-        parts = []
-        if metrics.get("n_test"):
-            parts.append(f"{int(metrics['n_test']):,} test images")
-        if metrics.get("evaluations"):
-            parts.append(f"{int(metrics['evaluations']):,} candidate evaluations")
-        if metrics.get("search_seconds") is not None:
-            parts.append(f"search {format_seconds(float(metrics['search_seconds']))}")
-        if metrics.get("device"):
-            parts.append(f"on {metrics['device']}")
+        self.title.setText(f"Results — {run_summary(run)}")
         search = run.search or {}
-        if search:
-            parts.append(f"{preset_label(search.get('preset'))} ({search.get('strategy', '?')}), result from {search.get('select', '?')} step, "
-                         f"seed {run.seed}")
+        lines = [f"Strategy {search.get('strategy', '?')}, result from the {search.get('select', '?')} step, "
+                 f"seed {run.seed}" if search else f"No search, seed {run.seed}"]
+        sizes = []
+        if metrics.get("n_test"):
+            sizes.append(f"{int(metrics['n_test']):,} test images")
+        if metrics.get("evaluations"):
+            sizes.append(f"{int(metrics['evaluations']):,} evaluations")
+        if metrics.get("search_seconds") is not None:
+            sizes.append(f"search {format_seconds(float(metrics['search_seconds']))}")
         if source:
-            parts.append(f"file: {source}")
-        self.details.setText(" · ".join(parts))
+            sizes.append(f"file {Path(source).name}")
+        lines += [" · ".join(sizes), f"Computed: {describe(run.provenance)}"]
+        self.details.setText("\n".join(line for line in lines if line))
         self.hint.setVisible(False)
         self.setProperty("filled", True)
 
     def value(self, row: str, column: str) -> str:
         """The text shown in a cell (tests): row 'test'|'heldout', column a header name."""
         return self.cells[(row, HEADERS.index(column))].text()
+
+
+def run_summary(run: Any) -> str:
+    """``digits-vit, omse W4A3, Guided (recommended)``: the run and the method that made it."""
+    method = preset_label(run.search.get("preset")) if run.search else "no search"
+    return f"{run.model_name}, {run.quant.quantizer} {run.quant.bits_label}, {method}"
 
 
 def _pct(value: Any) -> str:

@@ -73,6 +73,7 @@ class RunState:
     base_loss: float = float("nan")
     device: str = ""
     resumed_from_step: int = 0
+    strategy: str = ""                 # the search's strategy (SearchConfig.strategy): what "population" means
     # Live position
     evaluations: int = 0
     pass_index: int = -1
@@ -208,6 +209,7 @@ class RunState:
         state.device = str(metrics.get("device", ""))
         search = run.search or {}
         state.passes = int(search.get("passes", 0) or 0)
+        state.strategy = str(search.get("strategy", ""))
         if run.history is not None:
             state._history_from_record(run.history)
             state.total_evaluations = len(run.history.loss)

@@ -1,1 +1,2 @@
-"""Plot pieces shared by the run view and the library: the common look and the Save PNG / CSV card."""
+"""Pieces shared by the run view and the library: the plots' common look, the Save PNG / CSV card, and
+a window's first size on the screen it starts on."""

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QFont, QFontMetricsF
 from PySide6.QtWidgets import QComboBox, QLabel, QSpinBox, QWidget
 
 from engine.diagnose import Diagnosis
@@ -21,6 +22,8 @@ from app.widgets.plot_card import PlotCard, colour, empty_message, plot_widget, 
 from app.widgets.plot_style import INK, style
 
 NO_DATA = (225, 225, 225, 255)
+SHORT_PLOT = 140     # the least height of the bars and the what-if, one over the other until the panel is short
+ROW_PX = 18          # a bar's row in the sensitive points' chart: room for its name under the last one
 SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 EMPTY = "No diagnosis to show: press Diagnose, or open a run whose file holds one."
 DIFFERENCE = "difference"
@@ -114,16 +117,17 @@ class _DiagnosisCard(PlotCard):
 
 class HeatmapView(_DiagnosisCard):
     """Point kinds (rows) × blocks (columns), coloured by one metric of one set of scales, or by the
-    difference refined − base; every cell carries its number."""
+    difference refined − base; every cell carries its number where the cells are wide enough."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         self.widget = pg.GraphicsLayoutWidget()
         self.widget.setObjectName("diagnoseHeatmapPlot")
-        self.widget.setMinimumHeight(260)
+        self.widget.setMinimumHeight(200)
         super().__init__("diagnoseHeatmap", self.widget, parent)
         self.metric_choice = self._combo("diagnoseMetric", "What the colours show.")
         _choices(self.metric_choice, [(metric.short, key) for key, metric in METRICS.items()])
         self.scales_choice = self._combo("diagnoseScales", "Which scales: before the search, after it, or the change.")
+        self._numbers: list[pg.TextItem] = []     # each cell's number, shown where the cells have room
         self.redraw()
 
     def values(self) -> tuple[np.ndarray, str]:
@@ -142,6 +146,7 @@ class HeatmapView(_DiagnosisCard):
         plot = layout.addPlot(row=0, col=0)
         d = self.diagnosis
         if d is None:
+            self._numbers = []
             style(plot, "Blocks × point kinds", "", "")
             empty_message(plot, EMPTY)
             self.note.setText("")
@@ -156,10 +161,11 @@ class HeatmapView(_DiagnosisCard):
         grid, kinds = d.grid(values), d.kinds
         style(plot, "", "transformer block", "")
         power = display_power(grid)
-        set_title(plot, ("change in " if difference else "") + metric.label + power_label(power),
-                  f"{what} · {d.model_name} · {d.quantizer} {d.bits}")
+        name = f"Change in {metric.short}" if difference else metric.short[0].upper() + metric.short[1:]
+        set_title(plot, name + power_label(power), what)
         cmap, lo, hi = self._colours(grid / 10.0 ** power, metric, difference)
-        self._draw_cells(plot, grid, kinds, cmap, lo, hi, power)
+        self._numbers = self._draw_cells(plot, grid, kinds, cmap, lo, hi, power)
+        plot.getViewBox().sigResized.connect(lambda box: self._fit_numbers(box, grid.shape[0]))
         bar = pg.ColorBarItem(values=(lo, hi), colorMap=cmap, interactive=False, width=14,
                               label=("change in " if difference else "") + metric.label + power_label(power))
         layout.addItem(bar, row=0, col=1)
@@ -185,9 +191,16 @@ class HeatmapView(_DiagnosisCard):
             hi = hi if hi > lo else lo + 1.0
         return (cmap if metric.worse_when_high else _reversed(cmap)), lo, hi
 
+    def _fit_numbers(self, box: pg.ViewBox, n_blocks: int) -> None:
+        """Each cell's number where the cells are wide enough for it (many blocks in a narrow pane: colours only)."""
+        room = box.width() / max(n_blocks, 1)
+        widest = max((item.boundingRect().width() for item in self._numbers), default=0.0)
+        for item in self._numbers:
+            item.setVisible(room >= widest)
+
     @staticmethod
     def _draw_cells(plot: pg.PlotItem, grid: np.ndarray, kinds: list[str], cmap: pg.ColorMap, lo: float,
-                    hi: float, power: int) -> None:
+                    hi: float, power: int) -> list[pg.TextItem]:
         n_blocks, n_kinds = grid.shape
         finite = np.isfinite(grid)
         shown = np.where(finite, grid, 0.0) / 10.0 ** power
@@ -197,12 +210,17 @@ class HeatmapView(_DiagnosisCard):
         image = pg.ImageItem(np.ascontiguousarray(rgba))          # axis 0 = blocks = x, axis 1 = kinds = y
         image.setRect(QRectF(-0.5, -0.5, n_blocks, n_kinds))
         plot.addItem(image)
+        font = QFont()
+        font.setPointSize(8)
+        numbers = []
         for (block, kind), value in np.ndenumerate(grid):
             r, g, b = rgba[block, kind, :3].astype(float)
             ink = "#ffffff" if 0.299 * r + 0.587 * g + 0.114 * b < 140 else INK
             text = pg.TextItem(format_value(value, power), color=ink, anchor=(0.5, 0.5))
+            text.setFont(font)
             text.setPos(block, kind)
             plot.addItem(text)
+            numbers.append(text)
         plot.setMouseEnabled(x=False, y=False)
         plot.hideButtons()
         plot.showGrid(x=False, y=False)
@@ -210,8 +228,9 @@ class HeatmapView(_DiagnosisCard):
         plot.getAxis("bottom").setTicks([[(j, str(j)) for j in range(n_blocks)]])
         left = plot.getAxis("left")
         left.setTicks([list(enumerate(kinds))])
-        left.setWidth(130)
+        left.setWidth(max(QFontMetricsF(left.style["tickFont"] or left.font()).horizontalAdvance(k) for k in kinds) + 16)
         plot.setRange(xRange=(-0.5, n_blocks - 0.5), yRange=(-0.5, n_kinds - 0.5), padding=0)
+        return numbers
 
 
 class SensitiveBarsView(_DiagnosisCard):
@@ -219,14 +238,26 @@ class SensitiveBarsView(_DiagnosisCard):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         self.widget = plot_widget("diagnoseBarsPlot")
+        self.widget.setMinimumHeight(SHORT_PLOT)
         super().__init__("diagnoseBars", self.widget, parent)
+        self.controls.addWidget(QLabel("ranked by"))
         self.ranked_by = self._combo("diagnoseRankedBy", "Whose sensitivity orders the points.")
-        self.controls.addWidget(QLabel("Show"))
-        self.count = QSpinBox(objectName="diagnoseCount", minimum=1, maximum=200, value=12)
-        self.count.setToolTip("How many points to show.")
+        self.count = QSpinBox(objectName="diagnoseCount", minimum=1, maximum=200, value=12, prefix="show ")
+        self.count.setToolTip("How many points to show (as many as the plot's height has room for).")
         self.count.valueChanged.connect(lambda _v: self.redraw())
         self.controls.addWidget(self.count)
+        self._fit = 0                      # the rows that fitted when last drawn
+        self.widget.getPlotItem().getViewBox().sigResized.connect(lambda _box: self._refit())
         self.redraw()
+
+    def _rows_that_fit(self) -> int:
+        """Rows whose names can stand one under the other in the plot's height (all of them before it has one)."""
+        height = self.widget.getPlotItem().getViewBox().height()
+        return max(1, int(height // ROW_PX)) if height > ROW_PX else self.count.maximum()
+
+    def _refit(self) -> None:
+        if self.diagnosis is not None and self._rows_that_fit() != self._fit:
+            self.redraw()
 
     def redraw(self) -> None:
         plot = self.widget.getPlotItem()
@@ -239,9 +270,11 @@ class SensitiveBarsView(_DiagnosisCard):
             self.set_rows([])
             return
         names = list(d.tables)
-        _choices(self.ranked_by, [(f"ranked by {n}", n) for n in reversed(names)])
+        _choices(self.ranked_by, [(n, n) for n in reversed(names)])
         ranked_by = self.ranked_by.currentData()
-        order = d.most_sensitive(min(self.count.value(), len(d.points)), ranked_by)
+        wanted = min(self.count.value(), len(d.points))
+        self._fit = self._rows_that_fit()
+        order = d.most_sensitive(min(wanted, self._fit), ranked_by)
         thickness = 0.8 / len(names)
         for j, (name, table) in enumerate(d.tables.items()):
             offset = (j - (len(names) - 1) / 2) * thickness
@@ -257,8 +290,10 @@ class SensitiveBarsView(_DiagnosisCard):
         plot.setMouseEnabled(x=True, y=False)
         keys = " &nbsp; ".join(f'<span style="color:{TABLE_INK.get(n, colour(j))}">■ {n}</span>'
                                for j, n in enumerate(names))
-        set_title(plot, f"The {len(order)} most sensitive points, ranked by the {ranked_by} scales", keys)
-        self.note.setText("Bars: loss with only this point quantized (higher = more damage alone).")
+        set_title(plot, f"The {len(order)} most sensitive points", f"ranked by the {ranked_by} scales")
+        cut = (f" Showing {len(order)} of {wanted}: a taller window shows more." if len(order) < wanted else "")
+        self.note.setText(f"{keys} &nbsp; Bars: loss with only this point quantized (higher = more damage "
+                          f"alone).{cut}")
         self.widget.setToolTip(METRICS["sensitivity"].help)
         self.set_rows(self._rows(d, order), columns=("rank", "point", "where", "kind",
                                                       *(f"sensitivity_{n}" for n in names)))
@@ -276,6 +311,7 @@ class WhatIfView(_DiagnosisCard):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         self.widget = plot_widget("diagnoseWhatIfPlot")
+        self.widget.setMinimumHeight(SHORT_PLOT)
         super().__init__("diagnoseWhatIf", self.widget, parent)
         self.axis_choice = self._combo("diagnoseWhatIfAxis", "What the horizontal axis counts.")
         _choices(self.axis_choice, [("points raised (K)", "k"), ("mean activation bits", "bits")])
@@ -286,7 +322,7 @@ class WhatIfView(_DiagnosisCard):
         plot.clear()
         by_bits = self.axis_choice.currentData() == "bits"
         style(plot, "What-if bit-widths", "mean bit-width of the activation points" if by_bits
-              else "K points raised", "held-out top-1 (%)")
+              else "K points raised", "top-1 (%)")
         d = self.diagnosis
         w = d.whatif if d is not None else None
         if w is None:
@@ -313,12 +349,12 @@ class WhatIfView(_DiagnosisCard):
         span = max(float(values.max() - values.min()), 1.0)
         plot.setYRange(float(values.min()) - 0.08 * span, min(float(values.max()) + 0.08 * span, 100.5), padding=0)
         plot.enableAutoRange(x=True)
-        set_title(plot, f"Held-out top-1 with K points raised to {w.to_bits} bits",
-                  f'<span style="color:{colour(0)}">━ K most sensitive ({w.ranked_by})</span> &nbsp; '
-                  f'<span style="color:{RANDOM_INK}">╍ K random (mean; circles: each draw)</span> &nbsp; '
-                  f'<span style="color:{FP_INK}">┈ FP {d.fp_top1:.1f}</span> &nbsp; '
-                  f'<span style="color:{NONE_INK}">┈ none raised {w.top1_none:.1f}</span>')
-        self.note.setText(f"{d.n_heldout:,} held-out images; random: {w.top1_random.shape[1]} draws per K.")
+        set_title(plot, f"K points raised to {w.to_bits} bits", f"held-out top-1, {d.n_heldout:,} images")
+        self.note.setText(f'<span style="color:{colour(0)}">━ K most sensitive ({w.ranked_by})</span> &nbsp; '
+                          f'<span style="color:{RANDOM_INK}">╍ K random: the mean, and a circle per draw '
+                          f'({w.top1_random.shape[1]} per K)</span> &nbsp; '
+                          f'<span style="color:{FP_INK}">┈ FP {d.fp_top1:.1f}</span> &nbsp; '
+                          f'<span style="color:{NONE_INK}">┈ none raised {w.top1_none:.1f}</span>')
         self.widget.setToolTip(f"Held-out top-1 with the K points ranked most sensitive raised to {w.to_bits} bits "
                                "(calibrated there by the same quantizer), against as many points drawn at random. "
                                "A hint for mixed precision, measured.")

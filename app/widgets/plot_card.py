@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 # One colour per run or quantizer, readable on white and distinct for the colour-blind (Okabe–Ito).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442")
 EMPTY_TEXT = "Nothing to show yet"
+EMPTY_LINE = 32    # characters per line of an empty plot's note
 
 
 def colour(i: int) -> str:
@@ -36,7 +38,7 @@ def set_title(plot: pg.PlotItem, title: str, subtitle: str = "") -> None:
 
 
 class PlotCard(QFrame):
-    """``body`` (a pyqtgraph widget) under a bar holding a note and the two save buttons."""
+    """``body`` (a pyqtgraph widget) under a bar of choosers and the two save buttons, and a note."""
 
     def __init__(self, name: str, body: QWidget, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -50,20 +52,23 @@ class PlotCard(QFrame):
         layout.setSpacing(2)
         bar = QHBoxLayout()
         bar.setContentsMargins(4, 0, 4, 0)
-        self.note = QLabel(EMPTY_TEXT, objectName="hint")
-        self.note.setWordWrap(True)
-        bar.addWidget(self.note, 1)
         self.controls = QHBoxLayout()              # views add their own choosers here
         bar.addLayout(self.controls)
-        self.png_button = QPushButton("Save PNG…", objectName=f"{name}SavePng")
+        bar.addStretch(1)
+        bar.addWidget(QLabel("Save"))               # "Save [PNG…] [CSV…]": room for the choosers of a narrow card
+        self.png_button = QPushButton("PNG…", objectName=f"{name}SavePng")
         self.png_button.setToolTip("Save this plot as a PNG image.")
         self.png_button.clicked.connect(lambda: self.save_png())
-        self.csv_button = QPushButton("Save CSV…", objectName=f"{name}SaveCsv")
+        self.csv_button = QPushButton("CSV…", objectName=f"{name}SaveCsv")
         self.csv_button.setToolTip("Save the numbers this plot shows as CSV.")
         self.csv_button.clicked.connect(lambda: self.save_csv())
         bar.addWidget(self.png_button)
         bar.addWidget(self.csv_button)
         layout.addLayout(bar)
+        self.note = QLabel(EMPTY_TEXT, objectName="hint")   # under the buttons, the card's whole width to wrap in
+        self.note.setWordWrap(True)
+        self.note.setContentsMargins(4, 0, 4, 0)
+        layout.addWidget(self.note)
         layout.addWidget(body, 1)
         self.set_rows([])
 
@@ -110,8 +115,9 @@ def plot_widget(name: str) -> pg.PlotWidget:
 
 
 def empty_message(plot: pg.PlotItem, text: str) -> pg.TextItem:
-    """A centred grey note in an empty plot (e.g. "select two runs in the library")."""
-    item = pg.TextItem(text, color="#7f8c8d", anchor=(0.5, 0.5))
+    """A centred grey note in an empty plot (e.g. "select two runs in the library"), in short lines so
+    that it fits a narrow plot."""
+    item = pg.TextItem("\n".join(textwrap.wrap(text, EMPTY_LINE)), color="#7f8c8d", anchor=(0.5, 0.5))
     plot.addItem(item)
     item.setPos(0.5, 0.5)
     plot.getViewBox().setRange(xRange=(0, 1), yRange=(0, 1), padding=0)

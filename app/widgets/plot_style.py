@@ -19,6 +19,8 @@ def style(plot: pg.PlotItem, title: str, bottom: str, left: str) -> None:
         axis.setLabel(text, **{"font-size": "10pt", "color": INK})
         axis.setTickFont(font)
         axis.setTextPen(INK)
+        if hasattr(axis, "setSIPrefixEnableRanges"):   # else enableAutoSIPrefix(False) itself picks a prefix for
+            axis.setSIPrefixEnableRanges(())             # the range shown: a unit-less 0…0.03 would read 0…30
         axis.enableAutoSIPrefix(False)
     plot.showGrid(x=True, y=True, alpha=0.15)
     plot.getAxis("left").setWidth(74)   # room for five-digit losses next to the label

@@ -7,6 +7,7 @@ model (Evaluate scales…) runs in the worker thread.
 from __future__ import annotations
 
 import logging
+from dataclasses import fields, replace
 from pathlib import Path
 
 from engine.search.events import Stage
@@ -14,6 +15,7 @@ from engine.search.events import Stage
 from app import errors, files
 from app.jobs.evaluate import EvaluateJob
 from app.jobs.job import Job
+from app.run.results_card import run_summary
 from app.run.state import RunState
 from app.window import closing
 
@@ -38,6 +40,7 @@ class FileActions:
         self.state.source_path = str(written)     # File ▸ Export… offers this file
         self.recent.add(written)
         log.info("saved the run to %s", written)
+        self.say(f"Showing {written.name}: {run_summary(self.state.run)}.")
         self.statusBar().showMessage(f"Saved {written}", 8000)
         return written
 
@@ -78,7 +81,26 @@ class FileActions:
         self._last = None
         self.results.show_run(run, str(path))
         self.recent.add(path)
+        settings = self._show_settings(run)
         self._refresh()
+        self.say(f"Showing {path.name}: {run_summary(run)}."
+                 + (" The settings on the left are the run's own: Start reruns it." if settings else ""))
+        return True
+
+    def _show_settings(self, run) -> bool:
+        """Fill the run panel with the run's own settings (the device and compile mode stay as chosen: they
+        change how a run computes, not what); False when the file records no settings the panel can show."""
+        from engine.rebuild import recorded_spec
+        from engine.search.config import SearchConfig
+
+        known = {f.name for f in fields(SearchConfig)}     # the file also records what the run resolved
+        try:
+            spec = replace(recorded_spec(run), device=self.run_panel.spec().device)
+            config = SearchConfig.from_dict({k: v for k, v in run.search.items() if k in known}) if run.search else None
+        except (TypeError, ValueError) as exc:
+            log.warning("the run panel keeps its settings: the file's are not this version's (%s)", exc)
+            return False
+        self.run_panel.set_values(spec, config)
         return True
 
     def evaluate_scales(self, path: str | Path | None = None) -> bool:

@@ -13,8 +13,10 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QTimer, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox, QSplitter, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QLabel, QMainWindow, QMessageBox, QSizePolicy, QSplitter, QTabWidget, QVBoxLayout,
+                               QWidget)
 
+from engine.search.config import preset_label
 from engine.search.events import BlockDone, Stage, Started
 
 from app import errors, files
@@ -25,8 +27,10 @@ from app.run.controls import ControlBar
 from app.run.diagnose_panel import DiagnosePanel
 from app.run.panel import RunPanel
 from app.run.plots import PlotsPanel
-from app.run.results_card import ResultsCard
+from app.run.results_card import ResultsCard, run_summary
 from app.run.state import FAILED, FINISHED, PAUSED, PREPARING, RUNNING, STOPPED, STOPPING, RunState
+from app.widgets.screen import fit_to_screen
+from app.window import about
 from app.window.export_actions import ExportActions
 from app.window.file_actions import FileActions
 from app.window.log_panel import LogPanel
@@ -34,12 +38,8 @@ from app.window.sweep_actions import SweepActions
 
 log = logging.getLogger(__name__)
 REDRAW_MS = 50   # 20 Hz
-INTRO = ("<b>CPT-V Studio</b> improves an already-quantized Vision Transformer by nudging its quantization "
-         "scales, one transformer block at a time. By default the search is guided: the gradient proposes each "
-         "move, and a step is kept only if it brings the quantized model's outputs closer to the full-precision "
-         "model's (the loss: their mean squared difference). The CPT-V paper's contrastive evolutionary search is a "
-         "preset; the null baseline makes the same moves along random directions. Lower loss is better; the bars "
-         "show whether accuracy comes back.")
+DEFAULT_SIZE = (1440, 900)
+LOG_LINES_PX = 48    # the log's least height: two lines
 
 
 class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
@@ -90,27 +90,30 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         self.plots = PlotsPanel()
         self.log_panel = LogPanel()
         self.diagnose = DiagnosePanel(host=self)
-        intro = QLabel(INTRO, objectName="intro")
-        intro.setWordWrap(True)
 
+        search = QWidget(objectName="searchPage")        # the search's outcome over its plots
+        search_layout = QVBoxLayout(search)
+        search_layout.setContentsMargins(0, 4, 0, 0)
+        search_layout.setSpacing(6)
+        search_layout.addWidget(self.results)
+        search_layout.addWidget(self.plots, 1)
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(6, 6, 6, 0)
         right_layout.setSpacing(6)
-        right_layout.addWidget(intro)
         right_layout.addWidget(self.controls)
-        right_layout.addWidget(self.results)
         self.view_tabs = QTabWidget(objectName="runTabs")
-        self.view_tabs.addTab(self.plots, "Search")
+        self.view_tabs.addTab(search, "Search")
         self.view_tabs.addTab(self.diagnose, "Diagnose")   # the run on screen, once it has finished
         right_layout.addWidget(self.view_tabs, 1)
 
+        self.log_panel.setMinimumHeight(LOG_LINES_PX)
         vertical = QSplitter(Qt.Orientation.Vertical)
         vertical.addWidget(right)
         vertical.addWidget(self.log_panel)
         vertical.setStretchFactor(0, 5)
         vertical.setStretchFactor(1, 1)
-        vertical.setSizes([760, 130])
+        vertical.setSizes([900, LOG_LINES_PX])     # more when dragged
 
         splitter = QSplitter(Qt.Orientation.Horizontal)
         splitter.addWidget(self.run_panel)
@@ -124,8 +127,11 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         self.controls.resume.clicked.connect(self.resume)
         self.controls.stop.clicked.connect(self.stop)
         self._build_menus()
-        self.statusBar().showMessage("Built-in demo selected: press Start to see a search on handwritten digits.")
-        self.resize(1440, 900)
+        self.on_screen = QLabel(objectName="onScreen")      # what the window shows; status tips pass over it
+        self.on_screen.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.statusBar().addWidget(self.on_screen, 1)
+        self.say("Built-in demo selected: press Start to see a search on handwritten digits.")
+        fit_to_screen(self, DEFAULT_SIZE)
 
     def _build_menus(self) -> None:
         menu = self.menuBar().addMenu("&File")
@@ -223,7 +229,9 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         self.state.stage = "resuming from the checkpoint" if resume else "starting"
         log.info("%s %s, %s %s, preset %s; checkpoint %s", "resuming" if resume else "starting", spec.model,
                  spec.quant.quantizer, spec.quant.bits_label, getattr(config, "preset", "?"), checkpoint)
-        self.statusBar().clearMessage()
+        self.say(f"{'Resuming' if resume else 'Searching'}: {spec.model}, {spec.quant.quantizer} "
+                 f"{spec.quant.bits_label}, {preset_label(getattr(config, 'preset', None))}, seed {spec.seed}.")
+        self.state.strategy = getattr(config, "strategy", "")
         self._start_job(SearchJob(spec, config, checkpoint, resume, self._search_fn), self._run_events,
                         self._search_ended)
         return True
@@ -299,15 +307,18 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
             self.state.mark(FINISHED)
             self.results.show_run(run)
             self._refresh()
+            self.say(f"Finished: {run_summary(run)}. File ▸ Save scales… keeps it.")
             self.run_finished.emit(run)
         elif job.outcome == "stopped" or (job.outcome == "finished" and run is None):
             self.state.mark(STOPPED)
             self._refresh()
+            self.say("Stopped: Resume continues from the last finished block step.")
             self.run_stopped.emit()
         else:
             problem = errors.describe(job.error)
             self.state.mark(FAILED, f"{problem.title}: {problem.message}")
             self._refresh()
+            self.say(f"The search failed: {problem.title}.")
             self._error(job.error, "The search")
             self.run_failed.emit(job.error)
         self.run_ended.emit(job.outcome if job.outcome != "finished" or run is not None else "stopped")
@@ -336,10 +347,14 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
     def _error(self, exc: BaseException, context: str) -> None:
         errors.show_error(self, exc, context, interactive=self.interactive)
 
+    def say(self, text: str) -> None:
+        """The status bar's account of what is on screen (a run file, the search running, its end)."""
+        self.statusBar().clearMessage()
+        self.on_screen.setText(text)
+        self.on_screen.setToolTip(text)
+
     def _about(self) -> None:
-        QMessageBox.about(self, "About CPT-V Studio", INTRO + "<br><br>Method: CPT-V (arXiv 2211.09643), "
-                          "released as Evol-Q (ICCV 2023). Everything the window does, <code>python -m engine</code> "
-                          "does headless.")
+        about.show_about(self)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         if self.runner is None:

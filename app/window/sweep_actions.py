@@ -37,6 +37,7 @@ class SweepCount:
     failed: int = 0
     label: str = ""        # the run the view follows, e.g. "run 2 of 4 (minmax W4A8 s0) on node-1"
     followed: int = 0      # that run's index (1-based; 0: none yet): only its search events reach the view
+    strategy: str = ""     # the search strategy of every run (the plots say what its population is)
 
 
 class SweepActions:
@@ -71,7 +72,7 @@ class SweepActions:
             self._error(exc, "Sweep")
             return False
         workspace = Path(workspace)
-        self._sweep = SweepCount(total=len(grid.cells()))
+        self._sweep = SweepCount(total=len(grid.cells()), strategy=config.strategy)
         self._last = None
         self.state = RunState()
         self.results.clear()
@@ -107,7 +108,7 @@ class SweepActions:
             count.total, count.done = len(item.runs), sum(run.done for run in item.runs)
             self._sweep_status(f"{count.done} of {count.total} runs already in the workspace")
         elif isinstance(item, RunStarted):
-            self.state = RunState()             # each run of the sweep gets fresh live plots
+            self.state = RunState(strategy=count.strategy)   # each run of the sweep gets fresh live plots
             self.state.mark(PREPARING)
             self.state.stage = f"{item.run.label}: loading and calibrating"
             self.results.clear()
