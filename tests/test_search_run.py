@@ -198,7 +198,7 @@ def test_search_command_writes_a_run_file_that_eval_reads(tmp_path, capsys):
                            "n_test", "heldout_source", "evaluations", "seconds", "out"}
     assert result["evaluations"] == 1 + 6 * 2 and result["n_test"] == 4500 and result["heldout_source"] == "builtin"
     record = load_run(out)
-    assert record.base is not None and record.search["preset"] == "default"
+    assert record.base is not None and record.search["preset"] == "guided"
     assert len(record.history.loss) == result["evaluations"] and len(record.history.heldout_top1) == 6
     assert record.metrics["refined_top1"] == result["refined_top1"]
     assert main(["eval", "--scales", str(out), "--split", "heldout", "--calib-size", "100", "--device", "cpu",

@@ -136,7 +136,7 @@ def test_sweep_ends_with_its_run_files_and_a_summary(swept):
         record = load_run(swept.folder / row["file"])
         assert (row["base_top1"], row["refined_top1"]) == (record.metrics["base_top1"], record.metrics["refined_top1"])
         assert row["evaluations"] == 1 + 6 * 2 and record.history.loss.size == 1 + 6 * 2   # resumed run complete
-        assert record.search["passes"] == 1 and record.calibration["n_samples"] == 50 and row["preset"] == "default"
+        assert record.search["passes"] == 1 and record.calibration["n_samples"] == 50 and row["preset"] == "guided"
 
 
 def test_existing_files_unreadable_are_redone_foreign_are_refused(swept, tmp_path):
