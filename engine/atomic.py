@@ -8,6 +8,7 @@ the new one, never a mix; a failed write leaves the old file and no temporary.
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import tempfile
@@ -60,14 +61,20 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def check_writable(path: str | Path) -> None:
-    """Fail now, naming ``path``, if a file cannot be written there (before hours of work, not after)."""
+    """Fail now, naming ``path``, if a file cannot be written there (before hours of work, not after).
+    Creates nothing: a missing folder is judged by the nearest one that exists (made at the write)."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder; give a file name")
+    existing = next(folder for folder in path.absolute().parents if folder.exists())
+    if not existing.is_dir():
+        raise NotADirectoryError(f"cannot write {path}: {existing} is a file, not a folder")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", dir=path.parent)
-        os.close(fd)
-        os.unlink(probe)
+        if existing == path.absolute().parent:
+            fd, probe = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", dir=existing)
+            os.close(fd)
+            os.unlink(probe)
+        elif not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(existing))
     except OSError as exc:
         raise PermissionError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence, TextIO
 
-HEARTBEAT_S = 10.0   # the longest silence on a stream that is not a terminal
+HEARTBEAT_S = 8.0   # silence before a heartbeat line; the thread polls each second, so gaps stay under 10 s
 
 
 @dataclass(frozen=True)

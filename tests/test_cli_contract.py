@@ -153,6 +153,7 @@ def test_bad_input_fails_fast_in_one_line(argv, words, as_json, places, no_work,
     for word in words:
         assert word.format(**places) in lines[0]
     assert "Traceback" not in err
+    assert not Path(places["out"]).parent.exists(), "a refused command created the output's folder"
     if as_json:
         assert json.loads(out.strip().splitlines()[-1]) == {"error": lines[0][len("error: "):], "exit": 2}
 

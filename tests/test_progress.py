@@ -12,7 +12,7 @@ from torch import nn
 from engine.commands.search import Progress
 from engine.data import TensorImages
 from engine.evaluate import top1
-from engine.progress import Heartbeat, SearchEta, Tick, clock_text, listening, report
+from engine.progress import HEARTBEAT_S, Heartbeat, SearchEta, Tick, clock_text, listening, report
 from engine.quant.registry import run_batches
 from engine.search.events import BlockDone, Evaluated, Stage, Started
 from engine.search.run import schedule
@@ -47,8 +47,10 @@ def test_calibration_and_top1_passes_tick():
 
 
 def test_heartbeat_fills_every_silence_of_ten_seconds():
+    """A line after the interval's silence; with the thread's one-second polls a gap stays under 10 s."""
+    assert HEARTBEAT_S + 1.0 < 10.0
     clock, stream = FakeClock(), io.StringIO()
-    beat = Heartbeat(stream, clock=clock, enabled=True)
+    beat = Heartbeat(stream, interval=10.0, clock=clock, enabled=True)
     beat.doing("calibrating omse W4A3")
     clock.now = 9.9
     assert not beat.beat()
@@ -70,8 +72,10 @@ def test_heartbeat_fills_every_silence_of_ten_seconds():
 def test_heartbeat_thread_writes_while_the_caller_is_busy():
     stream = io.StringIO()
     with Heartbeat(stream, interval=0.05, enabled=True) as beat:
-        beat.doing("one long forward")
-        time.sleep(0.4)                       # one computation that reports nothing
+        beat.doing("one long forward")       # then one computation that reports nothing, until two beats
+        deadline = time.monotonic() + 30
+        while len(stream.getvalue().splitlines()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
     lines = stream.getvalue().splitlines()
     assert len(lines) >= 2 and all(line.startswith("... one long forward") for line in lines)
 
