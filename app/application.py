@@ -95,6 +95,9 @@ def run_app(argv: list[str]) -> int:
             metrics = window.state.run.metrics
             summary.update({k: metrics.get(k) for k in ("fp_top1", "base_top1", "refined_top1", "evaluations",
                                                         "search_seconds", "device")})
+            if "quality" in metrics:   # a model without a classifier: feature cosine to FP instead of top-1
+                summary.update({k: metrics.get(k) for k in ("quality", "base_feature_cosine", "refined_feature_cosine")
+                                if k in metrics})
         result["code"] = 0 if kind == "finished" else 1
         if args.screenshot is not None:
             save_screenshot(window, args.screenshot)
@@ -115,7 +118,7 @@ def run_app(argv: list[str]) -> int:
     if args.quantizer:
         panel.quantizer.setCurrentText(args.quantizer)
     if args.open is not None:
-        window.open_run(args.open)
+        window.files.open_run(args.open)
     if args.run_demo:
         for name in ("passes", "cycles", "children"):
             if getattr(args, name) is not None and name in panel.fields:

@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     app = make_application([])
     window = MainWindow(interactive=False)
     window.show()
-    window.open_run(run)
+    window.files.open_run(run)
     library = LibraryWindow(window, workspace=workspace)
     library.show()
     wait_for(lambda: not library.panel.scanning)

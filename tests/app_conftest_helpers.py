@@ -79,9 +79,9 @@ def shut(qtbot, win) -> None:
     """Stop any run still going and wait for its thread (no terminate()). Never interactive from here:
     if the run outlives the wait, closing must not block the suite on "Stop the search?"."""
     win.interactive = False
-    if win.runner is not None:
+    if win.jobs.busy:
         win.stop()
-        qtbot.waitUntil(lambda: win.runner is None, timeout=60_000)
+        qtbot.waitUntil(lambda: not win.jobs.busy, timeout=60_000)
     win.close()
 
 

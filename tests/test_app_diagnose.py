@@ -121,7 +121,7 @@ def test_a_run_file_without_a_diagnosis_says_how_to_make_one(qtbot, copy_of):
 def test_the_job_measures_the_run_keeps_it_in_the_file_and_the_library_reads_it(qtbot, window, dialogs,
                                                                                diagnosis, copy_of, run_file):
     path = copy_of()
-    assert window.open_run(path)
+    assert window.files.open_run(path)
     panel = window.diagnose
     window.view_tabs.setCurrentWidget(panel)
     assert "holds no diagnosis" in panel.status.text() and panel.diagnose_button.isEnabled()
@@ -129,7 +129,7 @@ def test_the_job_measures_the_run_keeps_it_in_the_file_and_the_library_reads_it(
     with qtbot.waitSignal(panel.ended, timeout=JOB_TIMEOUT_MS) as ended:
         panel.diagnose_button.click()
         assert panel.stop_button.isEnabled() and not window.controls.start.isEnabled()
-    assert ended.args == ["finished"] and not dialogs and window.runner is None
+    assert ended.args == ["finished"] and not dialogs and not window.jobs.busy
     assert panel.progress.value() == panel.progress.maximum()
     shown = panel.diagnosis.to_dict()
     assert shown["source"] == str(path)
@@ -151,7 +151,7 @@ def test_the_job_measures_the_run_keeps_it_in_the_file_and_the_library_reads_it(
 
 def test_stop_ends_the_diagnosis_between_measurements_and_keeps_nothing(qtbot, window, dialogs, copy_of):
     path = copy_of()
-    assert window.open_run(path)
+    assert window.files.open_run(path)
     panel = window.diagnose
     window.view_tabs.setCurrentWidget(panel)
     panel.config = SMALL
@@ -159,7 +159,7 @@ def test_stop_ends_the_diagnosis_between_measurements_and_keeps_nothing(qtbot, w
     qtbot.waitUntil(lambda: panel.progress.maximum() > 0 and panel.progress.value() >= 1, timeout=JOB_TIMEOUT_MS)
     with qtbot.waitSignal(panel.ended, timeout=JOB_TIMEOUT_MS) as ended:
         panel.stop_button.click()
-    assert ended.args == ["stopped"] and not dialogs and window.runner is None
+    assert ended.args == ["stopped"] and not dialogs and not window.jobs.busy
     assert panel.diagnosis is None and panel.status.text().startswith("Stopped")
     assert panel.diagnose_button.isEnabled()
     with pytest.raises(ScaleFileError, match="holds no diagnosis"):
@@ -169,7 +169,7 @@ def test_stop_ends_the_diagnosis_between_measurements_and_keeps_nothing(qtbot, w
 def test_a_finished_run_in_no_file_is_diagnosed_from_memory_and_nothing_is_kept(qtbot, window, run_file):
     record = load_run(run_file)
     window.state = RunState.from_record(record)            # as a search leaves it before Save scales…
-    window._refresh()
+    window.refresh()
     panel = window.diagnose
     window.view_tabs.setCurrentWidget(panel)
     assert panel.status.text() == UNSAVED and panel.diagnose_button.isEnabled() and not panel.keep.isEnabled()

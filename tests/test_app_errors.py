@@ -20,7 +20,7 @@ def _start_expect_failure(qtbot, win):
 
 
 def _assert_usable(win):
-    assert win.runner is None and win.state.status == FAILED
+    assert not win.jobs.busy and win.state.status == FAILED
     assert win.controls.start.isEnabled() and not win.controls.stop.isEnabled()
     assert win.run_panel.widget().isEnabled()
     assert win.open_action.isEnabled()
@@ -68,7 +68,7 @@ def test_unreadable_checkpoint(qtbot, window, dialogs, tmp_path, monkeypatch):
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(bad), ""))
     window.resume_action.trigger()
     assert [d[2] for d in dialogs] == ["checkpoint"] and "not-a-checkpoint.ckpt" in dialogs[0][1]
-    assert window.runner is None and window.controls.start.isEnabled()
+    assert not window.jobs.busy and window.controls.start.isEnabled()
 
 
 def _demo_scale_file(path, model_name: str):
@@ -95,7 +95,7 @@ def test_scale_file_of_another_model(qtbot, window, dialogs, tmp_path, monkeypat
     assert blocker.args[0] == "failed"
     assert [d[2] for d in dialogs] == ["scales"]
     assert "deit_tiny_patch16_224" in dialogs[0][1] and "digits-vit" in dialogs[0][1]
-    assert window.runner is None and window.controls.start.isEnabled() and window.evaluate_action.isEnabled()
+    assert not window.jobs.busy and window.controls.start.isEnabled() and window.evaluate_action.isEnabled()
 
 
 def test_out_of_memory_during_the_search_then_resume(qtbot, window, dialogs, monkeypatch):
@@ -126,8 +126,8 @@ def test_app_still_starts_a_run_after_an_error(qtbot, window, dialogs, tmp_path)
 def test_evaluated_scales_stay_in_the_status_line_over_an_open_run(qtbot, window, dialogs, tmp_path):
     """The result is written after the window redraws the run on screen, which rewrites the status."""
     path = _demo_scale_file(tmp_path / "demo-scales.h5", "digits-vit")
-    assert window.open_run(path)
+    assert window.files.open_run(path)
     with qtbot.waitSignal(window.evaluation_ended, timeout=FAIL_TIMEOUT_MS) as blocker:
-        window.evaluate_scales(path)
+        window.files.evaluate_scales(path)
     assert blocker.args[0] == "finished" and not dialogs
     assert "test top-1" in window.controls.status.text()

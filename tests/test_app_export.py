@@ -50,25 +50,25 @@ def _quantize_nodes(path: Path) -> int:
 
 
 def test_file_export_of_the_open_run_without_check(qtbot, window, dialogs, demo_run, tmp_path):
-    assert window.open_run(demo_run)
+    assert window.files.open_run(demo_run)
     window.export_action.trigger()
-    dialog = window.export_dialog
+    dialog = window.exports.dialog
     assert dialog.isVisible() and dialog.run_path.text() == str(demo_run)       # the shown run is offered
     assert dialog.out.text() == str(suggested_output(demo_run, "onnx-qdq", False))
     out = tmp_path / "model.onnx"
     assert _export(qtbot, window, dialog, out) == "finished"
-    result, n_points = window.export_result, load_run(demo_run).scales.n_points()
+    result, n_points = window.exports.result, load_run(demo_run).scales.n_points()
     assert result.parity is None and result.files == (str(out),) and result.format == "onnx-qdq"
     assert result.n_quantize_nodes == n_points == _quantize_nodes(out)
     status = window.controls.status.text()
     assert "model.onnx" in status and f"{n_points} quantization points" in status and "no parity check" in status
-    assert window.runner is None and window.export_action.isEnabled() and not dialogs
+    assert not window.jobs.busy and window.export_action.isEnabled() and not dialogs
 
 
 def test_file_export_shows_the_parity_check(qtbot, window, dialogs, demo_run, tmp_path):
-    dialog = window.export_run(demo_run)
+    dialog = window.exports.export_run(demo_run)
     assert _export(qtbot, window, dialog, tmp_path / "checked.onnx", check=True) == "finished"
-    parity = window.export_result.parity
+    parity = window.exports.result.parity
     assert parity is not None and parity.reference == "fake-quant" and parity.n == 4500
     assert parity.agreement >= 99.5 and abs(parity.onnx_top1 - parity.torch_top1) <= 0.1
     assert parity.summary() in window.controls.status.text() and not dialogs
@@ -81,10 +81,10 @@ def test_file_export_shows_the_parity_check(qtbot, window, dialogs, demo_run, tm
 def test_a_run_that_cannot_export_names_the_problem(qtbot, window, dialogs, tmp_path, quantizer, bits, fmt, words):
     run = _quantize(tmp_path, quantizer, bits)
     out = tmp_path / "refused.onnx"
-    assert _export(qtbot, window, window.export_run(run), out, fmt) == "failed"
+    assert _export(qtbot, window, window.exports.export_run(run), out, fmt) == "failed"
     assert [d[0] for d in dialogs] == ["This run cannot be exported"] and [d[2] for d in dialogs] == ["export"]
     assert all(word in dialogs[0][1] for word in words), dialogs[0][1]
-    assert not out.exists() and window.runner is None and window.export_action.isEnabled()
+    assert not out.exists() and not window.jobs.busy and window.export_action.isEnabled()
     assert "The export failed" in window.controls.status.text()
 
 
@@ -94,16 +94,16 @@ def test_missing_export_extra_names_it(qtbot, window, dialogs, demo_run, tmp_pat
     for name in [m for m in sys.modules if m.startswith("engine.export.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.delattr(engine.export, "run")
-    assert _export(qtbot, window, window.export_run(demo_run), tmp_path / "m.onnx") == "failed"
+    assert _export(qtbot, window, window.exports.export_run(demo_run), tmp_path / "m.onnx") == "failed"
     assert [d[2] for d in dialogs] == ["export"] and dialogs[0][0] == "The export extra is not installed"
     assert "export needs onnx" in dialogs[0][1] and "[export]" in dialogs[0][1]
 
 
 def test_dialog_without_a_run_file_says_so(qtbot, window, dialogs):
-    dialog = window.export_run()
+    dialog = window.exports.export_run()
     assert dialog.run_path.text() == "" and dialog.out.text() == ""      # nothing shown, nothing saved: no run
     dialog.accept()
-    assert window.runner is None and [d[2] for d in dialogs] == ["other"]
+    assert not window.jobs.busy and [d[2] for d in dialogs] == ["other"]
     assert "choose the run file" in dialogs[0][1]
 
 
@@ -117,12 +117,12 @@ def test_library_exports_the_selected_run(qtbot, window, dialogs, demo_run, tmp_
     assert wait_for(lambda: not library.panel.scanning) and not button.isEnabled()   # nothing selected
     assert library.panel.select_files([demo_run.name]) == 1 and button.isEnabled()
     button.click()
-    dialog = window.export_dialog
+    dialog = window.exports.dialog
     assert dialog.run_path.text() == str(tmp_path / demo_run.name)
     assert _export(qtbot, window, dialog, fmt="aimet") == "finished"
     expected = suggested_output(tmp_path / demo_run.name, "aimet", False)
-    assert window.export_result.files == (str(expected), str(expected.with_suffix(".encodings")))
-    assert all(Path(f).is_file() for f in window.export_result.files) and not dialogs
+    assert window.exports.result.files == (str(expected), str(expected.with_suffix(".encodings")))
+    assert all(Path(f).is_file() for f in window.exports.result.files) and not dialogs
 
 
 def test_base_scales_are_exported_when_chosen(qtbot, window, dialogs, demo_run, tmp_path):
@@ -134,11 +134,11 @@ def test_base_scales_are_exported_when_chosen(qtbot, window, dialogs, demo_run, 
     record = load_run(demo_run)
     searched = tmp_path / "searched.h5"                  # a search run's two sets (here: equal, to stay fast)
     save_run(searched, replace(record, base=record.scales))
-    dialog = window.export_run(searched)
+    dialog = window.exports.export_run(searched)
     dialog.scales.setCurrentIndex(dialog.scales.findData(True))
     assert dialog.out.text() == str(suggested_output(searched, "onnx-qdq", True))
-    assert _export(qtbot, window, dialog) == "finished" and window.export_result.scales == "base" and not dialogs
-    dialog = window.export_run(demo_run)                 # a quantize run holds no base scales
+    assert _export(qtbot, window, dialog) == "finished" and window.exports.result.scales == "base" and not dialogs
+    dialog = window.exports.export_run(demo_run)                 # a quantize run holds no base scales
     dialog.scales.setCurrentIndex(dialog.scales.findData(True))
     assert _export(qtbot, window, dialog, tmp_path / "none.onnx") == "failed"
     assert [d[2] for d in dialogs] == ["export"] and "one set of scales" in dialogs[0][1]

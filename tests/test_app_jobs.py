@@ -71,3 +71,22 @@ def test_pause_holds_between_events_and_stop_closes_the_generator(qapp):
     job.wait(5000)
     assert job.outcome == "stopped" and kind.closed == [True] and PauseChanged(False) in seen
     assert job.result is None and len(seen) == held + 1
+
+
+def test_the_runner_runs_one_job_at_a_time_and_hands_each_its_events_then_its_end(qapp):
+    from app.jobs.runner import JobRunner
+
+    runner, seen, ended, freed = JobRunner(), [], [], []
+    runner.freed.connect(lambda job: freed.append((job, runner.busy)))
+    first = runner.start(Counting(1000), seen.extend, ended.append)
+    assert first is not None and runner.busy and runner.job is first
+    assert runner.start(Counting(3), seen.extend, ended.append) is None          # busy: nothing else starts
+    assert runner.pause() and runner.paused and not runner.pause()
+    assert wait_for(lambda: runner.poll() is None and PauseChanged(True) in seen, 10.0)
+    assert runner.resume() and not runner.paused and not runner.resume()
+    assert runner.stop() and runner.stop_requested and not runner.stop()
+    assert wait_for(lambda: runner.poll() is first, 10.0)
+    assert ended == [first] and first.outcome == "stopped" and freed == [(first, False)] and not runner.busy
+    assert runner.poll() is None and not runner.stop() and not runner.pause()
+    second = runner.start(Counting(3), seen.extend, ended.append)                # idle again: the next one runs
+    assert wait_for(lambda: runner.poll() is second, 10.0) and second.result == 2 and seen[-3:] == [0, 1, 2]

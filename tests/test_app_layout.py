@@ -72,7 +72,7 @@ def _check(shown, tabs, wanted: tuple[int, int], screen: tuple[int, int]) -> lis
 @pytest.mark.parametrize("screen", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_every_tab_fits_the_screen(windows, runs, screen):
     window, library = windows
-    assert window.open_run(runs["diagnosed"])
+    assert window.files.open_run(runs["diagnosed"])
     problems = _check(window, main_tabs(window), MAIN_SIZE, screen)
     problems += _check(library, library_tabs(library, list(FILES)), LIBRARY_SIZE, screen)
     assert not problems, "\n".join(problems)
@@ -84,7 +84,7 @@ def test_every_tab_fits_the_screen(windows, runs, screen):
 def test_a_run_without_a_diagnosis_fits_the_small_screen(windows, runs):
     """Before a diagnosis: the empty plots' notes, in short lines, fit their narrow plots."""
     window, _library = windows
-    assert window.open_run(runs["plain"])
+    assert window.files.open_run(runs["plain"])
     problems = _check(window, main_tabs(window), MAIN_SIZE, SIZES[0])
     assert window.diagnose.diagnosis is None
     assert not problems, "\n".join(problems)

@@ -39,9 +39,9 @@ def swept(qapp, tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         dialogs = helpers.record_dialogs(monkeypatch)
         win = helpers.new_window()
-        library = win.show_library()
+        library = win.sweeps.show_library()
         library.panel.set_workspace(workspace, remember=False)
-        dialog = win.new_sweep()
+        dialog = win.sweeps.new_sweep()
         dialog.set_grid(["minmax"], "W8A8, W4A8", "0")
         assert wait_for(lambda: not dialog.planning) and dialog.start.isEnabled(), dialog.plan.text()
         loop, ended = QEventLoop(), []
@@ -87,11 +87,11 @@ def test_sweep_from_the_gui_ends_with_both_runs_in_the_library(swept, qtbot):
     assert sorted(row.file for row in rows) == sorted(FILES)
     assert all(row.ok and row.refined_top1 is not None and row.evaluations == 25 for row in rows)
     assert library.panel.sweep_progress.value() == 2 and "2 of 2" in library.panel.sweep_progress.text()
-    qtbot.wait(120)
-    assert win.state.status == FINISHED and win.runner is None and win.sweep_action.isEnabled()
+    qtbot.waitUntil(lambda: not win.jobs.busy)
+    assert win.state.status == FINISHED and not win.jobs.busy and win.sweep_action.isEnabled()
     assert win.results.value("test", "After search") != "–"   # the last run's card
     assert not (swept["workspace"] / ".checkpoints" / "digits-vit_minmax_W4A8_s0.ckpt").exists()
-    again = win.new_sweep()                                   # the form remembers the grid: nothing left to do
+    again = win.sweeps.new_sweep()                                   # the form remembers the grid: nothing left to do
     assert not again.start.isEnabled()                        # until the plan is known
     qtbot.waitUntil(lambda: not again.planning, timeout=60_000)
     assert again.checked_quantizers() == ["minmax"] and again.bits.text() == "W8A8, W4A8"
@@ -315,7 +315,7 @@ def test_gui_thread_stays_free_while_the_layer_view_rebuilds_the_models(swept):
 def test_gui_thread_stays_free_while_typing_into_the_sweep_form(swept):
     """Each keystroke used to re-plan (opening every run file of the grid); now planning waits for a pause."""
     library = swept["library"]
-    dialog = swept["window"].new_sweep()
+    dialog = swept["window"].sweeps.new_sweep()
     assert wait_for(lambda: not dialog.planning)
     dialog.set_grid(["minmax"], "", "0")
     typed = "W8A8, W4A8"

@@ -42,7 +42,7 @@ def test_a_deit_run_with_a_weights_file_resumes_in_a_new_window(qtbot, dialogs, 
     qtbot.waitUntil(lambda: len(first.state.steps) >= 1, timeout=300_000)
     with qtbot.waitSignal(first.run_stopped, timeout=120_000):
         qtbot.mouseClick(first.controls.stop, Qt.MouseButton.LeftButton)
-    checkpoint = first._last[2]
+    checkpoint = first.last_run[2]
     assert checkpoint.exists() and len(first.state.steps) < 12
     helpers.shut(qtbot, first)
 

@@ -43,14 +43,14 @@ def win(qtbot, dialogs, specs, tmp_path):
 
     window = MainWindow(search_fn=record)
     qtbot.addWidget(window)
-    window.show_library().panel.set_workspace(tmp_path, remember=False)
+    window.sweeps.show_library().panel.set_workspace(tmp_path, remember=False)
     yield window
     QSettings().remove(SETTINGS_KEY)       # the next test's form starts from the defaults
-    window.library_window.close()
+    window.sweeps.library_window.close()
 
 
 def new_sweep_form(win):
-    dialog = win.new_sweep()
+    dialog = win.sweeps.new_sweep()
     dialog.set_grid(["minmax"], "W8A8", "0")
     return dialog
 
@@ -82,7 +82,7 @@ def test_missing_ray_is_named_by_the_form_and_by_the_error_dialog(win, dialogs, 
     assert wait_for(lambda: not dialog.planning) and dialog.start.isEnabled(), dialog.plan.text()
     dialog.reject()
     with qtbot.waitSignal(win.sweep_ended, timeout=30_000) as ended:   # started all the same: the worker's error
-        assert win.start_sweep(GRID, tmp_path, SweepBackend("ray"))
+        assert win.sweeps.start_sweep(GRID, tmp_path, SweepBackend("ray"))
     assert ended.args == ["failed"]
     assert [(title, kind) for title, _, kind in dialogs] == [("The ray extra is not installed", "sweep")]
     assert INSTALL_HINT in dialogs[0][1]
@@ -107,7 +107,7 @@ def test_compile_mode_is_an_advanced_option_that_reaches_the_runspec(win, dialog
 
     box.setCurrentText("on")
     with qtbot.waitSignal(win.sweep_ended, timeout=30_000) as ended:
-        assert win.start_sweep(GRID, tmp_path)
+        assert win.sweeps.start_sweep(GRID, tmp_path)
     assert [spec.compile for spec in specs] == ["off", "on"]    # the sweep's run got the mode too
     assert specs[1].quant.bits_label == "W8A8"
     # the recording search yields no result: a failed row, and the sweep itself ends (as on Ray)

@@ -39,8 +39,7 @@ def finished(qapp):
 def test_start_button_to_results_card(qtbot, finished):
     win, run = finished["window"], finished["run"]
     assert finished["kind"] == "finished" and not finished["dialogs"], win.state.error
-    qtbot.wait(150)   # a redraw tick
-    assert win.state.status == FINISHED
+    qtbot.waitUntil(lambda: win.state.status == FINISHED)
     for row in ("test", "heldout"):
         for column in ("Full precision", "Quantized", "After search", "Won back"):
             assert win.results.value(row, column) != "–"
@@ -94,8 +93,8 @@ def test_save_scales_writes_a_file_the_engine_loads(qtbot, finished, tmp_path, m
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(saved), ""))
     shown = win.state
     win.open_action.trigger()
-    qtbot.wait(150)
-    assert win.runner is None and win.state is not shown and win.state.source_path == str(saved)
+    qtbot.waitUntil(lambda: win.state is not shown)
+    assert not win.jobs.busy and win.state is not shown and win.state.source_path == str(saved)
     assert win.results.value("test", "After search") == f"{run.metrics['refined_top1']:.2f}"
     data = win.plots.data()
     assert len(data["loss"]) == len(run.history.loss) and len(data["bar_x"]) == win.state.n_blocks
@@ -113,9 +112,10 @@ def test_pause_then_resume_ends_on_the_same_scales(qtbot, window, finished):
     qtbot.waitUntil(lambda: window.state.status == PAUSED, timeout=60_000)
     assert window.controls.resume.isEnabled() and not window.controls.pause.isEnabled()
     assert window.controls.stop.isEnabled()
-    held = window.state.evaluations
-    qtbot.wait(800)
-    assert window.state.evaluations == held                                  # nothing moves while paused
+    held, ticks = window.state.evaluations, []
+    window.redraw_timer.timeout.connect(lambda: ticks.append(window.state.evaluations))
+    qtbot.waitUntil(lambda: len(ticks) >= 5)          # five redraw ticks, each draining the worker's queue
+    assert window.state.evaluations == held and set(ticks) == {held}         # nothing moves while paused
     run = helpers.click_until_finished(qtbot, window, window.controls.resume)
     assert window.state.evaluations > held
     helpers.assert_same_scales(run.scales, finished["run"].scales)
@@ -130,7 +130,7 @@ def test_stop_then_resume_gives_the_uninterrupted_scales(qtbot, window, finished
     with qtbot.waitSignal(window.run_stopped, timeout=60_000):
         qtbot.mouseClick(window.controls.stop, Qt.MouseButton.LeftButton)
     assert window.state.status == STOPPED
-    checkpoint = window._last[2]
+    checkpoint = window.last_run[2]
     assert checkpoint.exists()                                               # the checkpoint is kept
     assert window.controls.resume.isEnabled() and window.controls.start.isEnabled()
     resumed = helpers.click_until_finished(qtbot, window, window.controls.resume)
@@ -145,7 +145,7 @@ def test_resume_run_from_a_checkpoint_file(qtbot, window, finished, monkeypatch)
     qtbot.waitUntil(lambda: len(window.state.steps) >= 2, timeout=300_000)
     with qtbot.waitSignal(window.run_stopped, timeout=60_000):
         qtbot.mouseClick(window.controls.stop, Qt.MouseButton.LeftButton)
-    checkpoint = window._last[2]
+    checkpoint = window.last_run[2]
     window.run_panel.fields["cycles"].set(7)                                 # the form is restored
     window.run_panel.model.setCurrentText("deit_tiny_patch16_224")
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a, **k: (str(checkpoint), ""))
@@ -164,12 +164,12 @@ def test_closing_mid_search_asks_stops_cleanly_and_keeps_the_checkpoint(qtbot, d
                         lambda *a, **k: asked.append(a[1]) or QMessageBox.StandardButton.Yes)
     qtbot.mouseClick(win.controls.start, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: len(win.state.steps) >= 1, timeout=300_000)
-    runner = win.runner
+    runner = win.jobs.job
     win.close()
     assert asked and win.isVisible()                   # asked; closes once the worker has left the engine
     qtbot.waitUntil(lambda: not win.isVisible(), timeout=60_000)
     assert not runner.is_running()
-    assert win._last[2].exists()
+    assert win.last_run[2].exists()
     assert not dialogs
 
 
@@ -222,11 +222,11 @@ def test_save_when_closing_writes_the_run_and_closes_only_once_written(qtbot, di
 def test_a_saved_run_closes_without_asking_until_a_new_run_finishes(qtbot, dialogs, monkeypatch, finished, tmp_path):
     win = _finished_unsaved(qtbot, finished["run"])
     asked = helpers.answer_unsaved(monkeypatch, "cancel")
-    assert win.save_scales(tmp_path / "first.h5") is not None and not win.state.unsaved
+    assert win.files.save_scales(tmp_path / "first.h5") is not None and not win.state.unsaved
     _finish_again(qtbot, win)                              # a new result: not saved yet
     win.close()
     assert len(asked) == 1 and win.isVisible()
-    assert win.save_scales(tmp_path / "second.h5") is not None
+    assert win.files.save_scales(tmp_path / "second.h5") is not None
     win.close()
     assert len(asked) == 1 and not win.isVisible()
 

@@ -42,7 +42,9 @@ class LibraryWindow(QMainWindow):
         self.matrix = BitsMatrixView()
         self.side = SideBySideView()
         self.layer = LayerDetailView()
-        self.diagnose = DiagnosePanel(main, empty_text="Select one run in the Runs tab to diagnose it.")
+        self.diagnose = DiagnosePanel(main.jobs if main is not None else None,
+                                      main.show_error if main is not None else None,
+                                      empty_text="Select one run in the Runs tab to diagnose it.")
         self.tabs = QTabWidget(objectName="libraryTabs")
         for widget, title in ((self.panel, "Runs"), (self.accuracy, "Accuracy vs bit-width"),
                               (self.matrix, "Quantizer × bits"), (self.side, "Side by side"), (self.layer, "Layer"),
@@ -132,10 +134,10 @@ class LibraryWindow(QMainWindow):
     def open_run(self, path: Path) -> bool:
         if self.main is None:
             return False
-        if self.main.runner is not None:
+        if self.main.jobs.busy:
             QMessageBox.information(self, "Busy", "A search or sweep is running; open the run when it has ended.")
             return False
-        opened = self.main.open_run(path)
+        opened = self.main.files.open_run(path)
         if opened:
             self.main.raise_()
             self.main.activateWindow()
@@ -145,10 +147,10 @@ class LibraryWindow(QMainWindow):
         """The main window's export dialog on this run file (the export runs in its worker)."""
         if self.main is None:
             return None
-        if self.main.runner is not None:
+        if self.main.jobs.busy:
             QMessageBox.information(self, "Busy", "A search or sweep is running; export the run when it has ended.")
             return None
-        return self.main.export_run(path)
+        return self.main.exports.export_run(path)
 
     def show_sweep_dialog(self) -> SweepDialog | None:
         """The sweep form, filled from the run panel; Start hands the grid to the main window."""
@@ -157,7 +159,7 @@ class LibraryWindow(QMainWindow):
         try:
             spec, config = self.main.run_panel.spec(), self.main.run_panel.search_config()
         except ValueError as exc:
-            self.main._error(exc, "Sweep")
+            self.main.show_error(exc, "Sweep")
             return None
         dialog = self.sweep_dialog = SweepDialog(spec, config, self.panel.workspace, self)
         dialog.accepted.connect(lambda: self._start_sweep(dialog))
@@ -168,9 +170,9 @@ class LibraryWindow(QMainWindow):
         try:
             grid = dialog.grid()
         except ValueError as exc:
-            self.main._error(exc, "Sweep")
+            self.main.show_error(exc, "Sweep")
             return False
-        started = self.main.start_sweep(grid, self.panel.workspace, dialog.backend())
+        started = self.main.sweeps.start_sweep(grid, self.panel.workspace, dialog.backend())
         if started:
             dialog.remember()
             self.panel.failed.clear()         # the failures of an earlier sweep

@@ -1,15 +1,15 @@
 """The Diagnose tab of one run (in the run window and in the library): its saved diagnosis, or a new one.
 
 A run file that holds a ``/diagnosis`` group is shown at once (``engine.diagnose.load_diagnosis``, no
-model work). Diagnose measures the run in a ``DiagnoseJob`` started by the window that owns the jobs
-(``host``), with progress from the engine's ``Measured`` events; Stop closes the engine's generator
+model work). Diagnose measures the run in a ``DiagnoseJob`` started on the main window's ``JobRunner``
+(one job at a time, whoever starts it), with progress from the engine's ``Measured`` events; Stop closes the engine's generator
 between two measurements. The three views draw the ``Diagnosis`` the engine returns.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QResizeEvent, QShowEvent
@@ -23,6 +23,7 @@ from engine.search.events import Stage
 from app import errors
 from app.jobs.diagnose import DiagnoseJob
 from app.jobs.job import Job
+from app.jobs.runner import JobRunner
 from app.widgets.diagnose_views import HeatmapView, SensitiveBarsView, WhatIfView, summary
 
 log = logging.getLogger(__name__)
@@ -33,15 +34,18 @@ UNSAVED = ("This run is in no file yet: Diagnose measures it, but the result is 
 
 
 class DiagnosePanel(QWidget):
-    """``host``: the main window, which runs jobs (``runner``, ``_start_job``, ``_error``); None: saved
-    diagnoses only. ``empty_text``: what to say while no run is given."""
+    """``jobs``: the main window's job runner, and ``show_error`` its error dialog; None: saved diagnoses
+    only. ``empty_text``: what to say while no run is given."""
 
     ended = Signal(str)      # the job's outcome: "finished" | "stopped" | "failed"
 
-    def __init__(self, host: Any = None, empty_text: str = NO_RUN, parent: QWidget | None = None) -> None:
+    def __init__(self, jobs: JobRunner | None = None,
+                 show_error: Callable[[BaseException, str], None] | None = None, empty_text: str = NO_RUN,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("diagnosePanel")
-        self.host = host
+        self.jobs = jobs
+        self.show_error = show_error
         self.empty_text = empty_text
         self.config = DiagnoseConfig()           # the CLI's defaults
         self.diagnosis: Diagnosis | None = None
@@ -157,28 +161,27 @@ class DiagnosePanel(QWidget):
 
     def _update_buttons(self) -> None:
         has_run = self._path is not None or self._record is not None
-        host_free = self.host is not None and self.host.runner is None
-        self.diagnose_button.setEnabled(has_run and host_free and self.job is None)
+        runner_free = self.jobs is not None and not self.jobs.busy
+        self.diagnose_button.setEnabled(has_run and runner_free and self.job is None)
         self.stop_button.setEnabled(self.job is not None and not self.job.stop_requested)
-        self.keep.setEnabled(self.host is not None and self._path is not None and self.job is None)
-        if self.host is None:
+        self.keep.setEnabled(self.jobs is not None and self._path is not None and self.job is None)
+        if self.jobs is None:
             self.diagnose_button.setToolTip("Diagnose runs from the main window's library.")
 
     # ------------------------------------------------------------------ the job
 
     def start(self) -> bool:
-        """Diagnose the run in the host's worker; False when there is nothing to diagnose or it is busy."""
-        if self.host is None or (self._path is None and self._record is None) or self.job is not None:
+        """Diagnose the run on the job runner; False when there is nothing to diagnose or the runner is busy."""
+        if self.jobs is None or (self._path is None and self._record is None) or self.job is not None:
             return False
-        if self.host.runner is not None:
+        if self.jobs.busy:
             self.status.setText("Busy: a search, sweep or export is running; diagnose when it has ended.")
             return False
         job = DiagnoseJob(self._path or self._record, self.config, keep_in_run=self.keep.isChecked())
         log.info("diagnosing %s", self._path or "the run on screen")
         self.progress.setRange(0, 0)
         self.status.setText("Diagnosing: starting…")
-        self.host._start_job(job, self._events, self._ended)
-        self.job = self.host.runner
+        self.job = self.jobs.start(job, self._events, self._ended)
         self._update_buttons()
         return True
 
@@ -215,7 +218,8 @@ class DiagnosePanel(QWidget):
         elif job.outcome == "failed":
             problem = errors.describe(job.error)
             self.status.setText(f"The diagnosis failed: {problem.title}: {problem.message}")
-            self.host._error(job.error, "Diagnose")
+            if self.show_error is not None:
+                self.show_error(job.error, "Diagnose")
         else:
             self._show_run()            # stopped (nothing kept), or the run changed meanwhile
             if job.outcome == "stopped":

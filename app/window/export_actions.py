@@ -1,8 +1,9 @@
 """File ▸ Export…: a run file's model as ONNX QDQ or AIMET encodings, written in the worker thread.
 
-A mixin of MainWindow, the same shape as Evaluate scales…: a run file in, the engine's ``Stage`` events,
+A controller the main window owns, the same shape as Evaluate scales…: a run file in, the engine's ``Stage`` events,
 one ``Exported`` event out (files written and, when the run's data loads, the parity check in
-onnxruntime). The library's "Export run…" opens the same dialog on the selected file.
+onnxruntime), run on the window's job runner. The library's "Export run…" opens the same dialog on the
+selected file.
 """
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from engine.search.events import Stage
 from app import errors, files
 from app.jobs.export import ExportJob
 from app.jobs.job import Job
+from app.jobs.runner import JobRunner
+from app.window.view import WindowView
 
-log = logging.getLogger("app.window.main_window")
+log = logging.getLogger(__name__)
 
 FORMAT_CHOICES = (("ONNX QDQ (QuantizeLinear / DequantizeLinear pairs)", "onnx-qdq"),
                   ("AIMET encodings (FP ONNX model + .encodings JSON)", "aimet"))
@@ -118,15 +121,22 @@ def exported_text(result: Any) -> str:
 
 
 class ExportActions:
-    """A mixin of MainWindow (its jobs, status line, error dialogs and ``export_ended`` signal)."""
+    """File ▸ Export… of ``window`` (its status line, error dialogs and ``export_ended`` signal), run on ``jobs``."""
+
+    def __init__(self, window: WindowView, jobs: JobRunner) -> None:
+        self.window = window
+        self.jobs = jobs
+        self.dialog: ExportDialog | None = None    # the last export dialog opened
+        self.result: Any = None                    # the engine's Exported of the last export
 
     def export_run(self, path: str | Path | None = None) -> ExportDialog | None:
         """File ▸ Export…: the export dialog on ``path`` (default: the shown run's saved file); Export
         starts the job. None when busy."""
-        if self._busy():
+        if self.jobs.busy:
             return None
-        run = Path(path) if path else (Path(self.state.source_path) if self.state.source_path else None)
-        dialog = self.export_dialog = ExportDialog(run, self)
+        source = self.window.state.source_path
+        run = Path(path) if path else (Path(source) if source else None)
+        dialog = self.dialog = ExportDialog(run, self.window)
         dialog.accepted.connect(lambda: self._export_from(dialog))
         dialog.open()
         return dialog
@@ -135,31 +145,31 @@ class ExportActions:
         try:
             request = dialog.request()
         except ValueError as exc:
-            self._error(exc, "Export")
+            self.window.show_error(exc, "Export")
             return False
         return self.start_export(request)
 
     def start_export(self, request: ExportJob) -> bool:
         """Run the engine's export of ``request`` in the worker thread."""
-        if self._busy():
+        if self.jobs.busy:
             return False
-        self.export_result = None
+        self.result = None
         log.info("exporting %s as %s to %s", request.run, request.fmt, request.out)
-        self._start_job(request, self._export_events, self._export_ended)
-        return True
+        return self.jobs.start(request, self._export_events, self._export_ended) is not None
 
     def _export_events(self, items: list) -> None:
         for item in items:
             if isinstance(item, Stage):
-                self.controls.status.setText(f"Exporting: {item.message}…")
+                self.window.controls.status.setText(f"Exporting: {item.message}…")
 
     def _export_ended(self, job: Job) -> None:
-        self.export_result = job.result
+        self.result = job.result
+        status = self.window.controls.status
         if job.outcome == "finished" and job.result is not None:
             text = exported_text(job.result)
             log.info("%s", text)
-            self.controls.status.setText(text)
+            status.setText(text)
         elif job.outcome == "failed":
-            self.controls.status.setText(f"The export failed: {errors.describe(job.error).title}")
-            self._error(job.error, "Export")
-        self.export_ended.emit(job.outcome)
+            status.setText(f"The export failed: {errors.describe(job.error).title}")
+            self.window.show_error(job.error, "Export")
+        self.window.export_ended.emit(job.outcome)

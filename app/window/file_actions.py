@@ -1,7 +1,7 @@
 """File ▸ Save scales…, Open run…, Evaluate scales…, Recent files: the main window's file actions.
 
-A mixin of MainWindow (it uses the window's state, jobs, results card and error dialogs).
-Reading and writing run files is quick HDF5 I/O done on the GUI thread; anything that needs the
+A controller the main window owns: it shows files in the window's run view and starts Evaluate scales… on
+the window's job runner. Reading and writing run files is quick HDF5 I/O done on the GUI thread; anything that needs the
 model (Evaluate scales…) runs in the worker thread.
 """
 from __future__ import annotations
@@ -9,51 +9,67 @@ from __future__ import annotations
 import logging
 from dataclasses import fields, replace
 from pathlib import Path
+from typing import Any
+
+from PySide6.QtWidgets import QMenu
 
 from engine.search.events import Stage
 
 from app import errors, files
 from app.jobs.evaluate import EvaluateJob
 from app.jobs.job import Job
+from app.jobs.runner import JobRunner
 from app.run.results_card import run_summary
 from app.run.state import RunState
 from app.window import closing
+from app.window.view import WindowView
 
-log = logging.getLogger("app.window.main_window")
+log = logging.getLogger(__name__)
 
 
 class FileActions:
+    """Save scales…, Open run…, Evaluate scales… and Recent files of ``window``, whose run view they fill;
+    the evaluation runs on ``jobs``."""
+
+    def __init__(self, window: WindowView, jobs: JobRunner) -> None:
+        self.window = window
+        self.jobs = jobs
+        self.evaluation: Any = None       # the last Evaluate scales… result (ScalesEvaluated)
+        self._discarded_run: Any = None   # the unsaved run the user chose to lose when closing
+
     def save_scales(self, path: str | Path | None = None) -> Path | None:
         """Save scales…: write the shown run (base + refined scales, history, metrics) to HDF5."""
-        if self.state.run is None:
+        window = self.window
+        state = window.state
+        if state.run is None:
             return None
-        path = Path(path) if path else files.ask_save_run(self, files.suggested_run_name(self.state.run))
+        path = Path(path) if path else files.ask_save_run(window, files.suggested_run_name(state.run))
         if path is None:
             return None
         from engine.scalefile import save_run
         try:
-            written = Path(save_run(path, self.state.run) or path)
+            written = Path(save_run(path, state.run) or path)
         except (OSError, ValueError) as exc:
-            self._error(exc, "Save scales")
+            window.show_error(exc, "Save scales")
             return None
-        self.state.saved = True
-        self.state.source_path = str(written)     # File ▸ Export… offers this file
-        self.recent.add(written)
+        state.saved = True
+        state.source_path = str(written)     # File ▸ Export… offers this file
+        window.recent.add(written)
         log.info("saved the run to %s", written)
-        self.say(f"Showing {written.name}: {run_summary(self.state.run)}.")
-        self.statusBar().showMessage(f"Saved {written}", 8000)
+        window.say(f"Showing {written.name}: {run_summary(state.run)}.")
+        window.statusBar().showMessage(f"Saved {written}", 8000)
         return written
 
-    def _may_close_with_result(self) -> bool:
+    def may_close_with_result(self) -> bool:
         """Closing loses no result the user wants: asks Save / Discard / Cancel while the finished run is in
         no file (once per run); Save closes only if the file was written. A non-interactive window never asks."""
-        run = self.state.run
-        if not self.state.unsaved or run is self._discarded_run:
+        run = self.window.state.run
+        if not self.window.state.unsaved or run is self._discarded_run:
             return True
-        if not self.interactive:
+        if not self.window.interactive:
             log.warning("closing with an unsaved result (%s %s)", run.quant.quantizer, run.quant.bits_label)
             return True
-        answer = closing.ask_unsaved(self, f"{run.model_name}, {run.quant.quantizer} {run.quant.bits_label}")
+        answer = closing.ask_unsaved(self.window, f"{run.model_name}, {run.quant.quantizer} {run.quant.bits_label}")
         if answer == closing.SAVE:
             return self.save_scales() is not None
         if answer == closing.DISCARD:
@@ -62,9 +78,9 @@ class FileActions:
 
     def _run_file(self, path: str | Path | None) -> Path | None:
         """The run file to act on: ``path``, else the user's pick; None when busy or cancelled."""
-        if self._busy():
+        if self.jobs.busy:
             return None
-        return Path(path) if path else files.ask_open_run(self)
+        return Path(path) if path else files.ask_open_run(self.window)
 
     def open_run(self, path: str | Path | None = None) -> bool:
         """Open run…: show a run file's history plots and results card (no model work)."""
@@ -75,15 +91,16 @@ class FileActions:
         try:
             run = load_run(path)
         except (OSError, ValueError, KeyError) as exc:
-            self._error(exc, f"Open {path.name}")
+            self.window.show_error(exc, f"Open {path.name}")
             return False
-        self.state = RunState.from_record(run, str(path))
-        self._last = None
-        self.results.show_run(run, str(path))
-        self.recent.add(path)
+        window = self.window
+        window.state = RunState.from_record(run, str(path))
+        window.last_run = None
+        window.results.show_run(run, str(path))
+        window.recent.add(path)
         settings = self._show_settings(run)
-        self._refresh()
-        self.say(f"Showing {path.name}: {run_summary(run)}."
+        window.refresh()
+        window.say(f"Showing {path.name}: {run_summary(run)}."
                  + (" The settings on the left are the run's own: Start reruns it." if settings else ""))
         return True
 
@@ -95,12 +112,12 @@ class FileActions:
 
         known = {f.name for f in fields(SearchConfig)}     # the file also records what the run resolved
         try:
-            spec = replace(recorded_spec(run), device=self.run_panel.spec().device)
+            spec = replace(recorded_spec(run), device=self.window.run_panel.spec().device)
             config = SearchConfig.from_dict({k: v for k, v in run.search.items() if k in known}) if run.search else None
         except (TypeError, ValueError) as exc:
             log.warning("the run panel keeps its settings: the file's are not this version's (%s)", exc)
             return False
-        self.run_panel.set_values(spec, config)
+        self.window.run_panel.set_values(spec, config)
         return True
 
     def evaluate_scales(self, path: str | Path | None = None) -> bool:
@@ -109,39 +126,40 @@ class FileActions:
         if path is None:
             return False
         try:
-            spec = self.run_panel.spec()
+            spec = self.window.run_panel.spec()
         except ValueError as exc:
-            self._error(exc, "Evaluate scales")
+            self.window.show_error(exc, "Evaluate scales")
             return False
         self.evaluation = None
         log.info("evaluating the scales of %s on %s", path, spec.model)
-        self._start_job(EvaluateJob(spec, path), self._evaluation_events, self._evaluation_ended)
-        return True
+        return self.jobs.start(EvaluateJob(spec, path), self._evaluation_events, self._evaluation_ended) is not None
 
     def _evaluation_events(self, items: list) -> None:
         for item in items:
             if isinstance(item, Stage):
-                self.controls.status.setText(f"Evaluating scales: {item.message}…")
+                self.window.controls.status.setText(f"Evaluating scales: {item.message}…")
 
     def _evaluation_ended(self, job: Job) -> None:
         result = self.evaluation = job.result
+        status = self.window.controls.status
         if job.outcome == "finished" and result is not None:
             text = (f"{Path(result.path).name} on {result.model} ({result.bits}): test top-1 "
                     f"{result.quant_top1:.2f}% (full precision {result.fp_top1:.2f}%, n={result.n_test:,})")
             log.info("%s", text)
-            self.controls.status.setText(text)
+            status.setText(text)
         elif job.outcome == "failed":
-            self.controls.status.setText(f"Evaluating the scales failed: {errors.describe(job.error).title}")
-            self._error(job.error, "Evaluate scales")
-        self.evaluation_ended.emit(job.outcome)
+            status.setText(f"Evaluating the scales failed: {errors.describe(job.error).title}")
+            self.window.show_error(job.error, "Evaluate scales")
+        self.window.evaluation_ended.emit(job.outcome)
 
-    def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        items = self.recent.list()
+    def fill_recent(self, menu: QMenu) -> None:
+        """The Recent files menu, filled as it opens: a run file opens, a checkpoint resumes."""
+        menu.clear()
+        items = self.window.recent.list()
         for item in items:
-            action = self.recent_menu.addAction(item)
-            handler = self.resume_run if item.endswith(".ckpt") else self.open_run
+            action = menu.addAction(item)
+            handler = self.window.resume_run if item.endswith(".ckpt") else self.open_run
             action.triggered.connect(lambda _c=False, p=item, h=handler: h(p))
         if not items:
-            self.recent_menu.addAction("(none)").setEnabled(False)
+            menu.addAction("(none)").setEnabled(False)
 

@@ -1,8 +1,10 @@
-"""The main window: a thin view over the engine's events, and the one place jobs start and end.
+"""The main window: a thin view over the engine's events.
 
-Every long piece of work (a search, a sweep, Evaluate scales…, Export…) is a ``Job`` started by
-``_start_job`` with two callbacks: one for the events drained on each redraw tick, one for the end.
-The menus' actions (file, export, library and sweeps) are mixins that start their jobs the same way.
+Every long piece of work (a search, a sweep, Evaluate scales…, Export…, Diagnose) starts on the window's one
+``JobRunner`` (``self.jobs``) with two callbacks: one for the events drained on each redraw tick, one for the
+end. The search's own controls live here; the menus' other actions are controllers given the window's run
+view and the runner: ``files`` (File ▸ Open/Save/Evaluate/Recent), ``exports`` (File ▸ Export…) and
+``sweeps`` (Library ▸ Run library… / New sweep…).
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from engine.search.config import preset_label
 from engine.search.events import BlockDone, Stage, Started
 
 from app import errors, files
-from app.jobs.job import Job, JobKind, PauseChanged
+from app.jobs.job import Job, PauseChanged
+from app.jobs.runner import JobRunner
 from app.jobs.search import SearchJob
 from app.responsiveness import freeze_startup_objects
 from app.run.controls import ControlBar
@@ -42,7 +45,7 @@ DEFAULT_SIZE = (1440, 900)
 LOG_LINES_PX = 48    # the log's least height: two lines
 
 
-class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
+class MainWindow(QMainWindow):
     """``search_fn(spec, config, checkpoint=..., resume=...)`` yields engine events (the engine's run_search)."""
 
     run_finished = Signal(object)     # the RunRecord
@@ -61,24 +64,24 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         self.setWindowTitle("CPT-V Studio")
         self.setObjectName("mainWindow")
         self.interactive = interactive       # False: errors are logged, never a modal dialog (--quit-when-done)
-        self._search_fn = search_fn
-        self.state = RunState()
-        self.runner: Job | None = None       # the job running now (None: idle)
-        self._observer: tuple[Callable[[list], None], Callable[[Job], None]] | None = None
-        self._last: tuple[Any, Any, Path] | None = None   # (spec, config, checkpoint) of the last run
+        self.search_fn = search_fn
+        self.state = RunState()              # the run view's state: the search, the sweep's run or the file shown
+        self.last_run: tuple[Any, Any, Path] | None = None   # (spec, config, checkpoint) that Resume continues
         self._close_when_stopped = False
-        self._discarded_run: Any = None     # the unsaved run the user chose to lose when closing
         self._pausing = False
-        self.evaluation = None
-        self.export_result = None         # the engine's Exported of the last File ▸ Export…
-        self.export_dialog = None
         self.recent = files.RecentFiles()
+        self.jobs = JobRunner(self)
+        self.files = FileActions(self, self.jobs)
+        self.exports = ExportActions(self, self.jobs)
+        self.sweeps = SweepActions(self, self.jobs)
         self._build()
-        self._timer = QTimer(self)
-        self._timer.setInterval(REDRAW_MS)
-        self._timer.timeout.connect(self._tick)
-        self._timer.start()
-        self._refresh()
+        self.jobs.started.connect(lambda _job: self.refresh())
+        self.jobs.freed.connect(self._job_freed)
+        self.redraw_timer = QTimer(self)     # drains the log and the running job's events
+        self.redraw_timer.setInterval(REDRAW_MS)
+        self.redraw_timer.timeout.connect(self._tick)
+        self.redraw_timer.start()
+        self.refresh()
         freeze_startup_objects()
 
     # ------------------------------------------------------------------ layout
@@ -89,7 +92,7 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         self.results = ResultsCard()
         self.plots = PlotsPanel()
         self.log_panel = LogPanel()
-        self.diagnose = DiagnosePanel(host=self)
+        self.diagnose = DiagnosePanel(self.jobs, self.show_error)
 
         search = QWidget(objectName="searchPage")        # the search's outcome over its plots
         search_layout = QVBoxLayout(search)
@@ -135,20 +138,20 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
 
     def _build_menus(self) -> None:
         menu = self.menuBar().addMenu("&File")
-        self.open_action = self._action(menu, "&Open run…", self.open_run, QKeySequence.StandardKey.Open,
+        self.open_action = self._action(menu, "&Open run…", self.files.open_run, QKeySequence.StandardKey.Open,
                                         "Show a saved run file's plots and results without re-running it.")
         self.resume_action = self._action(menu, "&Resume run…", self.resume_run, "Ctrl+Shift+R",
                                           "Continue a stopped run from its checkpoint.")
-        self.save_action = self._action(menu, "&Save scales…", self.save_scales, QKeySequence.StandardKey.Save,
+        self.save_action = self._action(menu, "&Save scales…", self.files.save_scales, QKeySequence.StandardKey.Save,
                                         "Write the run (base and refined scales, history, metrics) to an HDF5 file.")
-        self.evaluate_action = self._action(menu, "&Evaluate scales on the selected model…", self.evaluate_scales,
-                                            None, "Put a run file's refined scales into the model and data selected "
+        self.evaluate_action = self._action(menu, "&Evaluate scales on the selected model…",
+                                            self.files.evaluate_scales, None, "Put a run file's refined scales into the model and data selected "
                                             "on the left and measure test top-1 (like engine eval --scales).")
-        self.export_action = self._action(menu, "E&xport…", self.export_run, "Ctrl+E",
+        self.export_action = self._action(menu, "E&xport…", self.exports.export_run, "Ctrl+E",
                                           "Write a run file's model as ONNX QDQ or AIMET encodings and compare it "
                                           "in onnxruntime (like engine export).")
         self.recent_menu = menu.addMenu("Recent files")
-        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self.recent_menu.aboutToShow.connect(lambda: self.files.fill_recent(self.recent_menu))
         menu.addSeparator()
         self._action(menu, "&Quit", self.close, QKeySequence.StandardKey.Quit, "Close the window.")
         run = self.menuBar().addMenu("&Run")
@@ -156,7 +159,11 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         self._action(run, "&Pause", self.pause, "Ctrl+P", "Pause after the current evaluation.")
         self._action(run, "Res&ume", self.resume, "Ctrl+U", "Continue a paused or stopped run.")
         self._action(run, "S&top", self.stop, "Ctrl+.", "Stop; the checkpoint is kept.")
-        self._build_library_menu()
+        library = self.menuBar().addMenu("&Library")
+        self.library_action = self._action(library, "Run &library…", self.sweeps.show_library, "Ctrl+L",
+                                           "The workspace's run files in a table, with comparison views.")
+        self.sweep_action = self._action(library, "New &sweep…", self.sweeps.new_sweep, "Ctrl+Shift+S",
+                                         "Search quantizers × bit-widths × seeds into the workspace folder.")
         helpm = self.menuBar().addMenu("&Help")
         self._action(helpm, "&About CPT-V Studio", self._about, None, "")
 
@@ -174,12 +181,12 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
 
     def start(self) -> bool:
         """Start a new run with the form's settings; False (after a dialog) if they are invalid."""
-        if self._busy():
+        if self.jobs.busy:
             return False
         try:
             spec, config = self.run_panel.spec(), self.run_panel.search_config()
         except ValueError as exc:
-            self._error(exc, "Start")
+            self.show_error(exc, "Start")
             return False
         checkpoint = files.new_checkpoint_path(spec)
         self.state = RunState()
@@ -188,18 +195,17 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
 
     def resume(self) -> bool:
         """Continue a paused run, or the last stopped/failed run from its checkpoint."""
-        if self.runner is not None and self.runner.paused:
-            self.runner.resume()
+        if self.jobs.resume():
             self._pausing = False
             return True
-        if self._busy() or self._last is None:
+        if self.jobs.busy or self.last_run is None:
             return False
-        spec, config, checkpoint = self._last
+        spec, config, checkpoint = self.last_run
         return self._launch(spec, config, checkpoint, resume=checkpoint if checkpoint.exists() else None)
 
     def resume_run(self, path: str | Path | None = None) -> bool:
         """Resume run…: continue a checkpoint chosen in a file dialog (or given)."""
-        if self._busy():
+        if self.jobs.busy:
             return False
         path = Path(path) if path else files.ask_resume(self)
         if path is None:
@@ -209,7 +215,7 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
                 raise FileNotFoundError(f"checkpoint not found: {path}")
             resumable = files.read_checkpoint(path, self)
         except (OSError, ValueError) as exc:
-            self._error(exc, f"Resume {path.name}")
+            self.show_error(exc, f"Resume {path.name}")
             return False
         if resumable is None:   # its weights file moved and the user cancelled the dialog
             return False
@@ -224,7 +230,7 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         return self._launch(spec, config, path, resume=path)
 
     def _launch(self, spec: Any, config: Any, checkpoint: Path, resume: Path | None) -> bool:
-        self._last = (spec, config, checkpoint)
+        self.last_run = (spec, config, checkpoint)
         self.state.mark(PREPARING)
         self.state.stage = "resuming from the checkpoint" if resume else "starting"
         log.info("%s %s, %s %s, preset %s; checkpoint %s", "resuming" if resume else "starting", spec.model,
@@ -232,64 +238,43 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         self.say(f"{'Resuming' if resume else 'Searching'}: {spec.model}, {spec.quant.quantizer} "
                  f"{spec.quant.bits_label}, {preset_label(getattr(config, 'preset', None))}, seed {spec.seed}.")
         self.state.strategy = getattr(config, "strategy", "")
-        self._start_job(SearchJob(spec, config, checkpoint, resume, self._search_fn), self._run_events,
+        self.jobs.start(SearchJob(spec, config, checkpoint, resume, self.search_fn), self._run_events,
                         self._search_ended)
         return True
 
-    def _start_job(self, kind: JobKind, on_events: Callable[[list], None], on_end: Callable[[Job], None]) -> None:
-        """Run ``kind`` in the worker thread: ``on_events(events)`` on each redraw tick while it runs,
-        ``on_end(job)`` once it has ended (the job's outcome, result and error are then final)."""
-        self.runner = Job(kind, parent=self)
-        self._observer = (on_events, on_end)
-        self.runner.start()
-        self._refresh()
-
     def pause(self) -> None:
-        if self.runner is not None and self.state.status in (PREPARING, RUNNING) and not self.runner.paused:
-            self.runner.pause()
+        if self.state.status in (PREPARING, RUNNING) and self.jobs.pause():
             self._pausing = True
-            self._refresh()
+            self.refresh()
 
     def stop(self) -> None:
-        if self.runner is not None and not self.runner.stop_requested:
-            self.runner.stop()
-            if not self.runner.kind.shows_run:
-                return
+        if self.jobs.stop() and self.jobs.shows_run():
             self._pausing = False
             self.state.mark(STOPPING)
-            self._refresh()
-
-    def _busy(self) -> bool:
-        return self.runner is not None
+            self.refresh()
 
     # ------------------------------------------------------------------ the redraw timer
 
     def _tick(self) -> None:
         self.log_panel.drain()
-        job = self.runner
-        if job is None:
-            return
-        on_events, on_end = self._observer
-        on_events(job.events())
-        if not job.done:
-            if job.kind.shows_run:
-                self._refresh()
-            return
-        self.runner = None
-        job.wait(5000)             # the worker has already left the generator; this is the thread's exit
-        job.deleteLater()
+        ended = self.jobs.poll()
+        if ended is None:
+            if self.jobs.shows_run():
+                self.refresh()
+        elif self._close_when_stopped:
+            self.close()
+
+    def _job_freed(self, _job: Job) -> None:
+        """The runner is idle again: the buttons say so before the job's end callback writes its outcome."""
         self._pausing = False
         self.log_panel.drain()
-        self._refresh()            # before on_end, which may write the status line a refresh rewrites
-        on_end(job)
-        if self._close_when_stopped:
-            self.close()
+        self.refresh()
 
     def _run_events(self, items: list) -> None:
         for item in items:
-            self._run_event(item)
+            self.show_run_event(item)
 
-    def _run_event(self, item: Any) -> None:
+    def show_run_event(self, item: Any) -> None:
         """One search event (or a pause mark) folded into the run view's state (a search's or a sweep's run)."""
         if isinstance(item, PauseChanged):
             self.state.mark(PAUSED if item.paused else RUNNING)
@@ -297,7 +282,7 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
             return
         self.state.apply(item)
         _log_event(item, self.state)
-        if self.state.status == RUNNING and self.runner is not None and self.runner.stop_requested:
+        if self.state.status == RUNNING and self.jobs.stop_requested:
             self.state.status = STOPPING
 
     def _search_ended(self, job: Job) -> None:
@@ -306,26 +291,28 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         if job.outcome == "finished" and run is not None:
             self.state.mark(FINISHED)
             self.results.show_run(run)
-            self._refresh()
+            self.refresh()
             self.say(f"Finished: {run_summary(run)}. File ▸ Save scales… keeps it.")
             self.run_finished.emit(run)
         elif job.outcome == "stopped" or (job.outcome == "finished" and run is None):
             self.state.mark(STOPPED)
-            self._refresh()
+            self.refresh()
             self.say("Stopped: Resume continues from the last finished block step.")
             self.run_stopped.emit()
         else:
             problem = errors.describe(job.error)
             self.state.mark(FAILED, f"{problem.title}: {problem.message}")
-            self._refresh()
+            self.refresh()
             self.say(f"The search failed: {problem.title}.")
-            self._error(job.error, "The search")
+            self.show_error(job.error, "The search")
             self.run_failed.emit(job.error)
         self.run_ended.emit(job.outcome if job.outcome != "finished" or run is not None else "stopped")
 
-    def _refresh(self) -> None:
-        can_resume = self._last is not None and self.state.status in (STOPPED, FAILED)
-        evaluating = self.runner is not None and not self.runner.kind.shows_run
+    def refresh(self) -> None:
+        """Buttons, actions, plots and the Diagnose tab follow the run view's state and the runner."""
+        idle = not self.jobs.busy
+        can_resume = self.last_run is not None and self.state.status in (STOPPED, FAILED)
+        evaluating = self.jobs.busy and not self.jobs.shows_run()
         self.controls.set_buttons(self.state.status, can_resume)
         if evaluating:
             self.controls.start.setEnabled(False)
@@ -333,18 +320,17 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         else:
             self.controls.update_from(self.state, self._pausing)
         self.plots.update_from(self.state, force=self.state.status not in (RUNNING, PREPARING))
-        self.run_panel.set_editable(self.runner is None)
+        self.run_panel.set_editable(idle)
         self.save_action.setEnabled(self.state.run is not None)
-        self.open_action.setEnabled(self.runner is None)
-        self.resume_action.setEnabled(self.runner is None)
-        self.evaluate_action.setEnabled(self.runner is None)
-        self.export_action.setEnabled(self.runner is None)
+        for action in (self.open_action, self.resume_action, self.evaluate_action, self.export_action,
+                       self.sweep_action):
+            action.setEnabled(idle)
         self.diagnose.set_run(self.state.run, self.state.source_path)
-        self.sweep_action.setEnabled(self.runner is None)
 
     # ------------------------------------------------------------------ errors, closing
 
-    def _error(self, exc: BaseException, context: str) -> None:
+    def show_error(self, exc: BaseException, context: str) -> None:
+        """The error's dialog (a log line only in a non-interactive window)."""
         errors.show_error(self, exc, context, interactive=self.interactive)
 
     def say(self, text: str) -> None:
@@ -357,11 +343,11 @@ class MainWindow(FileActions, ExportActions, SweepActions, QMainWindow):
         about.show_about(self)
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        if self.runner is None:
-            if not self._may_close_with_result():
+        if not self.jobs.busy:
+            if not self.files.may_close_with_result():
                 event.ignore()
                 return
-            self._timer.stop()
+            self.redraw_timer.stop()
             self.log_panel.detach()
             event.accept()
             return

@@ -1,6 +1,6 @@
 """Library ▸ Run library… / New sweep…: a sweep runs as a job of the main window, like a search.
 
-A mixin of MainWindow. ``engine.sweep.run_sweep`` is one generator of sweep events wrapping each
+A controller the main window owns. ``engine.sweep.run_sweep`` is one generator of sweep events wrapping each
 run's search events (``SweepJob``), so Pause/Stop act between events as for a search. Each run's
 search events feed the window's live plots, exactly as a single search does; the sweep events move
 the library's progress bar and refresh its table as run files appear.
@@ -17,16 +17,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from PySide6.QtWidgets import QWidget
+
 from engine.library import LibraryRow
 from engine.sweep import (PlannedRun, RunDone, RunFailed, RunProgress, RunStarted, SweepFinished, SweepGrid,
                           SweepStarted, describe)
 
 from app import errors
 from app.jobs.job import Job, PauseChanged
+from app.jobs.runner import JobRunner
 from app.jobs.sweep import SweepBackend, SweepJob
 from app.run.state import FAILED, FINISHED, PREPARING, STOPPED, RunState
+from app.window.view import WindowView
 
-log = logging.getLogger("app.window.main_window")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,20 +45,21 @@ class SweepCount:
 
 
 class SweepActions:
-    def _build_library_menu(self) -> None:
-        menu = self.menuBar().addMenu("&Library")
-        self.library_action = self._action(menu, "Run &library…", self.show_library, "Ctrl+L",
-                                           "The workspace's run files in a table, with comparison views.")
-        self.sweep_action = self._action(menu, "New &sweep…", self.new_sweep, "Ctrl+Shift+S",
-                                         "Search quantizers × bit-widths × seeds into the workspace folder.")
-        self.library_window = None
-        self._sweep = SweepCount(total=0)
+    """Library ▸ Run library… / New sweep… of ``window``, whose run view follows the sweep's runs; the sweep
+    runs on ``jobs``."""
+
+    def __init__(self, window: WindowView, jobs: JobRunner) -> None:
+        self.window = window
+        self.jobs = jobs
+        self.library_window: QWidget | None = None     # the LibraryWindow, created on first use
+        self.count = SweepCount(total=0)
 
     def show_library(self):
         """The run library window (one per main window, created on first use)."""
         if self.library_window is None:
             from app.library.window import LibraryWindow
-            self.library_window = LibraryWindow(main=self, parent=self)   # a window of its own, closed with this one
+            window = self.window                # a window of its own, closed with the main window
+            self.library_window = LibraryWindow(main=window, parent=window)
         self.library_window.show()
         self.library_window.raise_()
         return self.library_window
@@ -64,38 +69,39 @@ class SweepActions:
 
     def start_sweep(self, grid: SweepGrid, workspace: str | Path, backend: SweepBackend = SweepBackend()) -> bool:
         """Search every run of ``grid`` with the run panel's other settings, into ``workspace``, on ``backend``."""
-        if self._busy():
+        window = self.window
+        if self.jobs.busy:
             return False
         try:
-            spec, config = self.run_panel.spec(), self.run_panel.search_config()
+            spec, config = window.run_panel.spec(), window.run_panel.search_config()
         except ValueError as exc:
-            self._error(exc, "Sweep")
+            window.show_error(exc, "Sweep")
             return False
         workspace = Path(workspace)
-        self._sweep = SweepCount(total=len(grid.cells()), strategy=config.strategy)
-        self._last = None
-        self.state = RunState()
-        self.results.clear()
-        self.state.mark(PREPARING)
-        self.state.stage = "planning the sweep"
+        self.count = SweepCount(total=len(grid.cells()), strategy=config.strategy)
+        window.last_run = None
+        window.state = RunState()
+        window.results.clear()
+        window.state.mark(PREPARING)
+        window.state.stage = "planning the sweep"
         log.info("sweep: %s × %s × seeds %s into %s on %s", ",".join(grid.quantizers), ",".join(grid.bits),
                  ",".join(map(str, grid.seeds)), workspace, backend.label)
-        self._start_job(SweepJob(grid, spec, config, workspace, self._search_fn, backend), self._sweep_events,
+        self.jobs.start(SweepJob(grid, spec, config, workspace, window.search_fn, backend), self._sweep_events,
                         self._sweep_ended)
         self._sweep_status("planning…")
         return True
 
     def _sweep_status(self, text: str) -> None:
-        self.statusBar().showMessage(f"Sweep: {text}")
-        self.sweep_progress.emit(text, self._sweep.done, self._sweep.total)
+        self.window.statusBar().showMessage(f"Sweep: {text}")
+        self.window.sweep_progress.emit(text, self.count.done, self.count.total)
 
     def _sweep_events(self, items: list) -> None:
         for item in items:
             if isinstance(item, RunProgress):
-                if item.run.index == self._sweep.followed:
-                    self._run_event(item.event)
+                if item.run.index == self.count.followed:
+                    self.window.show_run_event(item.event)
             elif isinstance(item, PauseChanged):
-                self._run_event(item)
+                self.window.show_run_event(item)
             else:
                 self._sweep_step(item)
 
@@ -103,15 +109,15 @@ class SweepActions:
         line = describe(item)
         if line:
             log.log(logging.WARNING if isinstance(item, RunFailed) else logging.INFO, "%s", line)
-        count = self._sweep
+        count, window = self.count, self.window
         if isinstance(item, SweepStarted):
             count.total, count.done = len(item.runs), sum(run.done for run in item.runs)
             self._sweep_status(f"{count.done} of {count.total} runs already in the workspace")
         elif isinstance(item, RunStarted):
-            self.state = RunState(strategy=count.strategy)   # each run of the sweep gets fresh live plots
-            self.state.mark(PREPARING)
-            self.state.stage = f"{item.run.label}: loading and calibrating"
-            self.results.clear()
+            window.state = RunState(strategy=count.strategy)   # each run of the sweep gets fresh live plots
+            window.state.mark(PREPARING)
+            window.state.stage = f"{item.run.label}: loading and calibrating"
+            window.results.clear()
             where = f" on {item.worker.host}" if item.worker else ""
             count.followed = item.run.index
             count.label = f"{_named(item.run)}{where}"
@@ -119,37 +125,38 @@ class SweepActions:
         elif isinstance(item, RunDone):
             count.done += 1
             if item.run.index == count.followed:
-                self.state.saved = True         # the sweep wrote the run's file
-                if self.state.run is not None:
-                    self.results.show_run(self.state.run, str(item.run.path))
+                window.state.saved = True         # the sweep wrote the run's file
+                if window.state.run is not None:
+                    window.results.show_run(window.state.run, str(item.run.path))
             self._sweep_status(f"{_named(item.run)} done → {item.run.path.name}")
-            self.sweep_run_done.emit(str(item.run.path))
+            window.sweep_run_done.emit(str(item.run.path))
         elif isinstance(item, RunFailed):
             count.done += 1
             count.failed += 1
             if item.run.index == count.followed:
-                self.state.mark(FAILED, f"{item.run.label}: {item.error}")
+                window.state.mark(FAILED, f"{item.run.label}: {item.error}")
             self._sweep_status(f"{_named(item.run)} failed: {item.error}")
-            self.sweep_run_failed.emit(LibraryRow(file=item.run.path.name, error=item.error))
+            window.sweep_run_failed.emit(LibraryRow(file=item.run.path.name, error=item.error))
         elif isinstance(item, SweepFinished):
             failed = f" ({count.failed} failed, see the log)" if count.failed else ""
             self._sweep_status(f"finished: {len(item.rows)} runs{failed} in {item.seconds:.0f} s")
 
     def _sweep_ended(self, job: Job) -> None:
+        state = self.window.state
         if job.outcome == "finished":
-            if self.state.status != FAILED:     # else the run on view failed, and says why
-                self.state.mark(FINISHED if self.state.run is not None else STOPPED)
+            if state.status != FAILED:     # else the run on view failed, and says why
+                state.mark(FINISHED if state.run is not None else STOPPED)
         elif job.outcome == "stopped":
-            self.state.mark(STOPPED)
-            self._sweep_status(f"stopped; {self._sweep.done} of {self._sweep.total} runs done. "
+            state.mark(STOPPED)
+            self._sweep_status(f"stopped; {self.count.done} of {self.count.total} runs done. "
                                "Start the same sweep again to resume it.")
         else:
             problem = errors.describe(job.error)
-            self.state.mark(FAILED, f"{problem.title}: {problem.message}")
+            state.mark(FAILED, f"{problem.title}: {problem.message}")
             self._sweep_status(f"failed: {problem.title}")
-            self._error(job.error, "The sweep")
-        self._refresh()
-        self.sweep_ended.emit(job.outcome)
+            self.window.show_error(job.error, "The sweep")
+        self.window.refresh()
+        self.window.sweep_ended.emit(job.outcome)
 
 
 def _named(run: PlannedRun) -> str:
