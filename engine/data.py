@@ -138,8 +138,9 @@ def load_splits(data: str | Path | None, info: ModelInfo, calib_size: int = 1000
 
 
 def check_compatible(splits: Splits, info: ModelInfo) -> None:
-    """The data's classes and image size must be the model's, else labels would be meaningless."""
-    if splits.num_classes != info.num_classes:
+    """The data's classes and image size must be the model's, else labels would be meaningless. A model
+    without a classifier (num_classes=0) reads no labels, so any classes (or none) will do."""
+    if info.num_classes > 0 and splits.num_classes != info.num_classes:
         synsets = imagenet_synset_index()
         others = [name for name in splits.classes if name not in synsets]
         mixed = f" ({len(others)} of {len(splits.classes)} are not, e.g. {others[0]})" if 0 < len(others) < len(

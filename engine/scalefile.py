@@ -21,6 +21,7 @@ import timm
 import torch
 
 from .atomic import atomic_path
+from .evaluate import QUALITY_LABELS
 from .h5read import (H5_ERRORS, MAX_BITS, MAX_POINT_VALUES, MAX_SERIES_VALUES, DamagedFile, FileUnavailable,
                      NewerSchema, ScaleFileError, array, child, flag_attr, integer_attr, json_attr, members,
                      number_attr, open_for_reading, plain_attrs, text_attr)
@@ -99,7 +100,9 @@ HISTORY_PER_STEP = ("heldout_top1", "step_loss", "block_index", "pass_index")
 HISTORY_INTEGERS = ("eval_pass", "eval_block", "block_index", "pass_index")
 # Metrics the front ends format as numbers ("" where the writer had None)
 NUMERIC_METRICS = ("fp_top1", "base_top1", "refined_top1", "heldout_fp_top1", "heldout_base_top1",
-                   "heldout_refined_top1", "base_loss", "refined_loss", "search_seconds", "calibration_seconds")
+                   "heldout_refined_top1", "base_loss", "refined_loss", "search_seconds", "calibration_seconds",
+                   "fp_feature_cosine", "base_feature_cosine", "refined_feature_cosine", "heldout_fp_feature_cosine",
+                   "heldout_base_feature_cosine", "heldout_refined_feature_cosine")   # the last: no classifier
 METRIC_COUNTS = ("n_test", "selected_step", "evaluations")
 CALIBRATION_COUNTS = ("n_samples", "n_calibration", "n_heldout", "n_test", "seed")
 CALIBRATION_TEXTS = ("dataset", "heldout_source", "class_map")
@@ -223,6 +226,7 @@ def _check_metrics(attrs: dict[str, Any]) -> None:
         if attrs.get(key, "") != "":
             integer_attr(attrs, key, "metrics", 0)
     text_attr(attrs, "device", "metrics", default=None)
+    text_attr(attrs, "quality", "metrics", tuple(QUALITY_LABELS), default=None)   # absent in older files: top-1
 
 
 def _read_run(f: h5py.File, path: Path) -> RunRecord:

@@ -61,7 +61,8 @@ def synthetic_splits(info: ModelInfo, calib_size: int, seed: int, heldout_size: 
     """Uniform random pixels at the model's input size, normalized with its mean/std, random labels.
 
     One seeded draw is cut into calibration, held-out and test, so the three never share an image.
-    Labels carry no signal: top-1 here measures the pipeline, not the model.
+    Labels carry no signal: top-1 here measures the pipeline, not the model. A model without a
+    classifier gets all-zero labels and no classes (nothing reads them).
     """
     n_heldout = SYNTHETIC_HELDOUT if heldout_size is None else heldout_size
     if n_heldout < 1:
@@ -69,7 +70,10 @@ def synthetic_splits(info: ModelInfo, calib_size: int, seed: int, heldout_size: 
     counts = (calib_size, n_heldout, SYNTHETIC_TEST)
     generator = torch.Generator().manual_seed(seed)
     images = normalize(torch.rand((sum(counts), *info.input_size), generator=generator), info)
-    labels = torch.randint(0, info.num_classes, (sum(counts),), generator=generator)
+    if info.num_classes > 0:
+        labels = torch.randint(0, info.num_classes, (sum(counts),), generator=generator)
+    else:   # no classifier (num_classes=0): no labels to draw; runs measure feature similarity instead
+        labels = torch.zeros(sum(counts), dtype=torch.long)
     parts, start = [], 0
     for count in counts:
         index = torch.arange(start, start + count)

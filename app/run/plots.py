@@ -31,6 +31,9 @@ BASE = "#7f8c8d"
 FP = "#27ae60"
 BOUNDARY = QColor(140, 140, 140, 110)
 ACC_TITLE = "Held-out top-1 after each block's step"
+# A model without a classifier (num_classes=0) is measured by its features' cosine to the FP model's.
+ACC_TITLES = {"top1": (ACC_TITLE, "top-1 (%)"),
+              "feature_cosine": ("Held-out feature cosine to FP after each block's step", "feature cosine (%)")}
 WON = "#2e86c1"      # a block step at or above the base accuracy
 LOST = "#e67e22"     # below it
 POP_BEST, POP_MEDIAN, POP_WORST = "#1e8449", "#6c3483", "#a569bd"
@@ -227,7 +230,7 @@ class PlotsPanel(QWidget):
 
     def _draw_accuracy(self, state: RunState) -> None:
         key = (len(state.steps), state.steps[-1].heldout_top1 if state.steps else None, state.n_blocks,
-               state.heldout_fp_top1, state.heldout_base_top1, id(state))
+               state.heldout_fp_top1, state.heldout_base_top1, state.quality, id(state))
         if key == self._acc_key:
             return                                # the bars change once per block step only
         self._acc_key = key
@@ -254,7 +257,7 @@ class PlotsPanel(QWidget):
             line.setVisible(math.isfinite(value))
             if math.isfinite(value):
                 line.setValue(value)
-        legend_values = (state.heldout_fp_top1, state.heldout_base_top1)
+        legend_values = (state.heldout_fp_top1, state.heldout_base_top1, state.quality)
         if legend_values != self._legend_values:   # the reference lines are explained in the title
             self._legend_values = legend_values
             keys = []
@@ -263,8 +266,10 @@ class PlotsPanel(QWidget):
             if math.isfinite(state.heldout_base_top1):
                 keys.append(f'<span style="color:{BASE}">╍ before the search {state.heldout_base_top1:.2f}</span>')
             subtitle = f'<br><span style="font-size:9pt">{" &nbsp; ".join(keys)}</span>' if keys else ""
-            self.acc_plot.setTitle(f'<span style="font-size:11pt; font-weight:600">{ACC_TITLE}</span>{subtitle}',
+            title, axis = ACC_TITLES.get(state.quality, ACC_TITLES["top1"])
+            self.acc_plot.setTitle(f'<span style="font-size:11pt; font-weight:600">{title}</span>{subtitle}',
                                    color=INK)
+            self.acc_plot.getAxis("left").setLabel(axis, **{"font-size": "10pt", "color": INK})
         values = list(heights) + refs
         bottom = 0.0
         if values:

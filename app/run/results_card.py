@@ -1,5 +1,6 @@
 """The results card: what came out of a run, in one glance (FP / base / refined top-1, the method, how it
-was computed); before any run, what the app does."""
+was computed); before any run, what the app does. A model without a classifier shows its features'
+cosine similarity to the FP model instead of top-1 (the run file's ``metrics["quality"]``)."""
 from __future__ import annotations
 
 import math
@@ -9,14 +10,18 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
+from engine.evaluate import FEATURE_COSINE, TOP1, quality_key, quality_of
 from engine.provenance import describe
 from engine.search.config import preset_label
 
 INTRO = ("<b>CPT-V Studio</b> refines an already-quantized Vision Transformer: block by block, the search nudges "
          "its quantization scales so that the quantized model's outputs come closer to the full-precision model's. "
          "Press Start, or open a run file: its top-1 accuracy before and after the search appears here.")
-ROWS = (("test", "Test", "fp_top1", "base_top1", "refined_top1"),
-        ("heldout", "Held-out", "heldout_fp_top1", "heldout_base_top1", "heldout_refined_top1"))
+ROWS = (("test", "Test", "fp", "base", "refined"),
+        ("heldout", "Held-out", "heldout_fp", "heldout_base", "heldout_refined"))   # + _top1 / _feature_cosine
+MEASURES = {TOP1: ("", "top-1 (%)", "top-1 points"),       # corner header, what the numbers are, the delta's unit
+            FEATURE_COSINE: ("Feature cosine %", "cosine similarity (%) of the features to the FP model's "
+                             "(the model has no classifier; mean over images)", "cosine points")}
 HEADERS = ("", "Full precision", "Quantized", "After search", "Won back")
 TIPS = ("", "The original model, unquantized: the ceiling.",
         "The quantized model before the search (the base quantizer's scales).",
@@ -46,11 +51,13 @@ class ResultsCard(QFrame):
         self.grid.setHorizontalSpacing(18)
         self.grid.setVerticalSpacing(2)
         self.cells: dict[tuple[str, int], QLabel] = {}
+        self.headers: list[QLabel] = []
         for col, (text, tip) in enumerate(zip(HEADERS, TIPS)):
             header = QLabel(text, objectName="cardHeader")
             header.setToolTip(tip)
             header.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.grid.addWidget(header, 0, col)
+            self.headers.append(header)
         for row, (key, label, *_rest) in enumerate(ROWS, start=1):
             name = QLabel(label, objectName="cardRowName")
             name.setToolTip("Test: the split read only once, at the end. Held-out: images the search may "
@@ -80,14 +87,17 @@ class ResultsCard(QFrame):
             cell.setProperty("sign", "")
             _repolish(cell)
         self.title.setText("Results")
+        self._measure(TOP1)
         self.details.setText("")
         self.hint.setVisible(True)
         self.setProperty("filled", False)
 
     def show_run(self, run: Any, source: str = "") -> None:
         metrics = dict(run.metrics or {})
-        for key, _label, fp, base, refined in ROWS:
-            values = [metrics.get(fp), metrics.get(base), metrics.get(refined)]
+        quality = self.quality = quality_of(metrics)   # top-1; a file without the key is an older top-1 run
+        self._measure(quality)
+        for key, _label, *which in ROWS:
+            values = [metrics.get(quality_key(quality, w)) for w in which]
             for col, value in enumerate(values, start=1):
                 self.cells[(key, col)].setText(_pct(value))
             delta = _delta(values[1], values[2])
@@ -109,9 +119,21 @@ class ResultsCard(QFrame):
         if source:
             sizes.append(f"file {Path(source).name}")
         lines += [" · ".join(sizes), f"Computed: {describe(run.provenance)}"]
+        if quality == FEATURE_COSINE:
+            lines.insert(0, "No classifier: the numbers are the features' cosine similarity to the full-precision "
+                            "model (%, mean over images), not top-1")
         self.details.setText("\n".join(line for line in lines if line))
         self.hint.setVisible(False)
         self.setProperty("filled", True)
+
+    def _measure(self, quality: str) -> None:
+        """Name what the numbers are (corner header, tooltips) for ``quality``."""
+        self.quality = quality
+        corner, what, points = MEASURES.get(quality, MEASURES[TOP1])
+        self.headers[0].setText(corner)
+        self.headers[0].setToolTip(what.capitalize() if corner else "")
+        self.headers[4].setToolTip(f"After search − quantized, in {points}. Positive = the search recovered "
+                                   f"{'accuracy' if quality == TOP1 else 'similarity to the FP model'}.")
 
     def value(self, row: str, column: str) -> str:
         """The text shown in a cell (tests): row 'test'|'heldout', column a header name."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.evaluate import quality_key, quality_of
 from engine.search.events import BlockDone, Evaluated, Finished, PassDone, Stage, Started
 
 # Status values, in the order a run goes through them.
@@ -70,6 +71,7 @@ class RunState:
     total_evaluations: int = 0
     heldout_fp_top1: float = float("nan")
     heldout_base_top1: float = float("nan")
+    quality: str = "top1"              # what the held-out numbers measure: top-1, or "feature_cosine" (no head)
     base_loss: float = float("nan")
     device: str = ""
     resumed_from_step: int = 0
@@ -132,6 +134,7 @@ class RunState:
         self.total_evaluations = event.total_evaluations
         self.heldout_fp_top1 = event.heldout_fp_top1
         self.heldout_base_top1 = event.heldout_base_top1
+        self.quality = getattr(event, "quality", "top1")
         self.base_loss = event.base_loss
         self.device = event.device
         self.resumed_from_step = event.resumed_from_step
@@ -204,8 +207,9 @@ class RunState:
         """A state showing a finished run read from a file (no population spread: files don't keep it)."""
         state = cls(status=LOADED, stage="loaded from file", run=run, source_path=path, saved=True)
         metrics = run.metrics or {}
-        state.heldout_fp_top1 = float(metrics.get("heldout_fp_top1", float("nan")))
-        state.heldout_base_top1 = float(metrics.get("heldout_base_top1", float("nan")))
+        state.quality = quality_of(metrics)   # older files: top-1
+        state.heldout_fp_top1 = float(metrics.get(quality_key(state.quality, "heldout_fp"), float("nan")))
+        state.heldout_base_top1 = float(metrics.get(quality_key(state.quality, "heldout_base"), float("nan")))
         state.device = str(metrics.get("device", ""))
         search = run.search or {}
         state.passes = int(search.get("passes", 0) or 0)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import argparse
+from contextlib import nullcontext
 
 from ..argtypes import existing_file
 from ..cli import add_model_args, add_output_args, add_quant_args, emit, quant_config, run_spec
-from ..evaluate import top1
+from ..evaluate import TOP1, quality_for, quality_key, quality_variants
 from ..pipeline import prepare
 from ..rebuild import rebuild
 from ..scalefile import load_run
@@ -38,12 +39,15 @@ def run(args: argparse.Namespace) -> int:
     qmodel, info, splits, device = _quantized(args)
     args.heartbeat.doing(f"FP and quantized top-1 on the {args.split} split")
     dataset = splits.test if args.split == "test" else splits.heldout
-    with qmodel.full_precision():
-        fp = top1(qmodel, dataset, args.batch_size, device)
-    quant = top1(qmodel, dataset, args.batch_size, device)
-    result = {"fp_top1": fp.top1, "quant_top1": quant.top1, f"n_{args.split}": fp.n}
+    quality = quality_for(info.num_classes)   # top1, or feature_cosine for a model without a classifier
+    measured = quality_variants(qmodel, dataset, quality, qmodel.full_precision, {"quant": nullcontext},
+                                args.batch_size, device)
+    fp, quant = measured["fp"], measured["quant"]
+    result = {"quality": quality, quality_key(quality, "fp"): fp.top1, quality_key(quality, "quant"): quant.top1,
+              f"n_{args.split}": fp.n}
     if args.split == "test":
         result["n_test"] = fp.n
     emit(args, result, f"{info.name} {qmodel.config.quantizer} {qmodel.config.bits_label} on {args.split}: "
-                       f"FP {fp.top1:.2f}%  quantized {quant.top1:.2f}%  (n={fp.n})")
+                       + (f"FP {fp.top1:.2f}%  quantized {quant.top1:.2f}%" if quality == TOP1 else
+                          f"no classifier: feature cosine to FP {quant.top1:.2f}%") + f"  (n={fp.n})")
     return 0

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 from ..atomic import check_writable
 from ..argtypes import existing_file, output_file
 from ..cli import add_model_args, add_output_args, add_quant_args, emit, error_text, given_flags, json_error, run_spec
+from ..evaluate import TOP1, quality_key, quality_of
 from ..pipeline import RunSpec
 from ..progress import Heartbeat, SearchEta, clock_text, is_terminal
 from ..quant import QuantConfig, parse_bits
@@ -114,7 +115,8 @@ class Progress:
         started, (pass_index, block_index, evaluation, loss) = self.started, self.at
         left = self.eta.remaining(self.clock())
         return (f"pass {pass_index + 1}/{started.passes}  block {block_index + 1}/{len(started.block_names)}  "
-                f"eval {evaluation}/{started.total_evaluations}  loss {loss:.5g}  held-out {self.heldout:.2f}%  "
+                f"eval {evaluation}/{started.total_evaluations}  loss {loss:.5g}  held-out "
+                f"{'' if started.quality == TOP1 else 'feature cosine '}{self.heldout:.2f}%  "
                 f"ETA {'--' if left is None else clock_text(left)}")
 
     def _write(self, text: str, final: bool) -> None:
@@ -209,14 +211,15 @@ def run(args: argparse.Namespace) -> int:
         return json_error(args.json, message)
     if args.checkpoint is None and checkpoint == default_checkpoint(args.out):
         checkpoint.unlink(missing_ok=True)
-    m = record.metrics
-    result = {"fp_top1": m["fp_top1"], "base_top1": m["base_top1"], "refined_top1": m["refined_top1"],
-              "heldout_base_top1": m["heldout_base_top1"], "heldout_refined_top1": m["heldout_refined_top1"],
+    m, quality = record.metrics, quality_of(record.metrics)   # top1, or feature_cosine (no classifier)
+    key = {which: quality_key(quality, which) for which in ("fp", "base", "refined", "heldout_base", "heldout_refined")}
+    result = {"quality": quality, **{name: m[name] for name in key.values()},
               "n_test": m["n_test"], "heldout_source": record.calibration.get("heldout_source"),
               "evaluations": m["evaluations"], "seconds": time.perf_counter() - start,
               "out": str(out)}
     emit(args, result, f"{record.model_name} {record.quant.quantizer} {record.quant.bits_label} {config.preset}: "
-                       f"FP {m['fp_top1']:.2f}%  base {m['base_top1']:.2f}%  refined {m['refined_top1']:.2f}%  "
+                       + (f"FP {m[key['fp']]:.2f}%  " if quality == TOP1 else "no classifier: feature cosine to FP ")
+                       + f"base {m[key['base']]:.2f}%  refined {m[key['refined']]:.2f}%  "
                        f"(n_test={m['n_test']}, held-out: {record.calibration.get('heldout_source')}, "
                        f"{m['evaluations']} evaluations, {m['search_seconds']:.0f} s search)"
                        f"  -> {out}")

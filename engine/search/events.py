@@ -21,12 +21,14 @@ class Started:
     block_names: tuple[str, ...]     # in forward order; visited last to first
     passes: int
     total_evaluations: int
-    heldout_fp_top1: float
+    heldout_fp_top1: float           # the run's quality (below): top-1 %, or feature cosine % (no classifier)
     heldout_base_top1: float
     base_loss: float
     device: str
     resumed_from_step: int = 0       # block steps already done (resume)
     evaluations_done: int = 1        # evaluations already done (the base; more after a resume)
+    quality: str = "top1"            # what every held-out number measures: "top1", or "feature_cosine" for a
+                                     # model without a classifier (evaluate.py); the fields keep top1 names
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class BlockDone:
     pass_index: int
     block_index: int
     best_loss: float
-    heldout_top1: float
+    heldout_top1: float              # in Started.quality's terms
     evaluations: int
 
 

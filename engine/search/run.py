@@ -1,7 +1,8 @@
 """The whole CPT-V search as a generator of events (DESIGN §2, §4).
 
 ``run_search`` prepares the model (pipeline.prepare), then ``search_prepared`` runs the search:
-blocks last to first, ``passes`` times; after every block step the held-out top-1 is measured, the
+blocks last to first, ``passes`` times; after every block step the held-out top-1 is measured (for a
+model without a classifier: the feature cosine to the FP model, evaluate.py's "quality"), the
 selection rule is updated and a checkpoint may be written. The test split is read once, after the
 last step, for the final report.
 
@@ -22,7 +23,7 @@ import torch
 
 from ..data import TensorImages, first_images, materialize
 from ..errors import CheckpointError
-from ..evaluate import top1, top1_variants
+from ..evaluate import TOP1, quality_for, quality_key, quality_variants, top1
 from ..pipeline import Prepared, RunSpec, prepare
 from ..provenance import provenance
 from ..quant import QuantizedModel, ScaleSet
@@ -150,12 +151,23 @@ def _block_step(config: SearchConfig, evaluator: CachedEvaluator, block_index: i
     return BlockResult(vector.expand(result.vector[None])[0], result.loss, result.population_losses)
 
 
+def _heldout_quality(prepared: Prepared, heldout: TensorImages, with_fp: bool = False) -> dict[str, float]:
+    """The run's quality (``quality_for``) of the model as it stands (``model``) and, ``with_fp``, of the
+    FP model (``fp``). Top-1 reads the held-out images once per variant asked for; feature cosine
+    always runs the FP model too (its features are the reference)."""
+    qmodel, batch, device = prepared.qmodel, prepared.spec.batch_size, prepared.device
+    quality = quality_for(prepared.info.num_classes)
+    if quality == TOP1 and not with_fp:
+        return {"model": top1(qmodel, heldout, batch, device).top1}
+    measured = quality_variants(qmodel, heldout, quality, qmodel.full_precision, {"model": nullcontext}, batch, device)
+    return {name: value.top1 for name, value in measured.items()}
+
+
 def _fresh_state(prepared: Prepared, config: SearchConfig, spaces: list[BlockSpace], heldout: TensorImages,
                  evaluator: CachedEvaluator, rng: np.random.Generator) -> SearchState:
     qmodel = prepared.qmodel
-    with qmodel.full_precision():
-        heldout_fp = top1(qmodel, heldout, prepared.spec.batch_size, prepared.device).top1
-    heldout_base = top1(qmodel, heldout, prepared.spec.batch_size, prepared.device).top1
+    measured = _heldout_quality(prepared, heldout, with_fp=True)
+    heldout_fp, heldout_base = measured["fp"], measured["model"]
     vectors = [space.read(qmodel) for space in spaces]
     evaluator.begin_pass()
     base_loss = float(evaluator.evaluate(len(spaces) - 1, spaces[-1], vectors[-1][None])[0])
@@ -220,7 +232,7 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
                       total_evaluations=config.evaluations(len(spaces)), heldout_fp_top1=state.heldout_fp_top1,
                       heldout_base_top1=state.heldout_base_top1, base_loss=state.base_loss,
                       device=str(prepared.device), resumed_from_step=state.step,
-                      evaluations_done=state.evaluations)
+                      evaluations_done=state.evaluations, quality=quality_for(prepared.info.num_classes))
     steps = schedule(config.passes, len(spaces))
     cycles = config.cycles_for(len(spaces))
     cached_pass = 0 if resume is None else None   # block inputs stay valid for a whole pass
@@ -236,7 +248,7 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
         space.write(qmodel, result.vector)
         state.vectors[block_index] = result.vector
         state.current_loss = result.loss
-        heldout_top1 = top1(qmodel, heldout, spec.batch_size, prepared.device).top1
+        heldout_top1 = _heldout_quality(prepared, heldout)["model"]   # top-1, or feature cosine (headless)
         _record_step(state, config, pass_index, block_index, heldout_top1)
         state.rng_state = rng.bit_generator.state
         state.seconds = watch.read()
@@ -282,7 +294,8 @@ class _PreloadedScales:
 
 def _final_record(prepared: Prepared, config: SearchConfig, spaces: list[BlockSpace], base: ScaleSet,
                   state: SearchState, seconds: float, computed: dict) -> RunRecord:
-    """Apply the selected step, then read the test split (once) for FP, base and refined top-1."""
+    """Apply the selected step, then read the test split (once) for FP, base and refined top-1 (or
+    feature cosine to the FP model, for a model without a classifier)."""
     qmodel, spec, info = prepared.qmodel, prepared.spec, prepared.info
     if config.select != "last" and state.selected_step == 0:
         qmodel.load_scale_set(base)
@@ -290,14 +303,18 @@ def _final_record(prepared: Prepared, config: SearchConfig, spaces: list[BlockSp
         for space, vector in zip(spaces, state.vectors if config.select == "last" else state.selected_vectors):
             space.write(qmodel, vector)
     refined = qmodel.scale_set()
-    variants = {"fp": qmodel.full_precision, "refined": nullcontext, "base": _PreloadedScales(qmodel, base).applied}
-    test = top1_variants(qmodel, prepared.splits.test, variants, spec.batch_size, prepared.device)
-    fp, refined_acc, base_acc = test["fp"], test["refined"], test["base"]
+    quality = quality_for(info.num_classes)
+    variants = {"refined": nullcontext, "base": _PreloadedScales(qmodel, base).applied}
+    test = quality_variants(qmodel, prepared.splits.test, quality, qmodel.full_precision, variants,
+                            spec.batch_size, prepared.device)
     step = state.selected_step
+    key = lambda which: quality_key(quality, which)   # noqa: E731  fp_top1, or fp_feature_cosine (headless)
     metrics = {
-        "fp_top1": fp.top1, "base_top1": base_acc.top1, "refined_top1": refined_acc.top1, "n_test": fp.n,
-        "heldout_fp_top1": state.heldout_fp_top1, "heldout_base_top1": state.heldout_base_top1,
-        "heldout_refined_top1": state.step_heldout[step - 1] if step else state.heldout_base_top1,
+        "quality": quality,
+        key("fp"): test["fp"].top1, key("base"): test["base"].top1, key("refined"): test["refined"].top1,
+        "n_test": test["fp"].n,
+        key("heldout_fp"): state.heldout_fp_top1, key("heldout_base"): state.heldout_base_top1,
+        key("heldout_refined"): state.step_heldout[step - 1] if step else state.heldout_base_top1,
         "base_loss": state.base_loss, "refined_loss": state.step_loss[step - 1] if step else state.base_loss,
         "selected_step": step, "evaluations": state.evaluations, "search_seconds": seconds,
         "device": str(prepared.device), "calibration_seconds": prepared.calibration_seconds,
