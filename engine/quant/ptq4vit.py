@@ -126,6 +126,14 @@ def initialise(qmodel: QuantizedModel, images: torch.Tensor, options: PTQ4ViTOpt
     return list(order), fp_probs
 
 
+class PTQ4ViTUnsupported(NotImplementedError, ValueError):
+    """A layer PTQ4ViT's search cannot take (a grouped convolution, a normed or gated attention output): a user
+    error (ValueError: the CLI's one ``error:`` line, exit 2) naming the layer and the quantizers that can."""
+
+
+OTHER_QUANTIZERS = "minmax, percentile, omse, fqvit or repqvit quantize it"
+
+
 @dataclass(frozen=True)
 class Unit:
     kind: str      # "linear" (Linear or conv), "qk" (q·kᵀ) or "pv" (probs·v)
@@ -252,8 +260,8 @@ def linear_layer(unit: Unit, modules, store, grads, options: PTQ4ViTOptions) -> 
     x, grad = store[(unit.owner, "in")], grads.get((unit.owner, "out"))
     if isinstance(module, QuantConv2d):  # the conv as a Linear over unfolded patches
         if module.groups != 1:
-            raise NotImplementedError(f"PTQ4ViT searches convolutions with groups=1 only ({unit.owner} has "
-                                      f"groups={module.groups})")
+            raise PTQ4ViTUnsupported(f"ptq4vit searches convolutions with groups=1 only ({unit.owner} has "
+                                     f"groups={module.groups}); {OTHER_QUANTIZERS}")
         x, padding = module.pad(x)
         x = F.unfold(x, module.kernel_size, module.dilation, padding, module.stride).transpose(1, 2)
         grad = None if grad is None else grad.flatten(2).transpose(1, 2)
@@ -282,7 +290,8 @@ def linear_layer(unit: Unit, modules, store, grads, options: PTQ4ViTOptions) -> 
 
 def _check_plain_output(attn: nn.Module) -> None:
     if not isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity) or getattr(attn, "gate", None) is not None:
-        raise NotImplementedError("PTQ4ViT needs attention whose output goes straight to proj (no norm or gate)")
+        raise PTQ4ViTUnsupported("ptq4vit needs attention whose output goes straight to proj (no norm or gate); "
+                                 f"{OTHER_QUANTIZERS}")
 
 
 def matmul_layer(unit: Unit, modules, store, grads, options: PTQ4ViTOptions) -> Layer:
