@@ -33,7 +33,7 @@ BOUNDARY = QColor(140, 140, 140, 110)
 ACC_TITLE = "Held-out top-1 after each block's step"
 # A model without a classifier (num_classes=0) is measured by its features' cosine to the FP model's.
 ACC_TITLES = {"top1": (ACC_TITLE, "top-1 (%)"),
-              "feature_cosine": ("Held-out feature cosine to FP after each block's step", "feature cosine (%)")}
+              "feature_cosine": ("Held-out feature cosine after each block step", "feature cosine (%)")}
 WON = "#2e86c1"      # a block step at or above the base accuracy
 LOST = "#e67e22"     # below it
 POP_BEST, POP_MEDIAN, POP_WORST = "#1e8449", "#6c3483", "#a569bd"
