@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # GUI tests run headless (CI has no display)
 # The suite's two workers share two cores: an OpenMP thread that spins while its partner waits for a
@@ -40,6 +41,38 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]
         item.add_marker(pytest.mark.xdist_group("ray" if module in RAY_MODULES else module))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(tmp_path_factory):
+    """The one local Ray cluster of this worker process (2 CPUs), started by the first test that needs it and
+    shut down at the end of the session: every Ray test file shares it (they run on one worker, grouped
+    above). No auth token is written; workers import the tests folder (``helpers.small_search``, …)."""
+    ray = pytest.importorskip("ray")
+    tests = str(Path(__file__).parent)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "disabled")
+        patch.setenv("HOME", str(tmp_path_factory.mktemp("ray-home")))
+        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+
+@pytest.fixture
+def idle_ray_cluster(ray_cluster):
+    """The worker's Ray cluster once every CPU of it is free again: a task an earlier test cancelled may
+    still be finishing, and a test that counts on runs overlapping needs both CPUs."""
+    def idle() -> bool:
+        return ray_cluster.available_resources().get("CPU", 0) >= ray_cluster.cluster_resources()["CPU"]
+
+    deadline = time.monotonic() + 120
+    while not idle():
+        assert time.monotonic() < deadline, f"the Ray cluster stayed busy: {ray_cluster.available_resources()}"
+        time.sleep(0.1)
+    return ray_cluster
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
-"""The GUI's sweep dialog running the Ray backend on one local 2-CPU cluster (test_sweep_ray's fixture).
+"""The GUI's sweep dialog on the Ray backend, on the worker's one local 2-CPU cluster (``ray_cluster``).
 
-Three runs of test_sweep's cut-down search: W2A3 on a missing data folder fails at once (test_sweep_ray's
-``faulty_cells``, its stall disarmed), which frees its CPU for W4A8 while W8A8 runs, so the two runs'
-events reach the window interleaved. The window must draw one run's progress live (not a mix of both),
+Three runs of the demo's cut-down search: W2A3 on a missing data folder fails at once
+(``helpers.faulty_cells``, its stall disarmed), which frees its CPU for W4A8 while W8A8 runs; the two
+wait for each other to start, so their events reach the window interleaved. The window must draw one run's progress live (not a mix of both),
 count every run, and show the failure as a library row and a log line while the grid goes on.
 """
 from __future__ import annotations
@@ -20,23 +20,24 @@ from app.jobs.background import wait_for
 from app.library.sweep_dialog import SETTINGS_KEY
 from app.run.state import FINISHED
 from app.window.main_window import MainWindow
-from test_sweep_ray import cluster, faulty_cells  # noqa: F401  (the module's one local Ray cluster)
+from helpers import faulty_cells
 
 FILES = ("digits-vit_minmax_W2A3_s0.h5", "digits-vit_minmax_W4A8_s0.h5", "digits-vit_minmax_W8A8_s0.h5")
 STARTED = re.compile(r"run (\d) of 3 \(minmax (W\dA\d) s0\) on (.+)…$")
 
 
-def test_sweep_dialog_runs_on_ray_with_live_progress_in_the_window(cluster, qtbot, tmp_path, monkeypatch):
+def test_sweep_dialog_runs_on_ray_with_live_progress_in_the_window(idle_ray_cluster, qtbot, tmp_path, monkeypatch):
     dialogs = helpers.record_dialogs(monkeypatch)
     (tmp_path / "stalled").write_text("disarmed")   # faulty_cells stalls W8A8 only while this file is missing
-    win = MainWindow(search_fn=partial(faulty_cells, tmp_path / "stalled", tmp_path / "missing"))
+    search_fn = partial(faulty_cells, tmp_path / "stalled", tmp_path / "missing", meet=tmp_path)  # W8A8, W4A8 meet
+    win = MainWindow(search_fn=search_fn)
     qtbot.addWidget(win)
     win.show()
     helpers.configure(win, calib_size=50, passes=1, cycles=1, children=2, population=4, tournament=2)   # TINY
     win.run_panel.batch_size.setValue(50)
-    library = win.show_library()
+    library = win.sweeps.show_library()
     library.panel.set_workspace(tmp_path / "workspace", remember=False)
-    dialog = win.new_sweep()
+    dialog = win.sweeps.new_sweep()
     dialog.set_grid(["minmax"], "W2A3, W8A8, W4A8", "0")
     dialog.set_backend("ray")                        # no address: the cluster this process already joined
     assert wait_for(lambda: not dialog.planning, 60) and dialog.start.isEnabled(), dialog.plan.text()
@@ -45,7 +46,7 @@ def test_sweep_dialog_runs_on_ray_with_live_progress_in_the_window(cluster, qtbo
     win.sweep_ended.connect(ended.append)
     try:
         dialog.start.click()
-        qtbot.waitUntil(lambda: bool(win.state.steps) and win.runner is not None, timeout=120_000)   # drawn live
+        qtbot.waitUntil(lambda: bool(win.state.steps) and win.jobs.busy, timeout=120_000)   # drawn live
         qtbot.waitUntil(lambda: bool(ended), timeout=120_000)
     finally:
         QSettings().remove(SETTINGS_KEY)             # the next test's form starts from the defaults

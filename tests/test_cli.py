@@ -1,17 +1,13 @@
 """The headless CLI end to end: quantize / eval / inspect on the demo and on real timm architectures."""
 import hashlib
 import json
-from pathlib import Path
 
 import pytest
 import timm
-from safetensors.torch import load_file, save_file
 
 from engine.cli import main
-from engine.models import DEMO_WEIGHTS
 from engine.scalefile import load_run
-from helpers import make_image_folder, save_random_timm_model
-from test_quant_core import expected_points
+from helpers import expected_points, make_image_folder, other_demo_weights, save_random_timm_model
 
 
 def run_cli(capsys, *argv) -> tuple[int, dict | None, str]:
@@ -73,14 +69,6 @@ def test_scale_file_of_another_model_is_refused(tmp_path, capsys):
                    "--quantizer", "minmax", "--bits", "W8A8", "--calib-size", "2", "--out", str(out), "--quiet")[0] == 0
     code, _, err = run_cli(capsys, "eval", "--scales", str(out))  # default model: digits-vit
     assert code == 2 and "deit_tiny_patch16_224" in err and "digits-vit" in err
-
-
-def other_demo_weights(path: Path) -> Path:
-    """The demo's weights with one bias nudged: the same architecture, another weights hash."""
-    state = load_file(str(DEMO_WEIGHTS))
-    state["head.bias"] = state["head.bias"] + 0.01
-    save_file(state, str(path))
-    return path
 
 
 def test_eval_refuses_a_run_made_with_other_weights(tmp_path, capsys):

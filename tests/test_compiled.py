@@ -22,7 +22,7 @@ from engine.search.evaluator import CachedEvaluator, Fitness, Forwards, candidat
 from engine.search.losses import get_loss
 from engine.search.segments import model_segments
 from engine.search.space import block_space, mutate
-from test_search_units import calib_batches, tiny_vit
+from helpers import calib_batches, tiny_vit
 
 
 def _first_block_losses(qmodel, calib, forwards=None) -> np.ndarray:

@@ -28,7 +28,7 @@ from engine.scalefile import ScaleFileError, load_run, save_run
 from engine.search.config import PRESETS
 from engine.search.evaluator import search_fitness
 from engine.search.segments import model_segments
-from test_search_run import TINY, final, run_all, tiny_prepared
+from helpers import TINY_SEARCH as TINY, final, run_all, tiny_prepared
 
 
 def subject_of(prepared: Prepared, scales: dict | None = None) -> Subject:

@@ -16,7 +16,7 @@ from engine.search.evaluator import CachedEvaluator, Fitness, NaiveEvaluator, me
 from engine.search.losses import get_loss
 from engine.search.segments import Segments, model_segments
 from engine.search.space import block_space, mutate
-from test_search_units import calib_batches, tiny_vit
+from helpers import calib_batches, tiny_vit
 
 
 def _evaluators(qmodel, calib, stack_elements=None):

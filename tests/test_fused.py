@@ -17,7 +17,7 @@ from engine.search.evaluator import CachedEvaluator, Fitness, reference_outputs
 from engine.search.losses import get_loss
 from engine.search.segments import model_segments
 from engine.search.space import block_space, mutate
-from test_search_units import calib_batches, tiny_vit
+from helpers import calib_batches, tiny_vit
 
 
 def _near_rounding_boundaries(scale: torch.Tensor, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:

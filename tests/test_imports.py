@@ -135,3 +135,23 @@ def test_imports_are_resolved_to_modules(tmp_path, source, expected):
     known = {"app", "app.errors", "app.files", "app.window", "app.window.closing", "app.jobs", "app.jobs.job",
              "app.run", "app.run.state"}
     assert imported_modules("app.window.sweep_actions", path, known) == expected
+
+
+def test_no_test_file_imports_another():
+    """Shared builders live in tests/helpers.py (and app_conftest_helpers.py): a test module imported by
+    another is collected under two names, and its module fixtures run twice."""
+    tests = Path(__file__).resolve().parent
+    names = {path.stem for path in tests.glob("test_*.py")}
+    offenders = {}
+    for path in sorted(tests.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module]
+            else:
+                continue
+            found = [t for t in targets if t.removeprefix("tests.") in names]
+            if found:
+                offenders.setdefault(path.name, []).extend(found)
+    assert offenders == {}

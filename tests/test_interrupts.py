@@ -104,7 +104,7 @@ def test_failed_save_keeps_the_finished_search(tmp_path, capsys, monkeypatch):
     """Disk full at the save: one clear line, exit 2, and the checkpoint's resume goes straight to the
     final report and the save (no block step is searched again)."""
     import engine.commands.search as search_command_module
-    from test_sweep import small_search
+    from helpers import small_search
 
     monkeypatch.setattr(search_command_module.search_run, "run_search", small_search)
     out = tmp_path / "run.h5"

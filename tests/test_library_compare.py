@@ -13,7 +13,7 @@ from engine.library import COLUMNS, read_row, scan_workspace, write_csv
 from engine.quant import QuantConfig, quantize
 from engine.runrecord import History, RunRecord
 from engine.scalefile import load_run, save_run
-from test_quant_core import tiny_vit
+from helpers import tiny_quant_vit
 
 MOVED, FACTOR = ("blocks.1.attn.qkv", "weight"), 1.1   # the one point the fake "search" moved
 # (quantizer, w_bits, seed) -> (base_top1, refined_top1)
@@ -50,7 +50,7 @@ def workspace(tmp_path_factory):
     models = {}
     for (quantizer, w_bits, seed), (base, refined) in RUNS.items():
         key = (quantizer, w_bits)
-        models.setdefault(key, quantize(tiny_vit(), QuantConfig(quantizer, w_bits, 8), [images]))
+        models.setdefault(key, quantize(tiny_quant_vit(), QuantConfig(quantizer, w_bits, 8), [images]))
         save_run(folder / f"tiny-vit_{quantizer}_W{w_bits}A8_s{seed}.h5", record(models[key], seed, base, refined))
     save_run(folder / "plain_quantize.h5", record(models[("minmax", 4)], 0, 55.0))
     (folder / "broken.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
@@ -137,8 +137,8 @@ def test_side_by_side_matches_the_records(workspace):
 
 def test_layer_view_grids_ratios_and_histogram(workspace):
     runs = named(workspace, "tiny-vit_minmax_W4A8_s0.h5", "tiny-vit_percentile_W4A8_s0.h5")
-    view = layer_view(runs, *MOVED, channel=5, load_model=lambda record: tiny_vit())
-    weights = tiny_vit().get_submodule(MOVED[0]).weight.detach().numpy()
+    view = layer_view(runs, *MOVED, channel=5, load_model=lambda record: tiny_quant_vit())
+    weights = tiny_quant_vit().get_submodule(MOVED[0]).weight.detach().numpy()
     minmax = view.runs[0]
     assert view.channel == 5 and minmax.counts.sum() == weights.shape[1]
     assert view.edges[0] == pytest.approx(weights[5].min()) and view.edges[-1] == pytest.approx(weights[5].max())

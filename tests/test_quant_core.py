@@ -5,19 +5,11 @@ import numpy as np
 import pytest
 import timm
 import torch
-from timm.layers import Attention, PatchEmbed
-from timm.models.swin_transformer import WindowAttention
-from torch import nn
 
 from engine.quant import QuantConfig, QuantizedModel, ScaleMismatch, parse_bits, quantize
 from engine.quant.observers import affine_from_range, weight_range
 from engine.quant.schemes import uniform_affine
-
-
-def tiny_vit(depth=2):
-    torch.manual_seed(0)
-    return timm.models.vision_transformer.VisionTransformer(
-        img_size=16, patch_size=4, in_chans=1, embed_dim=32, depth=depth, num_heads=2, num_classes=10).eval()
+from helpers import expected_points, tiny_quant_vit
 
 
 def test_parse_bits():
@@ -55,14 +47,6 @@ def test_omse_never_worse_than_minmax_and_clips_gaussian_tails():
     assert torch.all(l2(lo, hi) < l2(lo_mm, hi_mm))
 
 
-def expected_points(model: nn.Module) -> dict[str, int]:
-    linears = sum(isinstance(m, nn.Linear) for m in model.modules())
-    attentions = sum(isinstance(m, (Attention, WindowAttention)) for m in model.modules())
-    patch = sum(isinstance(m, PatchEmbed) for m in model.modules())
-    return {"weight": linears + patch, "input": linears, "q": attentions, "k": attentions, "v": attentions,
-            "probs": attentions}
-
-
 @pytest.mark.parametrize("name,size", [("deit_tiny_patch16_224", 224), ("swin_tiny_patch4_window7_224", 224)])
 def test_every_point_of_real_architectures_is_quantized(name, size):
     model = timm.create_model(name, pretrained=False, num_classes=10).eval()
@@ -82,18 +66,18 @@ def test_every_point_of_real_architectures_is_quantized(name, size):
 
 
 def test_attention_bits_default_to_activation_bits_and_can_differ():
-    qmodel = QuantizedModel(tiny_vit(), QuantConfig("minmax", 4, 8, attn_bits=4))
+    qmodel = QuantizedModel(tiny_quant_vit(), QuantConfig("minmax", 4, 8, attn_bits=4))
     q = qmodel.quantizers()
     assert q[("blocks.0.attn", "probs")].bits == 4 and q[("blocks.0.attn.qkv", "input")].bits == 8
     assert q[("blocks.0.attn.qkv", "weight")].bits == 4
-    assert QuantizedModel(tiny_vit(), QuantConfig("minmax", 4, 6)).quantizers()[("blocks.0.attn", "q")].bits == 6
+    assert QuantizedModel(tiny_quant_vit(), QuantConfig("minmax", 4, 6)).quantizers()[("blocks.0.attn", "q")].bits == 6
 
 
 @pytest.mark.parametrize("method", ["minmax", "percentile", "omse"])
 def test_scale_set_reload_is_bit_identical(method):
     images = torch.randn(8, 1, 16, 16)
-    qmodel = quantize(tiny_vit(), QuantConfig(method, 3, 4), [images])
-    fresh = QuantizedModel(tiny_vit(), QuantConfig(method, 3, 4))
+    qmodel = quantize(tiny_quant_vit(), QuantConfig(method, 3, 4), [images])
+    fresh = QuantizedModel(tiny_quant_vit(), QuantConfig(method, 3, 4))
     fresh.load_scale_set(qmodel.scale_set())
     with torch.no_grad():
         assert torch.equal(qmodel(images), fresh(images))
@@ -102,14 +86,14 @@ def test_scale_set_reload_is_bit_identical(method):
 
 def test_load_scale_set_names_the_first_mismatch():
     images = torch.randn(4, 1, 16, 16)
-    scales = quantize(tiny_vit(), QuantConfig("minmax", 8, 8), [images]).scale_set()
+    scales = quantize(tiny_quant_vit(), QuantConfig("minmax", 8, 8), [images]).scale_set()
     with pytest.raises(ScaleMismatch, match="blocks.2"):  # deeper model: points missing
-        QuantizedModel(tiny_vit(depth=3), QuantConfig()).load_scale_set(scales)
+        QuantizedModel(tiny_quant_vit(depth=3), QuantConfig()).load_scale_set(scales)
     qkv = scales["blocks.0.attn.qkv"]["weight"]
     bad = scales.with_point("blocks.0.attn.qkv", "weight", replace(qkv, scale=qkv.scale[:50], zero_point=qkv.zero_point[:50]))
     with pytest.raises(ScaleMismatch, match=r"blocks.0.attn.qkv/weight: scale has shape"):
-        QuantizedModel(tiny_vit(), QuantConfig()).load_scale_set(bad)
+        QuantizedModel(tiny_quant_vit(), QuantConfig()).load_scale_set(bad)
     p = scales["head"]["input"]
     for value in (np.float32(np.nan), np.float32(0.0), np.float32(-1.0)):
         with pytest.raises(ScaleMismatch, match="head/input: scale has non-finite or non-positive"):
-            QuantizedModel(tiny_vit(), QuantConfig()).load_scale_set(scales.with_point("head", "input", p.with_scale(value)))
+            QuantizedModel(tiny_quant_vit(), QuantConfig()).load_scale_set(scales.with_point("head", "input", p.with_scale(value)))

@@ -7,7 +7,7 @@ import torch
 from engine.quant import QuantConfig, QuantizedModel, quantize
 from engine.runrecord import History, RunRecord
 from engine.scalefile import ScaleFileError, apply_run, load_run, save_run
-from test_quant_core import tiny_vit
+from helpers import tiny_quant_vit
 
 CONFIG = QuantConfig("omse", 3, 4, attn_bits=6)
 
@@ -15,7 +15,7 @@ CONFIG = QuantConfig("omse", 3, 4, attn_bits=6)
 @pytest.fixture(scope="module")
 def calibrated():
     images = torch.randn(8, 1, 16, 16, generator=torch.Generator().manual_seed(1))
-    return quantize(tiny_vit(), CONFIG, [images]), images
+    return quantize(tiny_quant_vit(), CONFIG, [images]), images
 
 
 def make_record(qmodel, base=None, history=None):
@@ -38,7 +38,7 @@ def test_round_trip_is_bit_identical(tmp_path, calibrated):
     assert list(record.scales) == list(qmodel.scale_set())  # model order survives HDF5
     assert record.scales.equals(qmodel.scale_set()) and record.base.equals(qmodel.scale_set())
     np.testing.assert_array_equal(record.history.loss, history.loss)
-    fresh = QuantizedModel(tiny_vit(), record.quant)
+    fresh = QuantizedModel(tiny_quant_vit(), record.quant)
     apply_run(record, fresh, "tiny-vit")
     with torch.no_grad():
         assert torch.equal(fresh(images), qmodel(images))
@@ -68,9 +68,9 @@ def test_write_is_atomic(tmp_path, calibrated, monkeypatch):
 def test_another_model_is_refused(tmp_path, calibrated):
     record = load_run(save_run(tmp_path / "run.h5", make_record(calibrated[0])))
     with pytest.raises(ScaleFileError, match="for model 'tiny-vit', not 'deit_tiny_patch16_224'"):
-        apply_run(record, QuantizedModel(tiny_vit(), CONFIG), "deit_tiny_patch16_224")
+        apply_run(record, QuantizedModel(tiny_quant_vit(), CONFIG), "deit_tiny_patch16_224")
     with pytest.raises(ScaleFileError, match="blocks.2"):
-        apply_run(record, QuantizedModel(tiny_vit(depth=3), CONFIG), "tiny-vit")
+        apply_run(record, QuantizedModel(tiny_quant_vit(depth=3), CONFIG), "tiny-vit")
 
 
 def _edit(path, fn):
@@ -89,7 +89,7 @@ def _edit(path, fn):
 def test_bad_contents_name_the_point(tmp_path, calibrated, edit, message):
     path = _edit(save_run(tmp_path / "run.h5", make_record(calibrated[0])), edit)
     with pytest.raises(ScaleFileError, match=message):
-        apply_run(load_run(path), QuantizedModel(tiny_vit(), CONFIG), "tiny-vit")
+        apply_run(load_run(path), QuantizedModel(tiny_quant_vit(), CONFIG), "tiny-vit")
 
 
 def test_truncated_and_foreign_files(tmp_path, calibrated):

@@ -16,8 +16,8 @@ from engine.search.guided import CLIP, adapted, direction_of, guided_block, step
 from engine.search.segments import model_segments
 from engine.search.space import block_space
 from engine.search.vector import searched_vector
-from tests.test_search_run import TINY, final, run_all, scales_of, tiny_prepared
-from tests.test_search_strategies import assert_resumed_mid_pass_equals_uninterrupted
+from helpers import (TINY_SEARCH as TINY, assert_resumed_mid_pass_equals_uninterrupted, block_space_of, final, run_all,
+                     scales_of, tiny_prepared)
 
 GUIDED = replace(TINY, strategy="guided", scope="all", children=3, cycles=2)
 TARGET = np.linspace(0.5, 2.0, 6)
@@ -141,10 +141,9 @@ def test_the_random_walk_keeps_every_move_whatever_the_fitness():
 
 def test_a_points_vector_sums_its_elements_gradient():
     space_scales = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
-    from tests.test_search_strategies import _space
-    vector = searched_vector("points", _space([(3,), ()]), space_scales)
+    vector = searched_vector("points", block_space_of([(3,), ()]), space_scales)
     np.testing.assert_allclose(vector.log_gradient(np.array([1.0, 2.0, 3.0, -1.0])), [6.0, -1.0])
-    both = searched_vector("points+channels", _space([(3,), ()]), space_scales)
+    both = searched_vector("points+channels", block_space_of([(3,), ()]), space_scales)
     np.testing.assert_allclose(both.log_gradient(np.array([1.0, 2.0, 3.0, -1.0])), [1, 2, 3, -1, 6, -1])
 
 
@@ -163,9 +162,8 @@ def test_a_guided_search_resumed_mid_pass_equals_the_uninterrupted_one(tmp_path)
 
 
 def test_a_vector_numbers_its_points_for_the_scaled_direction():
-    from tests.test_search_strategies import _space
     scales = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
-    space = _space([(3,), ()])
+    space = block_space_of([(3,), ()])
     assert searched_vector("channels", space, scales).groups().tolist() == [0, 0, 0, 1]
     assert searched_vector("points", space, scales).groups().tolist() == [0, 1]
     assert searched_vector("points+channels", space, scales).groups().tolist() == [0, 0, 0, 1, 2, 3]

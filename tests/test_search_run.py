@@ -7,18 +7,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
-from timm.models.vision_transformer import VisionTransformer
-from torch.utils.data import Dataset
 
 from engine.cli import main
-from engine.data import Splits, TensorImages
-from engine.models import ModelInfo
-from engine.pipeline import Prepared, RunSpec
-from engine.quant import QuantConfig, quantize
 from engine.scalefile import load_run
 from engine.search.checkpoint import load_checkpoint
-from engine.search.config import PRESETS, SearchConfig
+from engine.search.config import SearchConfig
 from engine.data import first_images
 from engine.search.evaluator import Fitness, NaiveEvaluator, reference_outputs
 from engine.search.events import BlockDone, Evaluated, Finished, PassDone, Stage, Started
@@ -26,60 +19,7 @@ from engine.search.losses import get_loss
 from engine.search.run import search_prepared
 from engine.search.segments import model_segments
 from engine.search.space import block_space
-
-TINY = replace(PRESETS["default"], passes=1, cycles=2, children=3, population=6, tournament=3)
-BATCH = 32
-
-
-class SpyImages(Dataset):
-    """A dataset that remembers whether anything read it, and how many items were read (like decodes)."""
-
-    def __init__(self, inner: TensorImages) -> None:
-        self.inner, self.reads, self.items_read = inner, 0, 0
-
-    def __len__(self) -> int:
-        self.reads += 1
-        return len(self.inner)
-
-    def __getitem__(self, index: int):
-        self.reads += 1
-        self.items_read += 1
-        return self.inner[index]
-
-
-def tiny_prepared(seed: int = 0, spy: bool = False) -> Prepared:
-    """A random 3-block ViT at W3A4 whose labels are its own FP predictions (FP top-1 = 100 %)."""
-    torch.manual_seed(0)
-    model = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=3,
-                              num_heads=2, mlp_ratio=2.0).eval()
-
-    def images(n: int, offset: int) -> TensorImages:
-        x = torch.randn((n, 1, 16, 16), generator=torch.Generator().manual_seed(offset))
-        with torch.no_grad():
-            return TensorImages(x, model(x).argmax(-1), torch.arange(n))
-
-    calib, heldout, test = images(96, 1), images(64, 2), images(64, 3)
-    splits = Splits("synthetic", calib, SpyImages(heldout) if spy else heldout, SpyImages(test) if spy else test,
-                    (1, 16, 16), (0.0,), (1.0,), 64, 64, tuple(str(c) for c in range(10)))
-    spec = RunSpec(model="tiny-vit", quant=QuantConfig("percentile", 3, 4), calib_size=96, batch_size=BATCH,
-                   seed=seed, device="cpu")
-    batches = [calib.images[i:i + BATCH] for i in range(0, 96, BATCH)]
-    info = ModelInfo("tiny-vit", "random-init", "0" * 64, (1, 16, 16), (0.0,), (1.0,), 10)
-    return Prepared(spec, info, splits, torch.device("cpu"), quantize(model, spec.quant, batches), batches, 0.0)
-
-
-def run_all(prepared: Prepared, config: SearchConfig, **kwargs) -> list:
-    return list(search_prepared(prepared, config, **kwargs))
-
-
-def final(events) -> Finished:
-    assert isinstance(events[-1], Finished)
-    return events[-1]
-
-
-def scales_of(events) -> list[np.ndarray]:
-    return [p.scale for _, _, p in final(events).run.scales.points()]
-
+from helpers import TINY_SEARCH as TINY, final, run_all, scales_of, tiny_prepared
 
 def test_tiny_search_events_and_calibration_loss():
     events = run_all(tiny_prepared(), TINY)
@@ -194,8 +134,8 @@ def test_search_command_writes_a_run_file_that_eval_reads(tmp_path, capsys):
     assert main(["search", "--quantizer", "minmax", "--bits", "W4A4", "--calib-size", "100", "--passes", "1",
                  "--cycles", "1", "--children", "2", "--device", "cpu", "--out", str(out), "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(result) == {"fp_top1", "base_top1", "refined_top1", "heldout_base_top1", "heldout_refined_top1",
-                           "n_test", "heldout_source", "evaluations", "seconds", "out"}
+    assert set(result) == {"quality", "fp_top1", "base_top1", "refined_top1", "heldout_base_top1",
+                           "heldout_refined_top1", "n_test", "heldout_source", "evaluations", "seconds", "out"}
     assert result["evaluations"] == 1 + 6 * 2 and result["n_test"] == 4500 and result["heldout_source"] == "builtin"
     record = load_run(out)
     assert record.base is not None and record.search["preset"] == "guided"

@@ -9,26 +9,16 @@ import numpy as np
 import pytest
 
 from engine.runrecord import identity_mismatch
-from engine.search.checkpoint import load_checkpoint
 from engine.search.cma_es import cmaes_block
 from engine.search.config import PRESETS, SearchConfig
 from engine.search.evaluator import CachedEvaluator
-from engine.search.events import Evaluated, Started
 from engine.search.evolution import EvolutionParams
 from engine.search.identity import record_identity, search_run_identity
-from engine.search.run import search_prepared
-from engine.search.space import BlockSpace
 from engine.search.vector import searched_vector
-from tests.test_search_run import TINY, final, run_all, scales_of, tiny_prepared
+from helpers import (TINY_SEARCH as TINY, assert_resumed_mid_pass_equals_uninterrupted, block_space_of, final, run_all,
+                     scales_of, tiny_prepared)
 
 CMAES = replace(TINY, strategy="cmaes", vector="points", scope="all", children=4, cycles=2)
-
-
-def _space(shapes: list[tuple[int, ...]]) -> BlockSpace:
-    sizes = [max(1, int(np.prod(s))) for s in shapes]
-    flags = np.concatenate([np.full(n, i == 0) for i, n in enumerate(sizes)])
-    return BlockSpace("b", tuple(("b", str(i)) for i in range(len(shapes))), tuple(f"p{i}" for i in range(len(shapes))),
-                      tuple(shapes), flags)
 
 
 def _run_block(seed: int, params: EvolutionParams, start: np.ndarray):
@@ -50,7 +40,7 @@ def _run_block(seed: int, params: EvolutionParams, start: np.ndarray):
 
 
 def test_points_vector_moves_one_factor_per_quantization_point():
-    space = _space([(3,), (), (2,)])
+    space = block_space_of([(3,), (), (2,)])
     scales = np.array([1.0, 2.0, 3.0, 0.5, 4.0, 8.0], np.float32)
     vector = searched_vector("points", space, scales)
     assert vector.size == 3 and np.array_equal(vector.start(), np.ones(3))
@@ -109,23 +99,6 @@ def test_a_cmaes_search_is_bit_reproducible_and_never_raises_the_loss():
     run = final(a).run
     assert run.metrics["refined_loss"] < run.metrics["base_loss"] and not run.scales.equals(run.base)
     assert run.metrics["evaluations"] == 1 + 3 * 2 * 4
-
-
-def assert_resumed_mid_pass_equals_uninterrupted(config: SearchConfig, tmp_path) -> None:
-    """Stop a 2-pass search inside its 5th block step (the 2nd of pass 2), resume from the
-    checkpoint of step 4: the same scales and loss history as the uninterrupted run."""
-    config = replace(config, passes=2)
-    uninterrupted = run_all(tiny_prepared(), config)
-    checkpoint = tmp_path / "run.ckpt"
-    events = search_prepared(tiny_prepared(), config, checkpoint=checkpoint)
-    for event in events:
-        if isinstance(event, Evaluated) and event.evaluation > 4 * config.children * config.cycles + 2:
-            events.close()
-    assert load_checkpoint(checkpoint).state.step == 4
-    resumed = run_all(tiny_prepared(), config, checkpoint=checkpoint, resume=checkpoint)
-    assert next(e for e in resumed if isinstance(e, Started)).resumed_from_step == 4
-    assert all(np.array_equal(x, y) for x, y in zip(scales_of(resumed), scales_of(uninterrupted)))
-    np.testing.assert_array_equal(final(resumed).run.history.loss, final(uninterrupted).run.history.loss)
 
 
 def test_a_cmaes_search_resumed_mid_pass_equals_the_uninterrupted_one(tmp_path):

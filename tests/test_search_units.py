@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 from timm.models.swin_transformer import SwinTransformer
-from timm.models.vision_transformer import VisionTransformer
 
 from engine.quant import QuantConfig, quantize
 from engine.search.config import (NULL_OF, PRESETS, SearchConfig, add_search_args, preset_label,
@@ -20,17 +19,7 @@ from engine.search.evolution import EvolutionParams, evolve_block
 from engine.search.losses import get_loss
 from engine.search.segments import model_segments
 from engine.search.space import MIN_SCALE, block_space, mutate
-
-
-def tiny_vit(depth: int = 3) -> VisionTransformer:
-    torch.manual_seed(0)
-    return VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=depth,
-                             num_heads=2, mlp_ratio=2.0).eval()
-
-
-def calib_batches(n_batches: int = 3, size: int = 16, shape=(1, 16, 16)) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(1)
-    return [torch.randn((size, *shape), generator=g) for _ in range(n_batches)]
+from helpers import calib_batches, tiny_vit
 
 
 # ---------------------------------------------------------------- config

@@ -21,36 +21,18 @@ import pytest
 import torch
 
 from engine.cli import main
-from engine.data import TensorImages
 from engine.models import create_model
 from engine.runrecord import run_identity, spec_values
-from engine.pipeline import RunSpec, prepare
 from engine.quant import QuantConfig
 from engine.scalefile import load_run
 from engine.search import run as search_run
 from engine.search.checkpoint import SearchState, save_checkpoint
-from engine.search.config import SearchConfig
 from engine.search.events import BlockDone, Finished
 from engine.sweep import (RunProgress, RunSkipped, RunStarted, SweepGrid, SweepStarted, _resumable, plan_sweep,
                           run_file_name, run_sweep)
-from test_cli import other_demo_weights
+from helpers import SWEEP_BASE as BASE, SWEEP_TINY as TINY, SWEEP_TINY_FLAGS as TINY_FLAGS, W4, W8, first_stop, other_demo_weights, small_search
 
-TINY = SearchConfig(passes=1, cycles=1, children=2, population=4, tournament=2)
-TINY_FLAGS = ["--passes", "1", "--cycles", "1", "--children", "2", "--population", "4", "--tournament", "2"]
-BASE = RunSpec(calib_size=50, batch_size=50)
 GRID = SweepGrid(("minmax",), ("W8A8", "W4A8"), (0,))
-W8, W4 = "digits-vit_minmax_W8A8_s0", "digits-vit_minmax_W4A8_s0"     # the grid's run file stems
-
-
-def _head(dataset, n):
-    return TensorImages(dataset.images[:n], dataset.labels[:n], dataset.originals[:n])
-
-
-def small_search(spec, config, checkpoint=None, resume=None):
-    """run_search with the held-out and test splits cut to their first 50 and 100 images."""
-    prepared = prepare(spec)
-    splits = replace(prepared.splits, heldout=_head(prepared.splits.heldout, 50), test=_head(prepared.splits.test, 100))
-    yield from search_run.search_prepared(replace(prepared, splits=splits), config, checkpoint, resume)
 
 
 def test_grid_parse_order_and_errors():
@@ -68,17 +50,6 @@ def test_grid_parse_order_and_errors():
 def test_run_file_names_are_deterministic_and_safe():
     assert run_file_name("digits-vit", QuantConfig("omse", 4, 8), 1) == "digits-vit_omse_W4A8_s1.h5"
     assert run_file_name("vit/base", QuantConfig("minmax", 4, 8, attn_bits=6), 0) == "vit-base_minmax_W4A8-attn6_s0.h5"
-
-
-def first_stop(events, stop):
-    """Consume a sweep until ``stop(event)`` is true, then close it as the app's Stop does."""
-    seen = []
-    for event in events:
-        seen.append(event)
-        if stop(event):
-            break
-    events.close()
-    return seen
 
 
 def is_block_step(event, run_index, step):

@@ -15,15 +15,14 @@ from pathlib import Path
 import pytest
 
 from engine.cli import main
-from engine.data import TensorImages
-from engine.pipeline import RunSpec, prepare
+from engine.pipeline import RunSpec
 from engine.quant import QuantConfig
 from engine.scalefile import FileUnavailable, load_run, save_run
 from engine.search import run as search_run
 from engine.search.config import PRESETS
 from engine.search.events import Finished
 from engine.sweep import RunDone, RunFailed, SweepGrid, plan_sweep, run_file_name, run_sweep
-from helpers import OLDER_LAYOUTS, as_older_layout, with_schema_version
+from helpers import OLDER_LAYOUTS, as_older_layout, small_search, with_schema_version
 
 BASE = RunSpec(calib_size=50, batch_size=50)
 SHORT = dict(passes=1, cycles=1, children=2, population=4, tournament=2)
@@ -39,17 +38,6 @@ SHORT_FLAGS = ["--passes", "1", "--cycles", "1", "--children", "2", "--populatio
 
 def name(bits: str) -> str:
     return run_file_name("digits-vit", QuantConfig.from_bits("minmax", bits), 0)
-
-
-def _head(dataset: TensorImages, n: int) -> TensorImages:
-    return TensorImages(dataset.images[:n], dataset.labels[:n], dataset.originals[:n])
-
-
-def small_search(spec, config, checkpoint=None, resume=None):
-    """run_search on the demo with its held-out and test splits cut to their first 50 and 100 images."""
-    prepared = prepare(spec)
-    splits = replace(prepared.splits, heldout=_head(prepared.splits.heldout, 50), test=_head(prepared.splits.test, 100))
-    yield from search_run.search_prepared(replace(prepared, splits=splits), config, checkpoint, resume)
 
 
 @pytest.fixture(scope="module")
@@ -107,16 +95,17 @@ def test_a_sweep_moves_aside_what_it_cannot_read_and_never_touches_a_newer_file(
 
 
 LOCKER = textwrap.dedent("""
-    import sys, time, h5py
+    import sys, h5py
     with h5py.File(sys.argv[1], "a"):
         print("locked", flush=True)
-        time.sleep(60)
+        sys.stdin.read()           # holds the file until the test closes this pipe
 """)
 
 
 def test_a_locked_file_fails_its_cell_and_stays(made, tmp_path):
     path = Path(shutil.copy(made["evolution"], tmp_path / name("W8A8")))
-    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(path)], stdout=subprocess.PIPE, text=True)
+    locker = subprocess.Popen([sys.executable, "-c", LOCKER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
     try:
         assert locker.stdout.readline().strip() == "locked"
         before = path.read_bytes()   # as the writer holding it left it
@@ -126,8 +115,12 @@ def test_a_locked_file_fails_its_cell_and_stays(made, tmp_path):
         events = list(run_sweep(grid, BASE, CONFIGS["evolution"], tmp_path, search_fn=small_search))
         assert path.read_bytes() == before
     finally:
-        locker.kill()
-        locker.wait()
+        locker.stdin.close()
+        try:
+            locker.wait(30)
+        except subprocess.TimeoutExpired:
+            locker.kill()
+            locker.wait()
     failed = [e for e in events if isinstance(e, RunFailed)]
     assert len(failed) == 1 and "cannot be opened now" in failed[0].error and not any(
         isinstance(e, RunDone) for e in events)

@@ -1,16 +1,15 @@
-"""The Ray backend of a sweep against one local 2-CPU cluster per module (started by a fixture).
+"""The Ray backend of a sweep against the worker's one local 2-CPU cluster (conftest's ``ray_cluster``).
 
-The searches are the real engine search on test_sweep's cut-down demo (``small_search``), so a run
+The searches are the real engine search on the demo cut down (``helpers.small_search``), so a run
 takes seconds; the local backend's files of the same grid are the reference every Ray file must
-equal, scale for scale. Ray workers import this module and test_sweep (the tests folder goes on
-their PYTHONPATH), which is how the faults below run inside the workers.
+equal, scale for scale. Ray workers import ``helpers`` (the tests folder goes on their PYTHONPATH),
+which is how the faults (``helpers.faulty_cells``) run inside the workers.
 """
 import io
 import os
 import shutil
 import signal
 import sys
-import time
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import replace
 from functools import partial
@@ -23,35 +22,19 @@ import ray
 import torch
 
 from engine.cli import main
-from engine.pipeline import RunSpec
 from engine.scalefile import load_run
 from engine.search import run as search_run
 from engine.search.events import BlockDone
 from engine.sweep import (RunDone, RunFailed, RunMovedAside, RunProgress, RunSkipped, RunStarted, SweepFinished,
                           SweepGrid, run_sweep)
 from engine.sweep_ray import CellResources, cell_device, search_cell
-from helpers import as_older_layout, with_schema_version
-from test_sweep import BASE, TINY, TINY_FLAGS, W4, W8, first_stop, small_search
+from helpers import (SWEEP_BASE as BASE, SWEEP_TINY as TINY, SWEEP_TINY_FLAGS as TINY_FLAGS, W4, W8, as_older_layout,
+                     faulty_cells, first_stop, small_search, with_schema_version)
 
 GRID = SweepGrid(("minmax",), ("W8A8", "W4A8"), (0,))
 TIMINGS = {"search_seconds", "calibration_seconds"}      # the only metrics that differ between two runs
 ARGV = ["sweep", "--quantizers", "minmax", "--bits", "W8A8,W4A8", "--seeds", "0", "--calib-size", "50",
         "--batch-size", "50", *TINY_FLAGS]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """One local Ray cluster of 2 CPUs for the module; no auth token written, workers import the tests."""
-    tests = str(Path(__file__).parent)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAY_AUTH_MODE", "disabled")
-        patch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
-        patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])))
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        try:
-            yield
-        finally:
-            ray.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -85,24 +68,8 @@ def assert_same_run(path: Path, reference: Path) -> None:
     assert (run.spec, run.search, run.weights_sha256) == (ref.spec, ref.search, ref.weights_sha256)
 
 
-def faulty_cells(stalled: Path, missing: Path, spec: RunSpec, config, checkpoint=None, resume=None):
-    """small_search, with two faults by bit-width. W8A8: its first attempt stalls after its first
-    block step (marked by the file ``stalled``) until the test kills its worker; not killed, it fails.
-    W2A3: its data folder does not exist (a user error)."""
-    if spec.quant.w_bits == 2:
-        spec = replace(spec, data=str(missing))
-    for event in small_search(spec, config, checkpoint, resume):
-        stall = spec.quant.w_bits == 8 and isinstance(event, BlockDone) and not stalled.exists()
-        if stall:
-            stalled.write_text(str(os.getpid()))   # before the event goes out: the retry must not stall
-        yield event
-        if stall:
-            time.sleep(60)
-            raise RuntimeError("the test did not kill this worker")
-
-
 @pytest.fixture(scope="module")
-def faulty_sweep(cluster, tmp_path_factory):
+def faulty_sweep(ray_cluster, tmp_path_factory):
     """A 3-run Ray sweep: W2A3 on a missing data folder (first, so its quick failure frees its CPU),
     W8A8's worker killed mid-run (by the pid its RunStarted reports), W4A8 untouched."""
     folder = tmp_path_factory.mktemp("ray")
@@ -169,7 +136,7 @@ def test_a_user_error_fails_its_run_and_the_grid_goes_on(faulty_sweep):
     assert not (faulty_sweep.folder / "digits-vit_minmax_W2A3_s0.h5").exists()
 
 
-def test_the_driver_stopped_and_restarted_skips_the_finished_runs(cluster, local_files, tmp_path, monkeypatch):
+def test_the_driver_stopped_and_restarted_skips_the_finished_runs(idle_ray_cluster, local_files, tmp_path, monkeypatch):
     """The driver stops after the first run file (the other task is cancelled); the same command
     skips what was saved, counted, and searches the rest, through the CLI. Both cells run at once, so
     the other one may also have saved its file (at its Finished) before the first RunDone arrives."""
@@ -189,7 +156,7 @@ def test_the_driver_stopped_and_restarted_skips_the_finished_runs(cluster, local
         assert_same_run(tmp_path / f"{stem}.h5", local_files / f"{stem}.h5")
 
 
-def test_a_ray_sweep_moves_aside_what_it_cannot_read_and_never_touches_a_newer_file(cluster, tmp_path):
+def test_a_ray_sweep_moves_aside_what_it_cannot_read_and_never_touches_a_newer_file(idle_ray_cluster, tmp_path):
     """As tests/test_sweep_files.py on the local backend: W8A8 an older layout of the same run
     (skipped), W4A8 truncated (moved aside, run again on Ray), W6A8 of a newer schema (failed, untouched)."""
     config = replace(TINY, strategy="evolution")
