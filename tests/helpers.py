@@ -27,7 +27,7 @@ from engine.search.checkpoint import load_checkpoint
 from engine.search.config import PRESETS, SearchConfig
 from engine.search.events import BlockDone, Evaluated, Finished, Started
 from engine.search.space import BlockSpace
-from engine.synthetic import write_image_folder
+from engine.synthetic import synthetic_splits, write_image_folder
 
 
 def make_image_folder(root: str | Path, n_classes: int = 3, per_class: int = 4, size: int = 32,
@@ -205,6 +205,37 @@ def assert_resumed_mid_pass_equals_uninterrupted(config: SearchConfig, tmp_path:
     assert next(e for e in resumed if isinstance(e, Started)).resumed_from_step == 4
     assert all(np.array_equal(x, y) for x, y in zip(scales_of(resumed), scales_of(uninterrupted)))
     np.testing.assert_array_equal(final(resumed).run.history.loss, final(uninterrupted).run.history.loss)
+
+
+# ---------------------------------------------------------------------- a model without a classifier
+
+HEADLESS_MODEL = "vit_small_patch14_reg4_dinov2"
+HEADLESS_SIZE = 28   # 2x2 patches of 14 px, 4 registers and the class token: 9 tokens
+
+
+def tiny_headless() -> tuple[torch.nn.Module, ModelInfo]:
+    """A random-init DINOv2-with-registers backbone (no head), two narrow blocks: fast on a CPU."""
+    torch.manual_seed(0)
+    model = timm.create_model(HEADLESS_MODEL, pretrained=False, num_classes=0, img_size=HEADLESS_SIZE, depth=2,
+                              embed_dim=32, num_heads=2).eval()
+    shape = (3, HEADLESS_SIZE, HEADLESS_SIZE)
+    info = ModelInfo(HEADLESS_MODEL, "random-init", "0" * 64, shape, (0.5,) * 3, (0.25,) * 3, 0)
+    return model, info
+
+
+def headless_prepared() -> Prepared:
+    """``tiny_headless`` quantized (the default QuantConfig) on four synthetic images (no labels to draw)."""
+    model, info = tiny_headless()
+    splits = synthetic_splits(info, calib_size=4, seed=0, heldout_size=4)   # labels: none to draw
+    spec = RunSpec(model=HEADLESS_MODEL, quant=QuantConfig(), calib_size=4, batch_size=4, device="cpu",
+                   compile="off")
+    calib = [splits.calibration.images]
+    return Prepared(spec, info, splits, torch.device("cpu"), quantize(model, spec.quant, calib), calib, 0.0)
+
+
+def one_pass() -> SearchConfig:
+    """The default search cut to one pass of one cycle of two children."""
+    return replace(PRESETS["default"], passes=1, cycles=1, children=2)
 
 
 # ---------------------------------------------------------------------- the demo's cut-down sweep search

@@ -14,7 +14,7 @@ from app.run.state import RunState
 from engine.scalefile import load_run, save_run
 from engine.search.events import Finished
 from engine.search.run import search_prepared
-from test_headless import one_pass, tiny_prepared
+from helpers import headless_prepared as tiny_prepared, one_pass
 
 
 @pytest.fixture(scope="module")

@@ -3,49 +3,17 @@ the fitness compares their features, and every report measures the features' cos
 model (``feature_cosine``, percent) where a model with a head reports top-1."""
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
-import timm
 import torch
 
 from engine import pipeline
 from engine.cli import main
 from engine.evaluate import FEATURE_COSINE, TOP1, quality_of
-from engine.models import ModelInfo
-from engine.pipeline import Prepared, RunSpec
-from engine.quant import QuantConfig, quantize
 from engine.scalefile import load_run, save_run
-from engine.search.config import PRESETS
 from engine.search.events import BlockDone, Finished, Started
 from engine.search.run import search_prepared
 from engine.search.segments import model_segments
-from engine.synthetic import synthetic_splits
-
-NAME = "vit_small_patch14_reg4_dinov2"
-SIZE = 28   # 2x2 patches of 14 px, 4 registers and the class token: 9 tokens
-
-
-def tiny_headless() -> tuple[torch.nn.Module, ModelInfo]:
-    """A random-init DINOv2-with-registers backbone (no head), two narrow blocks: fast on a CPU."""
-    torch.manual_seed(0)
-    model = timm.create_model(NAME, pretrained=False, num_classes=0, img_size=SIZE, depth=2, embed_dim=32,
-                              num_heads=2).eval()
-    info = ModelInfo(NAME, "random-init", "0" * 64, (3, SIZE, SIZE), (0.5,) * 3, (0.25,) * 3, 0)
-    return model, info
-
-
-def tiny_prepared() -> Prepared:
-    model, info = tiny_headless()
-    splits = synthetic_splits(info, calib_size=4, seed=0, heldout_size=4)   # labels: none to draw
-    spec = RunSpec(model=NAME, quant=QuantConfig(), calib_size=4, batch_size=4, device="cpu", compile="off")
-    calib = [splits.calibration.images]
-    return Prepared(spec, info, splits, torch.device("cpu"), quantize(model, spec.quant, calib), calib, 0.0)
-
-
-def one_pass():
-    return replace(PRESETS["default"], passes=1, cycles=1, children=2)
-
+from helpers import HEADLESS_MODEL as NAME, headless_prepared as tiny_prepared, one_pass, tiny_headless
 
 def test_headless_fitness_compares_the_features_prelogits_would():
     prepared = tiny_prepared()
