@@ -81,6 +81,7 @@ def describe(values: dict[str, Any] | None) -> str:
         return "not recorded (a file written before provenance was)"
     commit = f" ({values['git_commit']})" if values.get("git_commit") else ""
     invariant = "" if values.get("thread_invariant", True) else ", thread-count dependent"
+    threads = values.get("threads", "?")
     return (f"cptv-studio {values.get('version', '?')}{commit}, torch {values.get('torch', '?')}, "
-            f"timm {values.get('timm', '?')}, {values.get('device', '?')}, {values.get('threads', '?')} threads, "
-            f"compile {values.get('compile', '?')}{invariant}")
+            f"timm {values.get('timm', '?')}, {values.get('device', '?')}, "
+            f"{threads} thread{'' if threads == 1 else 's'}, compile {values.get('compile', '?')}{invariant}")

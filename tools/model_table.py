@@ -6,7 +6,7 @@ each a real ``python -m engine`` subprocess on a random-init model, one model at
 Per model: the outcome of ``quantize`` (fully quantized, refused with its ``error:`` line, or a traceback)
 and whether the one-pass search finished. Results go to ``--results`` (JSON, one entry per model, kept
 between runs: a rerun skips the models already there unless ``--again``); ``--write-docs`` puts the table
-into docs/coverage.md under its "End to end" heading (the generated coverage table above it is kept).
+into docs/models.md under its "End to end" heading (the page's text above the heading is kept).
 
 Data: by default a generated ImageNet-style folder of 2 synset classes x 4 images (train: 4 calibration +
 4 held-out, val: 8 test), written once. ``--data synthetic`` is the issue's command as typed, but its
@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from engine.commands.coverage import DOC_MODELS  # noqa: E402
 
 MODELS = DOC_MODELS[3:]   # the 24 of issue 25 (the first three are the supported baselines)
-DOCS = ROOT / "docs" / "coverage.md"
+DOCS = ROOT / "docs" / "models.md"
 HEADING = "## End to end: quantize and a one-pass search"
 QUANTIZE = ("quantize", "--quantizer", "minmax", "--bits", "W8A8", "--calib-size", "2", "--batch-size", "2",
             "--device", "cpu", "--json")
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per command")
     parser.add_argument("--no-search", action="store_true")
     parser.add_argument("--again", action="store_true", help="rerun models already in --results")
-    parser.add_argument("--write-docs", action="store_true", help="put the table into docs/coverage.md")
+    parser.add_argument("--write-docs", action="store_true", help="put the table into docs/models.md")
     args = parser.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     data = args.data or str(small_folder(args.work))

@@ -82,7 +82,8 @@ def markdown(names: list[str]) -> str:
             f"*uncovered: refused*: `quantize` and `search` stop with one `error:` line naming the modules\n"
             f"(`--allow-float PATTERN` keeps them in float on purpose); a matmul of weights alone (a position\n"
             f"bias table) is constant and counts as covered. `python -m engine coverage MODEL` prints a\n"
-            f"model's op-by-op table.\n\n"
+            f"model's op-by-op table. The same models through `quantize` and a one-pass `search`, end to\n"
+            f"end: [models.md](models.md).\n\n"
             f"Made with `python -m engine coverage --table docs/coverage.md` (timm {timm.__version__},\n"
             f"torch {torch.__version__.split('+')[0]}); `tests/test_coverage.py` checks some rows.\n\n"
             f"{TABLE_HEADER}\n{rows}\n")
