@@ -27,12 +27,12 @@ from engine.search.checkpoint import load_checkpoint
 from engine.search.config import PRESETS, SearchConfig
 from engine.search.events import BlockDone, Evaluated, Finished, Started
 from engine.search.space import BlockSpace
-from engine.synthetic import synthetic_splits, write_image_folder
+from engine.data.synthetic import synthetic_splits, write_image_folder
 
 
 def make_image_folder(root: str | Path, n_classes: int = 3, per_class: int = 4, size: int = 32,
                       corrupt: int = 0) -> Path:
-    """``engine.synthetic.write_image_folder`` (class_<i> folders, PNG and JPEG, seed 0), plus ``corrupt``
+    """``engine.data.synthetic.write_image_folder`` (class_<i> folders, PNG and JPEG, seed 0), plus ``corrupt``
     extra unreadable ``.JPEG`` files (random bytes) in class_0 of train and of val. Returns ``root``.
     """
     root = write_image_folder(root, n_classes, per_class, size)

@@ -11,7 +11,7 @@ import torch
 from timm.layers import Attention
 from torch import nn
 
-import engine.synthetic
+import engine.data.synthetic
 from engine.cli import main
 from engine.commands.coverage import DOC_MODELS, TABLE_HEADER, table_row
 from engine.models import _state_sha256, create_model
@@ -179,7 +179,7 @@ def small_timm(monkeypatch):
     CLI's whole path, a few seconds."""
     create = timm.create_model
     monkeypatch.setattr(timm, "create_model", lambda name, **kwargs: create(name, **{**kwargs, **HIERA_SMALL}))
-    monkeypatch.setattr(engine.synthetic, "SYNTHETIC_TEST", 2)
+    monkeypatch.setattr(engine.data.synthetic, "SYNTHETIC_TEST", 2)
 
 
 HIERA_ARGS = ("--model", "hiera_tiny_224", "--data", "synthetic", "--quantizer", "minmax", "--bits", "W8A8",

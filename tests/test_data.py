@@ -111,7 +111,7 @@ def test_image_folder_splits_skip_unreadable_images(image_folder: Path, caplog) 
     calib = {p for p, _ in splits.calibration.samples}
     assert not calib & {p for p, _ in splits.heldout.samples}
 
-    with caplog.at_level(logging.WARNING, logger="engine.data"):
+    with caplog.at_level(logging.WARNING, logger="engine.data.batches"):
         batches = list(iterate(splits.test, batch_size=5))
     labels = torch.cat([lab for _, lab in batches])
     assert len(labels) == 12 and sorted(labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
@@ -133,7 +133,7 @@ def test_decode_workers_keep_order_and_report_unreadable_images(image_folder: Pa
     test = load_splits(image_folder, RGB24, calib_size=6).test
     in_process = list(iterate(test, batch_size=3, num_workers=0))
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="engine.data"):
+    with caplog.at_level(logging.WARNING, logger="engine.data.batches"):
         in_workers = list(iterate(test, batch_size=3, num_workers=2))
     assert len(in_workers) == len(in_process) == 5
     for (images, labels), (expected_images, expected_labels) in zip(in_workers, in_process):
@@ -171,7 +171,7 @@ def test_image_folder_draws_are_seeded(image_folder: Path) -> None:
 
 
 def test_image_folder_small_train_clamps_calibration(image_folder: Path, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="engine.data"):
+    with caplog.at_level(logging.WARNING, logger="engine.data.folders"):
         splits = load_splits(image_folder, RGB24)  # calib_size=1000 > 13 training files
     assert (len(splits.calibration), len(splits.heldout)) == (12, 1)
     assert "calibration uses 12 instead of 1000" in caplog.text

@@ -1,4 +1,4 @@
-"""engine.folders: ImageNet synset folders mapped through timm's index; the held-out split drawn from val/."""
+"""engine.data.folders: ImageNet synset folders mapped through timm's index; the held-out split drawn from val/."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,7 @@ import torch
 from engine.cli import main
 from engine.data import DataError, check_compatible, iterate, load_splits
 from engine.models import ModelInfo
-from engine.synthetic import write_image_folder
+from engine.data.synthetic import write_image_folder
 
 SYNSETS = {"n01440764": 0, "n01443537": 1, "n15075141": 999}   # tench, goldfish, toilet tissue
 RGB16_1K = ModelInfo(name="in1k", source="random-init", weights_sha256="", input_size=(3, 16, 16),

@@ -1,4 +1,4 @@
-"""engine.synthetic: the generated image folder (and its CLI command) and the in-memory synthetic splits."""
+"""engine.data.synthetic: the generated image folder (and its CLI command) and the in-memory synthetic splits."""
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +11,7 @@ import torch
 from engine.cli import main
 from engine.data import DataError, check_compatible, load_splits
 from engine.models import ModelInfo
-from engine.synthetic import imagenet_synsets, write_image_folder
+from engine.data.synthetic import imagenet_synsets, write_image_folder
 
 RGB24 = ModelInfo(name="tiny", source="random-init", weights_sha256="", input_size=(3, 24, 24),
                   mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), num_classes=7)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..argtypes import output_folder, positive_int, seed
 from ..cli import emit
-from ..synthetic import imagenet_synsets, write_image_folder
+from ..data.synthetic import imagenet_synsets, write_image_folder
 
 
 def add_parser(sub) -> None:

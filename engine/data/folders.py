@@ -15,11 +15,12 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
-from .data import (CLASS_MAP_SORTED, CLASS_MAP_SYNSETS, HELDOUT_SOURCES, IMAGE_EXTENSIONS, IMAGENET_CLASSES,
-                   DataError, ImageFiles, Splits, imagenet_synset_index)
+from .batches import ImageFiles
+from .splits import (CLASS_MAP_SORTED, CLASS_MAP_SYNSETS, HELDOUT_SOURCES, IMAGE_EXTENSIONS, IMAGENET_CLASSES,
+                     DataError, Splits, imagenet_synset_index)
 
 if TYPE_CHECKING:
-    from .models import ModelInfo
+    from ..models import ModelInfo
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import SYNTHETIC, DataError, Splits, TensorImages, imagenet_synset_index, normalize
+from .splits import SYNTHETIC, DataError, Splits, TensorImages, imagenet_synset_index, normalize
 
 if TYPE_CHECKING:
-    from .models import ModelInfo
+    from ..models import ModelInfo
 
 SYNTHETIC_HELDOUT, SYNTHETIC_TEST = 100, 100   # in-memory split sizes: enough to exercise the report
 
