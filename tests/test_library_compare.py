@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from engine.cli import main
-from engine.compare import (accuracy_vs_bits, bits_matrix, layer_view, quant_grid, side_by_side, to_jsonable)
-from engine.library import COLUMNS, read_row, scan_workspace, write_csv
+from engine.library import (COLUMNS, accuracy_vs_bits, bits_matrix, layer_view, quant_grid, read_row, scan_workspace,
+                            side_by_side, to_jsonable, write_csv)
 from engine.quant import QuantConfig, quantize
 from engine.runrecord import History, RunRecord
 from engine.scalefile import load_run, save_run

@@ -1,6 +1,6 @@
 """Accuracy vs bit-width and the quantizer × bit-width matrix: the two views over the whole library.
 
-Both draw ``engine.compare.accuracy_vs_bits`` points (library rows averaged over seeds) of one
+Both draw ``engine.library.accuracy_vs_bits`` points (library rows averaged over seeds) of one
 (model, preset) setting at a time; averaging across settings would hide what the user compares.
 """
 from __future__ import annotations
@@ -15,8 +15,7 @@ from PySide6.QtCore import QRectF, Qt, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QComboBox, QLabel, QWidget
 
-from engine.compare import BitsMatrix, BitsPoint, accuracy_vs_bits, bits_matrix, by_setting
-from engine.library import LibraryRow
+from engine.library import BitsMatrix, BitsPoint, LibraryRow, accuracy_vs_bits, bits_matrix, by_setting
 from engine.search.config import PRESET_ALIASES, preset_label
 
 from app.widgets.plot_card import PlotCard, colour, empty_message, plot_widget, set_title

@@ -1,7 +1,7 @@
 """Side by side (loss curves, per-block held-out accuracy, scale-shift heatmaps) and one layer in detail.
 
 Both take runs selected in the library as (name, RunRecord) pairs and draw what
-``engine.compare.side_by_side`` / ``layer_view`` return. Each run keeps one colour in every plot,
+``engine.library.side_by_side`` / ``layer_view`` return. Each run keeps one colour in every plot,
 and the colour key sits in the plot's title, so no legend box covers the data.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QComboBox, QGridLayout, QLabel, QSpinBox, QWidget
 
-from engine.compare import NamedRun, SideBySide, layer_view, load_run_model, side_by_side
+from engine.library import NamedRun, SideBySide, layer_view, load_run_model, side_by_side
 
 from app.jobs.background import BackgroundCall
 from app.widgets.plot_card import PlotCard, colour, empty_message, plot_widget, set_title, short_names

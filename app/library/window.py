@@ -3,7 +3,7 @@
 Tabs: Runs (the table), Accuracy vs bit-width and Quantizer × bits (over every readable run),
 Side by side and Layer (over the runs selected in the table, read in the background), Diagnose (one selected
 run: its saved diagnosis, or one measured in the main window's worker). The window only wires the pieces:
-numbers come from ``engine.compare``, files from ``engine.library``, sweeps from the main window.
+numbers and files come from ``engine.library``, sweeps from the main window.
 """
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from typing import Any, Sequence
 
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QTabWidget, QWidget
 
-from engine.compare import NamedRun
-from engine.library import LibraryRow
+from engine.library import LibraryRow, NamedRun
 from engine.scalefile import load_run
 
 from app.jobs.background import BackgroundCall

@@ -1,6 +1,6 @@
 """A comparison plot with its own "Save PNG" and "Save CSV": the frame every comparison view shares.
 
-A card draws data the engine computed (``engine.compare``) and keeps the flat rows it drew, so
+A card draws data the engine computed (``engine.library``) and keeps the flat rows it drew, so
 Save CSV writes exactly the numbers on screen (through ``engine.library.write_csv``).
 """
 from __future__ import annotations

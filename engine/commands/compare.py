@@ -15,8 +15,8 @@ import numpy as np
 
 from ..argtypes import existing_file, existing_folder, int_range
 from ..cli import emit
-from ..compare import accuracy_vs_bits, bits_matrix, by_setting, layer_view, load_run_model, side_by_side, to_jsonable
-from ..library import scan_workspace
+from ..library import (accuracy_vs_bits, bits_matrix, by_setting, layer_view, load_run_model, scan_workspace,
+                       side_by_side, to_jsonable)
 from ..scalefile import load_run
 
 SUMMARY_COLUMNS = ("file", "quantizer", "bits", "seed", "preset", "fp_top1", "base_top1", "refined_top1", "delta",

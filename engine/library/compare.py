@@ -10,7 +10,7 @@
 
 Results are frozen dataclasses of numbers and numpy arrays, never tensors, so the GUI can plot them
 and ``to_jsonable`` can print them for ``python -m engine compare --json``; ``*_rows`` methods give
-flat dicts for CSV export (``engine.library.write_csv``).
+flat dicts for CSV export (``rows.write_csv``).
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from .library import LibraryRow, row_from_record
-from .quant import QuantParams, ScaleSet
-from .rebuild import rebuild_model
-from .runrecord import RunRecord
+from ..quant import QuantParams, ScaleSet
+from ..rebuild import rebuild_model
+from ..runrecord import RunRecord
+from .rows import LibraryRow, row_from_record
 
 _BLOCK = re.compile(r"^((?:layers\.\d+\.)?blocks\.\d+)\.(.+)$")   # ViT/DeiT "blocks.3", Swin "layers.1.blocks.0"
 

@@ -16,10 +16,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import h5py
 
-from .atomic import atomic_path
-from .provenance import describe as describe_provenance
-from .runrecord import RunRecord
-from .scalefile import load_run
+from ..atomic import atomic_path
+from ..provenance import describe as describe_provenance
+from ..runrecord import RunRecord
+from ..scalefile import load_run
 
 log = logging.getLogger(__name__)
 
