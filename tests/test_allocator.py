@@ -12,7 +12,7 @@ import engine.cli
 from engine.allocator import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parent.parent
-ENTRY_POINTS = {("engine/cli.py", "main"), ("app/application.py", "run_app"), ("engine/sweep_ray.py", "search_cell"),
+ENTRY_POINTS = {("engine/cli.py", "main"), ("app/application.py", "run_app"), ("engine/sweep/ray_backend.py", "search_cell"),
                 ("engine/bench_memory.py", "_fresh_process_entry")}
 
 

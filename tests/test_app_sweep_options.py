@@ -22,8 +22,7 @@ from app.library.sweep_dialog import SETTINGS_KEY
 from app.window.main_window import MainWindow
 from engine.runrecord import run_identity, spec_values
 from engine.search.checkpoint import SearchState, save_checkpoint
-from engine.sweep import SweepGrid
-from engine.sweep_ray import CellResources
+from engine.sweep import CellResources, SweepGrid
 
 INSTALL_HINT = "pip install 'cptv-studio[ray]'"
 GRID = SweepGrid(("minmax",), ("W8A8",), (0,))

@@ -28,8 +28,9 @@ from engine.scalefile import load_run
 from engine.search import run as search_run
 from engine.search.checkpoint import SearchState, save_checkpoint
 from engine.search.events import BlockDone, Finished
-from engine.sweep import (RunProgress, RunSkipped, RunStarted, SweepGrid, SweepStarted, _resumable, plan_sweep,
-                          run_file_name, run_sweep)
+from engine.sweep import (RunProgress, RunSkipped, RunStarted, SweepGrid, SweepStarted, plan_sweep, run_file_name,
+                          run_sweep)
+from engine.sweep.local import _resumable
 from helpers import SWEEP_BASE as BASE, SWEEP_TINY as TINY, SWEEP_TINY_FLAGS as TINY_FLAGS, W4, W8, first_stop, other_demo_weights, small_search
 
 GRID = SweepGrid(("minmax",), ("W8A8", "W4A8"), (0,))
@@ -172,7 +173,7 @@ def test_a_checkpoint_of_other_settings_restarts_the_run(tmp_path, caplog):
         save_checkpoint(run.checkpoint, state, {**identity, "base_sha256": "00" * 32})
         planned = plan_sweep(grid, BASE, TINY, tmp_path)[0]
         assert planned.identity["weights_sha256"] == weights_sha   # a checkpoint to compare: the weights are hashed
-        with caplog.at_level(logging.WARNING, logger="engine.sweep"):
+        with caplog.at_level(logging.WARNING, logger="engine.sweep.local"):
             assert _resumable(planned.checkpoint, planned.identity) is resumable
     assert "other settings (spec.calib_size 60 (this run: 50)); the run starts afresh" in caplog.text
 

@@ -27,7 +27,7 @@ from engine.search import run as search_run
 from engine.search.events import BlockDone
 from engine.sweep import (RunDone, RunFailed, RunMovedAside, RunProgress, RunSkipped, RunStarted, SweepFinished,
                           SweepGrid, run_sweep)
-from engine.sweep_ray import CellResources, cell_device, search_cell
+from engine.sweep.ray_backend import CellResources, cell_device, search_cell
 from helpers import (SWEEP_BASE as BASE, SWEEP_TINY as TINY, SWEEP_TINY_FLAGS as TINY_FLAGS, W4, W8, as_older_layout,
                      faulty_cells, first_stop, small_search, with_schema_version)
 

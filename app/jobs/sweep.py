@@ -13,8 +13,7 @@ from typing import Any, ClassVar, Iterator
 
 from engine.pipeline import RunSpec
 from engine.search.config import SearchConfig
-from engine.sweep import SearchFn, SweepFinished, SweepGrid, run_sweep
-from engine.sweep_ray import CellResources
+from engine.sweep import CellResources, SearchFn, SweepFinished, SweepGrid, run_sweep
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSpin
 from engine.pipeline import RunSpec
 from engine.quant import available_quantizers
 from engine.search.config import preset_label
-from engine.sweep import SweepGrid, plan_sweep
-from engine.sweep_ray import CellResources, load_ray
+from engine.sweep import CellResources, SweepGrid, load_ray, plan_sweep
 
 from app.jobs.background import BackgroundCall
 from app.jobs.sweep import SweepBackend

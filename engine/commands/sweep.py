@@ -1,5 +1,5 @@
 """``sweep``: quantizers × bit-widths × seeds, searched one after another in this process, or as
-tasks on a Ray cluster with ``--backend ray`` (``engine.sweep_ray``).
+tasks on a Ray cluster with ``--backend ray`` (``engine/sweep/ray_backend.py``).
 
 One progress line per run on stderr; the summary table (one library row per run) on stdout, as a
 JSON list on the last line with ``--json``. Rerunning the same command after an interruption skips
@@ -16,8 +16,8 @@ from ..argtypes import bit_widths, bits, output_folder, seed
 from ..cli import add_model_args, add_output_args, emit, error_text, json_error, run_spec
 from ..quant import QuantConfig, available_quantizers
 from ..search.config import add_search_args, search_config_from_args
-from ..sweep import BACKENDS, RunProgress, RunStarted, SweepFinished, SweepGrid, describe, run_sweep
-from ..sweep_ray import CellResources
+from ..sweep import (BACKENDS, CellResources, RunProgress, RunStarted, SweepFinished, SweepGrid, describe,
+                     run_sweep)
 from .compare import SUMMARY_COLUMNS, format_table
 from .search import Progress, rerun_command
 

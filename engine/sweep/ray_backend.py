@@ -27,17 +27,17 @@ from typing import Any, Iterator
 
 import torch
 
-from .allocator import keep_freed_memory
-from .errors import MissingExtra
-from .pipeline import RunSpec
-from .search.config import SearchConfig
-from .search.events import Event, Finished
-from .sweep import (PlannedRun, RunDone, RunFailed, RunStarted, SearchFn, SweepEvent, Worker, needs_search, run_done,
-                    run_progress, settle)
-from .threads import environment
+from ..allocator import keep_freed_memory
+from ..errors import MissingExtra
+from ..pipeline import RunSpec
+from ..search.config import SearchConfig
+from ..search.events import Event, Finished
+from ..threads import environment
+from .cell import SearchFn, needs_search, run_done, run_progress, settle
+from .events import RunDone, RunFailed, RunStarted, SweepEvent, Worker
+from .plan import PlannedRun
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
