@@ -13,7 +13,7 @@ from engine.allocator import keep_freed_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY_POINTS = {("engine/cli.py", "main"), ("app/application.py", "run_app"), ("engine/sweep/ray_backend.py", "search_cell"),
-                ("engine/bench_memory.py", "_fresh_process_entry")}
+                ("engine/bench/memory.py", "_fresh_process_entry")}
 
 
 def calls_by_function(path: Path, name: str) -> set[str]:

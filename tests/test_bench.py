@@ -10,7 +10,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from engine.bench import bench_inputs, run_bench
-from engine.bench_memory import (PeakMeter, SizePeaks, check_sizes, format_table, measure_size, run_memory_bench,
+from engine.bench.memory import (PeakMeter, SizePeaks, check_sizes, format_table, measure_size, run_memory_bench,
                                  summarize)
 from engine.cli import main
 from engine.pipeline import RunSpec

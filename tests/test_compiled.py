@@ -10,7 +10,7 @@ import torch
 from timm.models.swin_transformer import SwinTransformer
 
 from engine.bench import run_bench
-from engine.bench_forward import bench_forwards
+from engine.bench.forward import bench_forwards
 from engine.pipeline import RunSpec
 from engine.quant import QuantConfig, quantize
 from engine.runrecord import run_identity, spec_values

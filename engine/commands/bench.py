@@ -6,10 +6,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from ..bench import BenchResult, bench_inputs, run_bench
-from ..bench_forward import measure_forwards
-from ..bench_memory import check_sizes, format_table, run_memory_bench
 from ..argtypes import existing_file, int_range, positive_int
+from ..bench import BenchResult, bench_inputs, check_sizes, measure_forwards, run_bench, run_memory_bench
+from ..bench.memory import format_table
 from ..cli import add_model_args, add_output_args, add_quant_args, emit, run_spec
 from ..export import load_export
 from ..quant import QuantConfig

@@ -16,17 +16,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data import SYNTHETIC, first_images
-from .models import DEMO_MODEL
-from .pipeline import Prepared, RunSpec, prepare
-from .quant import QuantizedModel
-from .quant.fused import fused_uniform
-from .search.config import SearchConfig
-from .bench_forward import segment_flops
-from .search.compiled import compiled_forwards, evaluation_forwards
-from .search.evaluator import CachedEvaluator, Forwards, NaiveEvaluator, search_fitness
-from .search.segments import model_segments
-from .search.space import block_space, mutate
+from ..data import first_images
+from ..quant import QuantizedModel
+from ..quant.fused import fused_uniform
+from ..search.compiled import compiled_forwards, evaluation_forwards
+from ..search.config import SearchConfig
+from ..search.evaluator import CachedEvaluator, Forwards, NaiveEvaluator, search_fitness
+from ..search.segments import model_segments
+from ..search.space import block_space, mutate
+from .forward import segment_flops
 
 log = logging.getLogger(__name__)
 
@@ -197,11 +195,3 @@ def run_bench(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: Sea
                          **_path_figures("fused", clocks["cached_fused"], warmups["cached_fused"], base, eager,
                                          n_evals))
     return result
-
-
-def bench_inputs(spec: RunSpec) -> Prepared:
-    """The calibrated model and calibration batches through ``prepare``: the demo's digits or
-    ``--data`` when given, else seeded random images at the model's input size (speed and memory
-    do not depend on the pixels)."""
-    data = spec.data if spec.data is not None or spec.model == DEMO_MODEL else SYNTHETIC
-    return prepare(replace(spec, data=data))

@@ -16,12 +16,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import create_model
-from .pipeline import Prepared
-from .quant import QuantizedModel
-from .quant.fused import fused_uniform
-from .search.compiled import compiled_forwards
-from .search.segments import Segments, model_segments
+from ..models import create_model
+from ..pipeline import Prepared
+from ..quant import QuantizedModel
+from ..quant.fused import fused_uniform
+from ..search.compiled import compiled_forwards
+from ..search.segments import Segments, model_segments
 
 MATMUL_SIZE = {"cuda": 8192, "cpu": 2048}
 

@@ -19,16 +19,16 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .allocator import keep_freed_memory, return_freed_memory
-from .bench import bench_inputs
-from .data import first_images
-from .device import resolve_device
-from .pipeline import RunSpec
-from .quant import QuantizedModel
-from .search.config import SearchConfig
-from .search.evaluator import CachedEvaluator, search_fitness
-from .search.segments import model_segments
-from .search.space import block_space
+from ..allocator import keep_freed_memory, return_freed_memory
+from ..data import first_images
+from ..device import resolve_device
+from ..pipeline import RunSpec
+from ..quant import QuantizedModel
+from ..search.config import SearchConfig
+from ..search.evaluator import CachedEvaluator, search_fitness
+from ..search.segments import model_segments
+from ..search.space import block_space
+from .inputs import bench_inputs
 
 EXTRAPOLATE_TO = 1000                 # the default calibration size (DESIGN §4)
 GROWTH_TARGET_BLOCK_INPUTS = 3        # growth per image at most the image itself + 3 block inputs of one image
