@@ -8,8 +8,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import MissingExtra
+from .formats import FORMATS
 
-FORMATS = ("onnx-qdq", "aimet")
+__all__ = ["FORMATS", "load_export"]
 
 
 def load_export() -> ModuleType:

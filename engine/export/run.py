@@ -19,7 +19,7 @@ from ..quant import QuantizedModel
 from ..rebuild import rebuild, rebuild_model, recorded_spec
 from ..runrecord import RunRecord
 from ..search.events import Stage
-from . import FORMATS
+from .formats import FORMATS
 from .aimet import write_aimet
 from .graph import trace_marked
 from .onnx_qdq import ExportError, check_exportable, qdq_model
