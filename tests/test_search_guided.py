@@ -11,7 +11,7 @@ import torch
 from engine.quant.schemes import get_scheme
 from engine.search.config import NULL_OF
 from engine.search.evaluator import CachedEvaluator, search_fitness
-from engine.search.evolution import EvolutionParams
+from engine.search.steps import EvolutionParams
 from engine.search.guided import CLIP, adapted, direction_of, guided_block, step_ladder
 from engine.search.segments import model_segments
 from engine.search.space import block_space

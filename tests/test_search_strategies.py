@@ -12,7 +12,7 @@ from engine.runrecord import identity_mismatch
 from engine.search.cma_es import cmaes_block
 from engine.search.config import PRESETS, SearchConfig
 from engine.search.evaluator import CachedEvaluator
-from engine.search.evolution import EvolutionParams
+from engine.search.steps import EvolutionParams
 from engine.search.identity import record_identity, search_run_identity
 from engine.search.vector import searched_vector
 from helpers import (TINY_SEARCH as TINY, assert_resumed_mid_pass_equals_uninterrupted, block_space_of, final, run_all,

@@ -15,7 +15,8 @@ from engine.search.config import (NULL_OF, PRESETS, SearchConfig, add_search_arg
                                   search_config_from_args)
 from engine.data import first_images
 from engine.search.evaluator import CachedEvaluator, Fitness, NaiveEvaluator, reference_outputs
-from engine.search.evolution import EvolutionParams, evolve_block
+from engine.search.evolution import evolve_block
+from engine.search.steps import EvolutionParams
 from engine.search.losses import get_loss
 from engine.search.segments import model_segments
 from engine.search.space import MIN_SCALE, block_space, mutate

@@ -20,7 +20,7 @@ from typing import Generator
 import numpy as np
 from cmaes import CMA
 
-from .evolution import BlockResult, Evaluate, EvolutionParams, Step
+from .steps import BlockResult, Evaluate, EvolutionParams, Step
 
 INITIAL_SIGMA = 1.0 / np.sqrt(3.0)   # the standard deviation of U(-1, 1), in units of r
 

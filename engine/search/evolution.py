@@ -10,41 +10,12 @@ member are drawn uniformly, so losses are computed (and logged) but never steer 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Generator
+from typing import Generator
 
 import numpy as np
 
 from .space import mutate
-
-Evaluate = Callable[[np.ndarray], np.ndarray]   # (K, size) candidate vectors -> (K,) losses
-
-
-@dataclass(frozen=True)
-class EvolutionParams:
-    population: int
-    tournament: int
-    cycles: int
-    children: int
-    strategy: str      # "evolution" | "random"
-    mutation: str      # "absolute" | "relative"
-    ranges: np.ndarray  # mutation range per element
-    direction: str = "scaled"   # guided only: how the gradient becomes a move (config.DIRECTIONS)
-
-
-@dataclass(frozen=True)
-class Step:
-    """One evaluated child."""
-    cycle: int
-    loss: float
-    population_losses: np.ndarray
-
-
-@dataclass(frozen=True)
-class BlockResult:
-    vector: np.ndarray
-    loss: float
-    population_losses: np.ndarray
+from .steps import BlockResult, Evaluate, EvolutionParams, Step
 
 
 def choose_parent(losses: np.ndarray, params: EvolutionParams, rng: np.random.Generator) -> int:

@@ -32,7 +32,7 @@ from typing import Callable, Generator
 import numpy as np
 
 from .config import DIRECTIONS
-from .evolution import BlockResult, Evaluate, EvolutionParams, Step
+from .steps import BlockResult, Evaluate, EvolutionParams, Step
 
 Gradient = Callable[[np.ndarray], np.ndarray]   # coordinates (size,) -> d loss / d log(coordinate)
 

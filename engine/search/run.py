@@ -34,12 +34,13 @@ from .cma_es import cmaes_block
 from .compiled import evaluation_forwards
 from .evaluator import CachedEvaluator, search_fitness
 from .events import BlockDone, Evaluated, Event, Finished, PassDone, Stage, Started
-from .evolution import BlockResult, EvolutionParams, evolve_block
+from .evolution import evolve_block
 from .guided import guided_block
 from .identity import saved_identity, search_run_identity, thread_dependence
 from .resume import check_before_work
 from .segments import model_segments
 from .space import BlockSpace, block_space
+from .steps import BlockResult, EvolutionParams, Step
 from .vector import SearchedVector, searched_vector
 
 log = logging.getLogger(__name__)
@@ -131,11 +132,11 @@ def _evolution_params(config: SearchConfig, space: BlockSpace, vector: SearchedV
                            config.mutation, vector.ranges(space.ranges(w_range, a_range)), config.direction)
 
 
-def _block_step(config: SearchConfig, evaluator: CachedEvaluator, block_index: int, space: BlockSpace,
-                vector: SearchedVector, loss: float, params: EvolutionParams,
-                rng: np.random.Generator) -> Generator:
-    """The strategy's block step over the searched vector's coordinates; returns a BlockResult
-    holding the block's scales."""
+def _strategy_block_step(config: SearchConfig, evaluator: CachedEvaluator, block_index: int, space: BlockSpace,
+                         vector: SearchedVector, loss: float, params: EvolutionParams,
+                         rng: np.random.Generator) -> Generator[Step, None, BlockResult]:
+    """One block step of the configured strategy over the searched vector's coordinates: yields a Step per
+    candidate and returns a BlockResult holding the block's scales (``_relay_block_step`` runs it)."""
     def evaluate(coordinates: np.ndarray) -> np.ndarray:
         return evaluator.evaluate(block_index, space, vector.expand(coordinates))
 
@@ -180,12 +181,13 @@ def _fresh_state(prepared: Prepared, config: SearchConfig, spaces: list[BlockSpa
     return state
 
 
-def _search_block(state: SearchState, search: Generator, pass_index: int, block_index: int,
-                  watch: Stopwatch) -> Generator[Evaluated, None, BlockResult]:
-    """Relay one block step's children as Evaluated events (recording each in the history)."""
+def _relay_block_step(state: SearchState, block_step: Generator[Step, None, BlockResult], pass_index: int,
+                      block_index: int, watch: Stopwatch) -> Generator[Evaluated, None, BlockResult]:
+    """Run one block step to its end, relaying each candidate as an Evaluated event (recorded in the
+    history); returns the step's BlockResult."""
     while True:
         try:
-            child = next(search)
+            child = next(block_step)
         except StopIteration as done:
             return done.value
         state.evaluations += 1
@@ -243,8 +245,9 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
         space = spaces[block_index]
         vector = searched_vector(config.vector, space, state.vectors[block_index])
         params = _evolution_params(config, space, vector, prepared, cycles)
-        step = _block_step(config, evaluator, block_index, space, vector, state.current_loss, params, rng)
-        result = yield from _search_block(state, step, pass_index, block_index, watch)
+        block_step = _strategy_block_step(config, evaluator, block_index, space, vector, state.current_loss, params,
+                                          rng)
+        result = yield from _relay_block_step(state, block_step, pass_index, block_index, watch)
         space.write(qmodel, result.vector)
         state.vectors[block_index] = result.vector
         state.current_loss = result.loss
