@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Iterator
 from engine.diagnose import DiagnoseConfig, Diagnosed, diagnose_run, save_into_run
 from engine.runrecord import RunRecord
 from engine.scalefile import load_run
-from engine.search.events import Stage
+from engine.events import Stage
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from engine.evaluate import top1
 from engine.pipeline import RunSpec
 from engine.rebuild import rebuild
 from engine.scalefile import load_run
-from engine.search.events import Stage
+from engine.events import Stage
 
 
 @dataclass(frozen=True)

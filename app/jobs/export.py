@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Iterator
 
 from engine.export import load_export
 from engine.scalefile import load_run
-from engine.search.events import Stage
+from engine.events import Stage
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QProgressBar, QPu
 
 from engine.diagnose import DiagnoseConfig, Diagnosis, Measured, load_diagnosis
 from engine.scalefile import ScaleFileError
-from engine.search.events import Stage
+from engine.events import Stage
 
 from app import errors
 from app.jobs.diagnose import DiagnoseJob

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout,
                                QHBoxLayout, QLineEdit, QPushButton, QWidget)
 
-from engine.search.events import Stage
+from engine.events import Stage
 
 from app import errors, files
 from app.jobs.export import ExportJob

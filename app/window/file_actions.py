@@ -13,7 +13,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QMenu
 
-from engine.search.events import Stage
+from engine.events import Stage
 
 from app import errors, files
 from app.jobs.evaluate import EvaluateJob

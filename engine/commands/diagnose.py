@@ -18,7 +18,7 @@ from ..diagnose.run import DEFAULT_IMAGES
 from ..diagnose.whatif import DEFAULT_DRAWS, DEFAULT_K
 from ..models import DEMO_MODEL
 from ..scalefile import load_run
-from ..search.events import Stage
+from ..events import Stage
 
 log = logging.getLogger(__name__)
 

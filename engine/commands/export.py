@@ -8,7 +8,7 @@ from ..argtypes import data_source, device, output_file, positive_int
 from ..cli import add_output_args, emit
 from ..export import FORMATS, load_export
 from ..scalefile import load_run
-from ..search.events import Stage
+from ..events import Stage
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""Events the diagnosis yields besides the search's ``Stage``: progress, then the result.
+"""Events the diagnosis yields besides ``Stage`` (``engine/events.py``): progress, then the result.
 
-Like the search's, they are small and immutable, so a consumer (the CLI, the app's worker) may show
+Like every job's, they are small and immutable, so a consumer (the CLI, the app's worker) may show
 progress, pause or stop between any two of them.
 """
 from __future__ import annotations

@@ -20,6 +20,7 @@ import torch
 
 from ..data import Splits, TensorImages, calibration_batches, first_images, materialize
 from ..evaluate import top1
+from ..events import Stage
 from ..models import ModelInfo, create_model
 from ..pipeline import RunSpec, prepare
 from ..quant import QuantConfig, QuantizedModel, ScaleSet, quantize
@@ -27,7 +28,6 @@ from ..rebuild import rebuild, recorded_spec
 from ..runrecord import RunRecord
 from ..search.config import PRESETS, SearchConfig
 from ..search.evaluator import search_fitness
-from ..search.events import Stage
 from ..search.segments import model_segments
 from .events import Diagnosed, Measured
 from .points import Point, quantization_points

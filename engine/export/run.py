@@ -14,11 +14,11 @@ import onnx
 import torch
 
 from ..data import DataError
+from ..events import Stage
 from ..pipeline import RunSpec
 from ..quant import QuantizedModel
 from ..rebuild import rebuild, rebuild_model, recorded_spec
 from ..runrecord import RunRecord
-from ..search.events import Stage
 from .formats import FORMATS
 from .aimet import write_aimet
 from .graph import trace_marked

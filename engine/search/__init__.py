@@ -4,8 +4,8 @@
 Rooms: losses (fitness), config (presets and flags), space (a block's scale points and mutation),
 vector (the coordinates a strategy searches), segments (a model cut at its blocks), evaluator
 (cached and batched candidate losses, the scales' gradient) and compiled (its compiled forwards),
-guided, evolution and cma_es (one block step each), checkpoint (resumable state), run (the whole
-search), events.
+guided, evolution and cma_es (one block step each; steps, the types they share), checkpoint
+(resumable state), run (the whole search), events (the search's; ``Stage`` is every job's, engine/events.py).
 """
 from .config import PRESETS, SearchConfig, add_search_args, search_config_from_args
 from .events import BlockDone, Evaluated, Event, Finished, PassDone, Stage, Started

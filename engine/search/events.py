@@ -1,6 +1,8 @@
 """Events the search yields: small, immutable, plain numbers and numpy arrays (never live tensors).
 
 Consumers (CLI progress line, the app's worker, tests) may pause or stop between any two events.
+``Stage`` (a preparation step: loading, calibrating, caching FP outputs) is every job's, in
+``engine/events.py``; it is imported here because it belongs to the search's ``Event`` too.
 """
 from __future__ import annotations
 
@@ -9,11 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from ..events import Stage
 
-@dataclass(frozen=True)
-class Stage:
-    """A preparation step before the search proper (loading, calibrating, caching FP outputs)."""
-    message: str
+__all__ = ["BlockDone", "Evaluated", "Event", "Finished", "PassDone", "Stage", "Started"]
 
 
 @dataclass(frozen=True)
