@@ -146,13 +146,16 @@ class Heartbeat:
 class SearchEta:
     """Seconds left in a block-wise search, from the steps seen so far.
 
-    A block step at block b of N costs ``fixed + cycles·cycle·(N - b) + input·b``: each cycle reruns
-    blocks b..N-1 (candidates, and the guided gradient's forward and backward); the step first builds
-    its block's input, a forward through the b blocks before it; then the held-out top-1 and the
-    checkpoint (``fixed``). Each part is fitted from the times of the evaluations (``Evaluated.cycle``
-    tells the cycles apart): the gaps between a step's cycles give ``cycle``, its first cycle's excess
-    gives ``input``, the time after its last evaluation gives ``fixed``. With one cycle per step the
-    first cycle's time stands for the cycle (``input`` then counts as cycle time)."""
+    A block step at block b of N costs ``fixed + cycles·(per_cycle + per_block·(N - b)) + input·b``:
+    each cycle reruns blocks b..N-1 (candidates, and the guided gradient's forward and backward) and
+    pays a part that no block count scales (the head, the loss, the step's bookkeeping); the step
+    first builds its block's input, a forward through the b blocks before it; then the held-out top-1
+    and the checkpoint (``fixed``). Each part is fitted from the times of the evaluations
+    (``Evaluated.cycle`` tells the cycles apart): the gaps between a step's cycles give the cycle's
+    cost at that step's block count, and once two block counts are seen a weighted least-squares line
+    through them splits it into ``per_cycle`` and ``per_block`` (until then all of it scales with
+    the blocks); its first cycle's excess gives ``input``, the time after its last evaluation
+    ``fixed``. With one cycle per step the first cycle's time stands for the cycle."""
 
     def __init__(self, n_blocks: int, blocks: Sequence[int], done: int, now: float) -> None:
         """``blocks``: the block of every step of the run, in order; ``done``: the steps done already."""
@@ -160,7 +163,7 @@ class SearchEta:
         self.cycles = 1                                    # per step, as seen
         self.step_start = now
         self.cycle_ends: dict[int, float] = {}             # cycle index -> its last evaluation's time
-        self.cycle_time = self.cycle_units = 0.0           # seconds, and cycles x blocks rerun
+        self.cycle_samples: list[tuple[int, float, int]] = []   # (blocks rerun, seconds, cycles) per step
         self.input_time = self.input_units = 0.0           # seconds, and blocks before the searched one
         self.fixed_time, self.steps_seen = 0.0, 0
 
@@ -175,26 +178,40 @@ class SearchEta:
         first = ends[0] - self.step_start
         if len(ends) > 1:
             gaps = ends[-1] - ends[0]
-            self.cycle_time += gaps
-            self.cycle_units += (len(ends) - 1) * rerun
+            self.cycle_samples.append((rerun, gaps, len(ends) - 1))
             self.input_time += max(0.0, first - gaps / (len(ends) - 1))
             self.input_units += block
         else:
-            self.cycle_time += first
-            self.cycle_units += rerun
+            self.cycle_samples.append((rerun, first, 1))
         self.fixed_time += now - ends[-1]
         self.steps_seen += 1
         self.done += 1
         self.step_start, self.cycle_ends = now, {}
 
+    def cycle_cost(self) -> tuple[float, float]:
+        """``(per_cycle, per_block)``: a cycle's seconds are ``per_cycle + per_block · blocks rerun``."""
+        samples = self.cycle_samples
+        proportional = (0.0, sum(s for _, s, _ in samples) / sum(r * c for r, _, c in samples))
+        if len({r for r, _, _ in samples}) < 2:
+            return proportional
+        # weighted least squares of the mean cycle time on the blocks rerun, each step weighted by its cycles
+        w = sum(c for _, _, c in samples)
+        mean_r = sum(r * c for r, _, c in samples) / w
+        mean_t = sum(s for _, s, _ in samples) / w
+        var = sum(c * (r - mean_r) ** 2 for r, _, c in samples)
+        per_block = sum((r - mean_r) * (s - c * mean_t) for r, s, c in samples) / var
+        per_cycle = mean_t - per_block * mean_r
+        return (per_cycle, per_block) if per_cycle >= 0 and per_block > 0 else proportional
+
     def step_seconds(self, block: int) -> float:
-        cycle = self.cycle_time / self.cycle_units
+        per_cycle, per_block = self.cycle_cost()
         per_input = self.input_time / self.input_units if self.input_units else 0.0
-        return self.fixed_time / self.steps_seen + self.cycles * cycle * (self.n - block) + per_input * block
+        return (self.fixed_time / self.steps_seen + self.cycles * (per_cycle + per_block * (self.n - block))
+                + per_input * block)
 
     def remaining(self, now: float) -> float | None:
         """None until a step has been seen; the step under way counts what it has left."""
-        if not self.cycle_units:
+        if not self.cycle_samples:
             return None
         if self.done >= len(self.blocks):
             return 0.0

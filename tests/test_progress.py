@@ -94,12 +94,12 @@ def test_heartbeat_beats_on_a_log_only(tmp_path):
 
 
 def simulate(eta: SearchEta, clock: FakeClock, n: int, blocks: list[int], cycles: int, cycle_s: float, input_s: float,
-             fixed_s: float, steps: int) -> None:
+             fixed_s: float, steps: int, per_cycle_s: float = 0.0) -> None:
     """``steps`` block steps whose parts cost exactly what SearchEta's model says."""
     for block in blocks[:steps]:
         clock.now += input_s * block
         for cycle in range(cycles):
-            clock.now += cycle_s * (n - block)
+            clock.now += per_cycle_s + cycle_s * (n - block)
             eta.evaluated(cycle, clock.now)
         clock.now += fixed_s
         eta.step_done(clock.now)
@@ -117,6 +117,19 @@ def test_eta_knows_that_steps_slow_down_towards_the_first_block():
     assert flat < 0.5 * truth
     clock.now += 1.0                          # a second into the next step
     assert np.isclose(eta.remaining(clock.now), truth - 1.0)
+
+
+def test_eta_splits_a_cycles_cost_into_a_fixed_part_and_a_part_per_block_once_two_steps_are_seen():
+    n, cycles = 6, 8
+    blocks = [b for _, b in schedule(2, n)]
+    clock, eta = FakeClock(), SearchEta(n, blocks, 0, 0.0)
+    costs = dict(cycles=cycles, cycle_s=0.7, input_s=0.05, fixed_s=0.8, per_cycle_s=0.35)
+    simulate(eta, clock, n, blocks, steps=1, **costs)
+    truth = sum(0.8 + 0.05 * b + cycles * (0.35 + 0.7 * (n - b)) for b in blocks[1:])
+    assert eta.remaining(clock.now) > truth   # one step: the whole cycle counted per block, an overestimate
+    simulate(eta, clock, n, blocks[1:], steps=1, **costs)
+    truth = sum(0.8 + 0.05 * b + cycles * (0.35 + 0.7 * (n - b)) for b in blocks[2:])
+    assert np.isclose(eta.remaining(clock.now), truth)
 
 
 def test_eta_with_one_cycle_per_step_and_after_a_resume():
