@@ -54,6 +54,6 @@ class StallProbe(QObject):
 
 def freeze_startup_objects() -> None:
     """Keep the garbage collector's full passes off the objects that live as long as the app (modules,
-    classes, the window): a full pass walks them all while holding the GIL, ~450,000 objects and 240 ms
-    measured on a 2-core machine, which froze the window whenever one fell during a search."""
+    classes, the window): a full pass walks them all while holding the GIL, long enough to freeze the
+    window whenever one falls during a search (docs/performance.md, "Responsiveness of the app")."""
     gc.freeze()

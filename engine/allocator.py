@@ -2,17 +2,16 @@
 
 A search allocates and frees tensors of a few MB thousands of times. By default glibc adapts its
 mmap and trim thresholds at run time and, depending on the order of allocations, may hand freed
-heap back to the OS, so that every new tensor page-faults its memory in again. On the demo that
-made the same candidate evaluations cost 42.6 s instead of 24.7 s of CPU time, at random from one
-process to the next. Fixed thresholds make the reuse deterministic. Elsewhere this does nothing.
+heap back to the OS, so that every new tensor page-faults its memory in again, and the same candidate
+evaluations cost much more CPU time at random from one process to the next (docs/performance.md,
+"Evaluation speed"). Fixed thresholds make the reuse deterministic. Elsewhere this does nothing.
 
 This is a process-wide setting, so entry points make it once at start-up (the CLI's ``main``, the
 app's ``run_app``, a Ray sweep cell, the memory benchmark's fresh processes), never a library
 function. It is not scoped: once a threshold is set, glibc has no way back to its adaptive ones.
-It also holds during calibration, whose memory no longer depends on it: the observers reserve
-what they keep before the first forward (quant/observers.py), so each batch's freed activations
-leave a clean heap for the next one (omse on deit_tiny W4A3, batch 32, 32 -> 128 images: peak
-RSS 0.6 MB per image, the images themselves, and within 15 MB from run to run).
+It also holds during calibration, whose memory does not depend on it: the observers reserve what
+they keep before the first forward (quant/observers.py), so each batch's freed activations leave a
+clean heap for the next one (docs/performance.md, "Calibration memory from run to run").
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Train the built-in demo model ``digits-vit`` from scratch (``python -m engine train-demo --out PATH``).
 
-This script produced resources/digits_vit.safetensors (+ .json, which records the settings, the
-measured accuracies and the training time): deterministic for a given seed, one to two minutes of
-one CPU core, FP test top-1 about 98%. A ViT learns slowly from
+It writes resources/digits_vit.safetensors and, beside it, a .json of the settings, the accuracies and
+the training time (docs/results.md, "The built-in demo"): deterministic for a given seed, on one CPU
+core. A ViT learns slowly from
 1,097 tiny images, so two initialisations give it the locality a CNN has for free: 2-D sine-cosine
 position embeddings and mimetic attention weights (nearby patches attend to each other at step 0).
 """

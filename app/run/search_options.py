@@ -79,9 +79,9 @@ OPTIONS: dict[str, Option] = {
 COMPILE_OPTION = Option("Compile", "torch.compile candidate evaluation, so fake quantization costs fewer passes "
                         "over memory: faster evaluations after a one-off compile, identical results (bit for bit). "
                         "On a GPU the blocks are compiled whole; on the CPU they stay eager and each fake "
-                        "quantization is one fused kernel (what was faster there). auto: for blocks of deit_tiny's "
-                        "size and up, not the small digits demo; on: always. If compiling fails (no C++ toolchain, "
-                        "an unsupported op) the search falls back to eager with one log line.",
+                        "quantization is one fused kernel (faster there than compiled blocks). auto: for blocks of "
+                        "deit_tiny's size and up, not the small digits demo; on: always. If compiling fails (no C++ "
+                        "toolchain, an unsupported op) the search falls back to eager with one log line.",
                         choices=search_config.COMPILE_MODES, advanced=True)
 HIDDEN_FIELDS = {"preset", "seed", "device", "calib_size", "batch_size"}
 ENUM_CONSTANTS = {"loss": ("LOSS_NAMES",), "select": ("SELECTIONS",), "mutation": ("MUTATIONS",),

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class BenchResult:
-    """Eager cached (``opt_*``, the historical keys), compiled cached (``compiled_*``: compiled blocks)
+    """Eager cached (``opt_*``), compiled cached (``compiled_*``: compiled blocks)
     and fused cached (``fused_*``: eager blocks, fused fake quantization) paths, each over the naive
     path; a path not measured leaves its fields None. ``gflops`` per path counts the matmul work each
     really did (the cached paths skip the blocks before the searched one)."""

@@ -1,6 +1,6 @@
 """Memory benchmark for the real workload (DESIGN §8): peak memory of calibration and of one search
 pass at two calibration sizes, the growth per calibration image, and its extrapolation to 1,000
-images, beside the targets (issues 12 and 24).
+images, beside the targets.
 
 Each size runs in a fresh process, so one size's high-water mark and allocator caches do not
 leak into the other; ``repeats`` measures every size that many times, each in its own process,

@@ -18,8 +18,8 @@ from .splits import Splits, TensorImages
 
 log = logging.getLogger(__name__)
 
-MAX_DECODE_WORKERS = 8       # JPEG decoding processes per folder read; more rarely pays at batch 100
-MIN_IMAGES_FOR_WORKERS = 200 # below, starting the processes (~0.2 s each) costs more than decoding
+MAX_DECODE_WORKERS = 8        # JPEG decoding processes per folder read; more rarely pays at batch 100
+MIN_IMAGES_FOR_WORKERS = 200  # below, starting the processes costs more than decoding
 
 
 class Unreadable(NamedTuple):

@@ -28,8 +28,8 @@ class PointTable:
     @property
     def sensitivity(self) -> np.ndarray:
         """The fitness loss of the point alone (only it quantized): the damage it does by itself. It
-        ranks the points: on the demo's W4A3 run, raising the top K by it beat K random points, and
-        ranking by ``recovery`` did not (README, Diagnose)."""
+        ranks the points; the README's Diagnose section compares this ranking and ``recovery``'s with
+        random points."""
         return self.loss_only
 
     @property

@@ -1,4 +1,4 @@
-"""The numbers the comparison views show, as plain data, computed headless (issue 5 §3).
+"""The numbers the comparison views show, as plain data, computed headless.
 
 - Accuracy vs bit-width and the quantizer × bit-width matrix aggregate library rows over seeds
   (``accuracy_vs_bits``, ``bits_matrix``): they need no more than the library already read.

@@ -4,8 +4,8 @@ Eager, ``uniform_affine`` makes six passes over its tensor (divide, round, add, 
 subtract, multiply); fused, it is one read and one write, which is most of what fake quantization
 costs once its tensors no longer fit in cache (the CPU's forward of 32 images at 224 px). The
 values are eager's, bit for bit: inductor's kernel divides (no reciprocal), rounds half to even and
-clamps like ATen; checked on 80 M values a few ulps from rounding boundaries, NaN and ±inf included,
-and by the tests on whole models.
+clamps like ATen; checked on values a few ulps from rounding boundaries, NaN and ±inf included
+(docs/performance.md, "Compiled evaluation"), and by the tests on whole models.
 
 Only plain calls fuse. Eager runs when a gradient is wanted (the straight-through rounding is
 eager's), inside ``vmap`` (the candidates' batched scales) and inside a graph being compiled

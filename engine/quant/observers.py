@@ -66,10 +66,10 @@ class BoundedSample:
 
     Given ``row_shape`` and ``device``, the buffer is reserved whole and zero-filled here, before the
     calibration forwards, so its memory is the budget from the start and sits below the forwards'
-    temporaries: a buffer placed at the first batch landed between that forward's freed activations
-    and split the holes later batches reuse, and one filled batch by batch added its pages with the
-    calibration size (omse on deit_tiny W4A3, batch 32: ~100 observers, 0.5 MB each per batch, and
-    peaks 280 MB apart between identical runs). Without them, the first batch allocates it.
+    temporaries: placed at the first batch, it would land between that forward's freed activations
+    and split the holes later batches reuse, and filled batch by batch, it would add its pages with
+    the calibration size (docs/performance.md, "Calibration memory from run to run"). Without them,
+    the first batch allocates it.
     """
 
     def __init__(self, budget: int, row_shape: tuple[int, ...] | None = None,

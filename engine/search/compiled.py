@@ -4,15 +4,15 @@ candidates): the same losses as eager, bit for bit, and never an error.
 Fake quantization is elementwise: eager, each point costs seven passes over its tensor (divide, round,
 add, two clamps, subtract, multiply); inductor fuses them into one pass, or into the kernel next to it.
 But inductor also rewrites LayerNorm, GELU and softmax into its own kernels, whose results differ from
-eager's by an ulp in ~40 % of the elements, and at 3-4 bits a few of those land across a rounding
-boundary (deit_tiny W4A3: 1.6e-4 of a block's outputs move by a whole quantization step). So those ops
+eager's by an ulp in many elements, and at 3-4 bits some of those land across a rounding boundary and
+move a block's output by a whole quantization step (docs/performance.md, "Compiled evaluation"). So those ops
 keep their eager kernels (``EAGER_OPS``) and inductor fuses everything around them: compiled and
 eager give bit-identical blocks, and a search's result does not depend on whether it compiled.
 
-That is what compiling means on CUDA. On the CPU, compiled blocks measured no faster than eager, so
-there compiling means eager blocks whose fake quantization runs as one fused kernel per point
-(``engine/quant/fused.py``), which did measure faster; ``should_compile`` and
-``should_fuse_fake_quant`` hold the rule.
+That is what compiling means on CUDA. On the CPU it means eager blocks whose fake quantization runs
+as one fused kernel per point (``engine/quant/fused.py``): there the kept LayerNorm, GELU and softmax
+bound what compiled blocks can fuse, and the fused kernel is the faster of the two (docs/performance.md,
+"Compiled evaluation"); ``should_compile`` and ``should_fuse_fake_quant`` hold the rule.
 
 Compilation is lazy (at a block's first call), so failures surface there: a missing C++ toolchain,
 an op inductor cannot lower, a model dynamo cannot trace. The first one switches every compiled
@@ -38,8 +38,7 @@ log = logging.getLogger(__name__)
 
 # ``auto`` compiles for blocks whose input holds at least this many values per image (tokens x
 # width: deit_tiny's is 197 x 192 = 37,824, the digits demo's 17 x 96 = 1,632, too small for fusion
-# to pay for compiling). Compiled blocks on the CPU measured no faster than eager (``bench``:
-# deit_tiny 1.43x vs 1.31x the FP forward; the kept LayerNorm / GELU / softmax bound what fuses).
+# to pay for compiling).
 AUTO_MIN_BLOCK_ELEMENTS = 8192
 
 _aten = torch.ops.aten

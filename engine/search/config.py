@@ -262,8 +262,8 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--preset", choices=list(PRESETS), default="guided", metavar="PRESET",
                        help="guided (the default: the gradient proposes, the exact fitness keeps only improvements), "
                             "cptv-paper (the CPT-V paper's contrastive evolutionary search, as its release runs it), "
-                            "null (guided's null baseline: the same moves along random directions); the names "
-                            "default, release and random still work (default: guided)")
+                            "null (guided's null baseline: the same moves along random directions); default, release "
+                            "and random are their aliases (default: guided)")
     for flag, kind, text in _FLAGS:
         dest = flag.replace("-", "_")
         check = {int: int_range(_LOWEST.get(dest, 1)), float: positive_float}.get(kind, kind)
@@ -273,7 +273,7 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
                        help="torch.compile candidate evaluation (same losses, bit for bit; falls back to eager if "
                             "compiling fails). on: compiled blocks; auto, for blocks of deit_tiny's size and up: "
                             "compiled blocks on CUDA, and on the CPU eager blocks with fake quantization as one "
-                            "fused kernel (what measured faster there); off: eager")
+                            "fused kernel (faster there than compiled blocks); off: eager")
 
 
 def search_flag_dests() -> tuple[str, ...]:

@@ -5,8 +5,9 @@ network on every calibration batch. ``CachedEvaluator`` is ours and gives the sa
 
 * the input of the block under search is cached (blocks are visited last to first, so the blocks
   before it do not change during a pass). Only that one block's input is held: a block step
-  recomputes it from the stem (at most one forward, small next to the step's ~30 candidate
-  evaluations), because all of them at once would be 7.3 GB for ViT-B at 1,000 images;
+  recomputes it from the stem (at most one forward, small next to the step's candidate
+  evaluations), because all of them at once would take gigabytes for ViT-B at 1,000 images
+  (docs/performance.md, "The real workload");
 * a candidate reruns only its block and the ones after it, plus the head;
 * several candidates run in one batched call: ``torch.vmap`` over the block's scale buffers
   (``torch.func.functional_call``), then the later blocks see candidates stacked along the batch;
@@ -36,8 +37,8 @@ from .segments import Segments
 from .space import BlockSpace
 
 # Upper bound on (stacked images) x (tokens x width) per batched call. On a GPU large calls
-# amortise launches; on a CPU, calls whose activations stay in cache are up to 2.5x faster than
-# whole-batch calls (measured on deit_tiny and the digits ViT), so the budget is much smaller there.
+# amortise launches; on a CPU, calls whose activations stay in cache are faster than whole-batch
+# calls (docs/performance.md, "Evaluation speed"), so the budget is much smaller there.
 STACK_ELEMENTS = {"cuda": 1 << 26, "cpu": 1 << 20}
 
 
