@@ -157,6 +157,11 @@ class SearchEta:
     the blocks); its first cycle's excess gives ``input``, the time after its last evaluation
     ``fixed``. With one cycle per step the first cycle's time stands for the cycle."""
 
+    @classmethod
+    def for_passes(cls, n_blocks: int, passes: int, done: int, now: float) -> "SearchEta":
+        """The ETA of a search of ``passes`` passes over the blocks, last to first."""
+        return cls(n_blocks, [b for _ in range(passes) for b in reversed(range(n_blocks))], done, now)
+
     def __init__(self, n_blocks: int, blocks: Sequence[int], done: int, now: float) -> None:
         """``blocks``: the block of every step of the run, in order; ``done``: the steps done already."""
         self.n, self.blocks, self.done = n_blocks, list(blocks), done

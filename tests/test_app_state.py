@@ -83,3 +83,17 @@ def test_finished_keeps_the_run():
     state.apply(Finished(_record()))
     assert state.status == FINISHED and state.run is not None
     assert len(state.loss) == 13       # the file's history is complete (it counts the base evaluation)
+
+
+def test_the_eta_is_the_engines_and_knows_that_steps_slow_down_towards_the_first_block():
+    """Each cycle reruns the blocks from the searched one to the last: 1 s per block rerun here."""
+    state = RunState()
+    state.apply(Started(NAMES, 1, 13, 97.0, 80.0, 1.0, "cpu", 0), now=0.0)
+    assert state.eta(now=0.0) is None
+    now = 0.0
+    for event in list(_events())[:5]:          # the first step, at the last block: 1 block per cycle
+        if isinstance(event, Evaluated):
+            now += 1.0
+        state.apply(event, now=now)
+    # two steps left, at blocks 1 and 0: 2 and 3 blocks per cycle, 4 cycles each
+    assert np.isclose(state.eta(now=now), 4 * 2.0 + 4 * 3.0)

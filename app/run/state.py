@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from engine.evaluate import quality_key, quality_of
+from engine.progress import SearchEta
 from engine.search.events import BlockDone, Evaluated, Finished, PassDone, Stage, Started
 
 # Status values, in the order a run goes through them.
@@ -102,8 +103,7 @@ class RunState:
     # Timing (wall clock of this session; a resumed run restarts the clock)
     started_at: float | None = None
     finished_at: float | None = None
-    first_eval_at: float | None = None
-    first_eval_count: int = 0
+    search_eta: SearchEta | None = None   # the engine's model of the time left (engine/progress.py)
     version: int = 0                   # bumped on every change; the view redraws when it moves
 
     # ------------------------------------------------------------------ events
@@ -115,6 +115,8 @@ class RunState:
         if isinstance(event, Evaluated):
             self._evaluated(event, now)
         elif isinstance(event, BlockDone):
+            if self.search_eta is not None:
+                self.search_eta.step_done(now)
             self.steps.append(StepRecord(event.step, event.pass_index, event.block_index, event.best_loss,
                                          event.heldout_top1, event.evaluations))
         elif isinstance(event, Stage):
@@ -151,14 +153,14 @@ class RunState:
         self.status = RUNNING
         self.stage = "searching"
         self.started_at = now
-        self.first_eval_at = None
+        self.search_eta = SearchEta.for_passes(len(self.block_names), self.passes, self.resumed_from_step, now)
         self.finished_at = None
 
     def _evaluated(self, event: Evaluated, now: float) -> None:
         if event.block_index != self.block_index or event.pass_index != self.pass_index:
             self._clear_population()
-        if self.first_eval_at is None:
-            self.first_eval_at, self.first_eval_count = now, event.evaluation - 1
+        if self.search_eta is not None:
+            self.search_eta.evaluated(event.cycle, now)
         self.evaluations = event.evaluation
         self.pass_index, self.block_index, self.cycle = event.pass_index, event.block_index, event.cycle
         self.eval_number.append(event.evaluation)
@@ -280,15 +282,11 @@ class RunState:
         return max(0.0, end - self.started_at)
 
     def eta(self, now: float | None = None) -> float | None:
-        """Seconds left, from this session's evaluation rate; None before the rate is known."""
-        if self.first_eval_at is None or self.total_evaluations <= 0 or self.status != RUNNING:
+        """Seconds left, by the engine's model of a block-wise search (later steps rerun more blocks);
+        None before the first block step of this session."""
+        if self.search_eta is None or self.status != RUNNING:
             return None
-        now = time.monotonic() if now is None else now
-        done = self.evaluations - self.first_eval_count
-        if done < 2 or now <= self.first_eval_at:
-            return None
-        rate = done / (now - self.first_eval_at)
-        return max(0.0, (self.total_evaluations - self.evaluations) / rate)
+        return self.search_eta.remaining(time.monotonic() if now is None else now)
 
 
 def _block_names(run: Any) -> list[str]:

@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
     parser = sub.add_parser("search", help="refine the scales block by block (default: the guided search; "
                                            "--preset release: the CPT-V paper's evolutionary search)")
     add_model_args(parser)
-    add_quant_args(parser, required=False)
+    add_quant_args(parser, required=False, plan=True)
     add_search_args(parser)
     parser.add_argument("--out", type=output_file, required=True, help="run file to write (.h5)")
     parser.add_argument("--checkpoint", type=_writable_path,
@@ -88,7 +88,7 @@ class Progress:
         elif isinstance(event, Started):
             self.started, self.heldout, self.stage = event, event.heldout_base_top1, ""
             steps = self.steps = search_run.schedule(event.passes, len(event.block_names))
-            self.eta = SearchEta(len(event.block_names), [block for _, block in steps], event.resumed_from_step, now)
+            self.eta = SearchEta.for_passes(len(event.block_names), event.passes, event.resumed_from_step, now)
             pass_index, block = steps[min(event.resumed_from_step, len(steps) - 1)]
             self.at = (pass_index, block, event.evaluations_done, event.base_loss)
             self.heartbeat.doing(self.activity)
@@ -161,9 +161,13 @@ SPEC_FLAGS = ("model", "pretrained", "data", "calib_size", "batch_size", "seed",
 
 def _resumed_quant(args: argparse.Namespace, given: set[str], recorded: QuantConfig) -> QuantConfig:
     w_bits, a_bits = parse_bits(args.bits) if "bits" in given else (recorded.w_bits, recorded.a_bits)
-    return QuantConfig(args.quantizer if "quantizer" in given else recorded.quantizer, w_bits, a_bits,
-                       args.attn_bits if "attn_bits" in given else recorded.attn_bits,
-                       tuple(args.allow_float) if "allow_float" in given else recorded.allow_float)
+    quant = QuantConfig(args.quantizer if "quantizer" in given else recorded.quantizer, w_bits, a_bits,
+                        args.attn_bits if "attn_bits" in given else recorded.attn_bits,
+                        tuple(args.allow_float) if "allow_float" in given else recorded.allow_float, recorded.plan)
+    if "plan" in given:   # compared with the recorded plan by the identity rule, like any flag
+        quant = args.plan.quant_config(quant.quantizer, f"W{quant.w_bits}A{quant.a_bits}", quant.attn_bits,
+                                       quant.allow_float)
+    return quant
 
 
 def resumed_run(args: argparse.Namespace, checkpoint: Checkpoint) -> tuple[RunSpec, SearchConfig]:
@@ -182,8 +186,9 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.resume is not None:
         spec, config = resumed_run(args, load_checkpoint(args.resume))
-    elif args.quantizer is None or args.bits is None:
-        raise ValueError("search needs --quantizer and --bits (or --resume CHECKPOINT to continue a stopped run)")
+    elif (args.quantizer is None or args.bits is None) and args.plan is None:
+        raise ValueError("search needs --quantizer and --bits, or --plan PLAN (or --resume CHECKPOINT to continue a "
+                         "stopped run)")
     else:
         spec, config = run_spec(args), search_config_from_args(args)
     checkpoint = args.checkpoint or args.resume or default_checkpoint(args.out)
