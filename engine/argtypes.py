@@ -64,6 +64,17 @@ def bit_widths(text: str) -> str:
     return text
 
 
+def plan_file(text: str):
+    """A bit plan (``engine/plan/file.py``): a plan file (JSON) or a run file (.h5), read and checked now."""
+    from .plan.file import PlanFileError, load_plan   # the run file reader imports the engine
+
+    existing_file(text)
+    try:
+        return load_plan(text)
+    except (PlanFileError, OSError) as exc:
+        raise argparse.ArgumentTypeError(" ".join(str(exc).split())) from None
+
+
 def device(text: str) -> str:
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` that exists here."""
     try:

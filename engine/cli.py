@@ -29,8 +29,8 @@ from typing import Any, NoReturn, Sequence
 
 
 from .allocator import keep_freed_memory
-from .argtypes import (BITS_RANGE, SEED_MAX, bit_widths, bits, data_source, device, existing_file, positive_int, seed,
-                       vit_model)
+from .argtypes import (BITS_RANGE, SEED_MAX, bit_widths, bits, data_source, device, existing_file, plan_file,
+                       positive_int, seed, vit_model)
 from .data import DIGITS, HELDOUT_SOURCES, DataError, digits_split_indices
 from .models import DEMO_MODEL, ModelLoadError
 from .progress import Heartbeat
@@ -41,7 +41,7 @@ from .threads import make_thread_invariant
 log = logging.getLogger(__name__)
 
 COMMANDS = ("quantize", "eval", "inspect", "train_demo", "search", "bench", "sweep", "compare",
-            "make_folder", "export", "diagnose", "coverage")
+            "make_folder", "export", "diagnose", "coverage", "plan")
 USER_ERRORS = (DataError, ModelLoadError, ScaleMismatch, OSError, ValueError)   # OSError: a path named in it
 EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_CLOSED_PIPE = 2, 130, 141   # 141 = 128 + SIGPIPE, as a Unix tool
 
@@ -94,10 +94,11 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                             "then being the rest of val/ (when train/ is the FP model's own training data)")
 
 
-def add_quant_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+def add_quant_args(parser: argparse.ArgumentParser, required: bool = True, plan: bool = False) -> None:
     group = parser.add_argument_group("quantization")
     group.add_argument("--quantizer", choices=available_quantizers(), required=required,
-                       default=None if required else "minmax")
+                       default=None if required or plan else "minmax",
+                       help=None if required or not plan else "default: the --plan's quantizer, else minmax")
     group.add_argument("--bits", type=bit_widths, required=required,
                        help="bit-widths, e.g. W4A8: weights 1-16, activations 2-16 (attention bits default to A)")
     group.add_argument("--attn-bits", type=bits, default=None,
@@ -105,6 +106,11 @@ def add_quant_args(parser: argparse.ArgumentParser, required: bool = True) -> No
     group.add_argument("--allow-float", action="append", default=None, metavar="MODULE_PATTERN",
                        help="keep the matmuls of modules matching this fnmatch pattern (qualified name, e.g. "
                             "'blocks.*.attn') in float on purpose; repeatable; recorded in the run file")
+    if plan:
+        group.add_argument("--plan", type=plan_file, default=None, metavar="PLAN",
+                           help="mixed precision: every point at the width this plan gives it (a plan file from "
+                                "'plan', or a run file); --bits then sets only the points it leaves out "
+                                "(default: the plan's own base widths)")
 
 
 def add_output_args(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +119,13 @@ def add_output_args(parser: argparse.ArgumentParser) -> None:
 
 
 def quant_config(args: argparse.Namespace) -> QuantConfig:
-    return QuantConfig.from_bits(args.quantizer, args.bits, args.attn_bits, tuple(args.allow_float or ()))
+    plan = getattr(args, "plan", None)
+    if plan is None:
+        return QuantConfig.from_bits(args.quantizer or "minmax", args.bits, args.attn_bits,
+                                     tuple(args.allow_float or ()))
+    if plan.model != args.model:
+        raise ValueError(f"--plan is a plan for {plan.model}, not for --model {args.model}")
+    return plan.quant_config(args.quantizer, args.bits, args.attn_bits, tuple(args.allow_float or ()))
 
 
 def warn_calibration_size(data: str | None, calib_size: int) -> None:

@@ -51,6 +51,7 @@ class RunRecord:
     metrics: dict[str, Any] = field(default_factory=dict)  # fp_top1, base_top1, refined_top1, ...
     spec: dict[str, Any] | None = None     # the RunSpec as made (device excluded); None in older files
     provenance: dict[str, Any] | None = None   # how it was computed (provenance.py); None in older files
+    planning: dict[str, Any] | None = None     # how ``plan`` chose the bit plan (engine/plan); None otherwise
 
 
 def _plain(values: Any) -> Any:

@@ -32,7 +32,7 @@ from .readcheck import Malformed, bad_values, is_int, is_real, one_line, shown
 from .runrecord import History, RunRecord
 
 SCHEMA = "cptv-scales"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: /config bit_plan (mixed precision) and /planning; version 1 files read as uniform
 PRODUCER = "cptv-studio"
 __all__ = ["DamagedFile", "FileUnavailable", "NewerSchema", "ScaleFileError", "apply_run", "load_run",
            "open_for_reading", "save_run"]
@@ -75,6 +75,7 @@ def save_run(path: str | Path, record: RunRecord) -> Path:
                             a_bits=record.quant.a_bits, attn_bits=record.quant.attention_bits,
                             attn_bits_explicit=record.quant.attn_bits is not None, seed=record.seed,
                             allow_float=json.dumps(list(record.quant.allow_float)),
+                            bit_plan=json.dumps(dict(record.quant.plan)),
                             search=json.dumps(record.search) if record.search is not None else "",
                             run_spec=json.dumps(record.spec) if record.spec is not None else "")
         f.create_group("calibration").attrs.update(_json_attrs(record.calibration))
@@ -88,6 +89,8 @@ def save_run(path: str | Path, record: RunRecord) -> Path:
         f.create_group("metrics").attrs.update(_json_attrs(record.metrics))
         if record.provenance is not None:
             f.create_group("provenance").attrs.update(_json_attrs(record.provenance))
+        if record.planning is not None:
+            f.create_group("planning").attrs.update(_json_attrs(record.planning))
     return path
 
 
@@ -106,6 +109,9 @@ NUMERIC_METRICS = ("fp_top1", "base_top1", "refined_top1", "heldout_fp_top1", "h
 METRIC_COUNTS = ("n_test", "selected_step", "evaluations")
 CALIBRATION_COUNTS = ("n_samples", "n_calibration", "n_heldout", "n_test", "seed")
 CALIBRATION_TEXTS = ("dataset", "heldout_source", "class_map")
+PLANNING_NUMBERS = ("budget_w_bits", "budget_a_bits", "mean_w_bits", "mean_a_bits", "heldout_predicted_top1",
+                    "heldout_planned_top1", "heldout_uniform_top1", "heldout_fp_top1", "seconds")
+PLANNING_COUNTS = ("measurements", "calibrations", "seed")
 
 
 def _read_point(point: h5py.Group, where: str) -> QuantParams:
@@ -197,10 +203,45 @@ def _read_config(attrs: dict[str, Any]) -> QuantConfig:
     if not all(isinstance(pattern, str) for pattern in allow_float):
         raise Malformed(f"config attribute 'allow_float' is {shown(allow_float)}, not a list of module patterns")
     explicit = flag_attr(attrs, "attn_bits_explicit", "config", default=False)
-    return QuantConfig(text_attr(attrs, "quantizer", "config"), integer_attr(attrs, "w_bits", "config", 1, MAX_BITS),
-                       integer_attr(attrs, "a_bits", "config", 1, MAX_BITS),
-                       integer_attr(attrs, "attn_bits", "config", 1, MAX_BITS) if explicit else None,
-                       tuple(allow_float))
+    plan = json_attr(attrs, "bit_plan", "config", dict) or {}   # absent in schema 1: uniform
+    try:
+        return QuantConfig(text_attr(attrs, "quantizer", "config"),
+                           integer_attr(attrs, "w_bits", "config", 1, MAX_BITS),
+                           integer_attr(attrs, "a_bits", "config", 1, MAX_BITS),
+                           integer_attr(attrs, "attn_bits", "config", 1, MAX_BITS) if explicit else None,
+                           tuple(allow_float), plan)
+    except ValueError as exc:   # a plan entry that is no point name or no width
+        raise Malformed(f"config attribute 'bit_plan': {one_line(exc)}") from None
+
+
+def _check_plan(quant: QuantConfig, scales: ScaleSet) -> None:
+    """Every planned point is a point of the file, at the plan's width."""
+    for name, bits in quant.plan:
+        owner, _, role = name.rpartition("/")
+        params = scales.get(owner, {}).get(role)
+        if params is None:
+            raise Malformed(f"config attribute 'bit_plan' names {name}, which /layers does not hold")
+        if params.bits != bits:
+            raise Malformed(f"layers/{name} has {params.bits} bits, but the bit plan gives it {bits}")
+
+
+def _read_planning(attrs: dict[str, Any]) -> dict[str, Any]:
+    """What ``plan`` recorded: numbers and text, and the explored front as lists of numbers of one length."""
+    for key in PLANNING_NUMBERS:
+        if attrs.get(key, "") != "":
+            number_attr(attrs, key, "planning")
+    for key in PLANNING_COUNTS:
+        if attrs.get(key, "") != "":
+            integer_attr(attrs, key, "planning", 0)
+    front = json_attr(attrs, "front", "planning", dict) or {}
+    lengths = set()
+    for key, values in front.items():
+        if not (isinstance(values, list) and all(is_real(v) or v is None or isinstance(v, str) for v in values)):
+            raise Malformed(f"planning attribute 'front' has {key!r} that is not a list of values")
+        lengths.add(len(values))
+    if len(lengths) > 1:
+        raise Malformed("planning attribute 'front' has columns of different lengths")
+    return attrs
 
 
 def _check_calibration(attrs: dict[str, Any]) -> None:
@@ -248,10 +289,14 @@ def _read_run(f: h5py.File, path: Path) -> RunRecord:
         raise Malformed("the file has a search history but no base scales (/base)")
     metrics = plain_attrs(child(f, "metrics", "the file", h5py.Group), "metrics") if "metrics" in f else {}
     _check_metrics(metrics)
+    quant = _read_config(config)
+    _check_plan(quant, scales)
+    planning = (_read_planning(plain_attrs(child(f, "planning", "the file", h5py.Group), "planning"))
+                if "planning" in f else None)
     return RunRecord(
         model_name=text_attr(root, "model_name", "the file"),
         model_source=text_attr(root, "model_source", "the file", default=""),
-        weights_sha256=text_attr(root, "weights_sha256", "the file", default=""), quant=_read_config(config),
+        weights_sha256=text_attr(root, "weights_sha256", "the file", default=""), quant=quant,
         calibration=calibration, scales=scales, seed=integer_attr(config, "seed", "config", default=0), base=base,
         search=json_attr(config, "search", "config", dict),
         history=_read_history(child(f, "history", "the file", h5py.Group)) if "history" in f else None,
@@ -259,6 +304,7 @@ def _read_run(f: h5py.File, path: Path) -> RunRecord:
         spec=json_attr(config, "run_spec", "config", dict),   # absent in files written before it was recorded
         provenance=(plain_attrs(child(f, "provenance", "the file", h5py.Group), "provenance")
                     if "provenance" in f else None),
+        planning=planning,
     )
 
 

@@ -19,6 +19,7 @@ import engine
 from engine.cli import build_parser, main
 from engine.models import DEMO_WEIGHTS, file_sha256
 from engine.pipeline import RunSpec
+from engine.plan.file import BitPlan, save_plan
 from engine.provenance import package_version
 from engine.quant import QuantConfig
 from engine.runrecord import spec_values
@@ -99,6 +100,28 @@ CASES = [
     (["eval", "--quantizer", "minmax", "--bits", "W4A8", "--split", "train"], ["--split", "invalid choice"]),
     (["compare", "/no/such/a.h5"], ["files", "file not found"]),
     (["compare", "--dir", "{file}"], ["--dir", "is a file"]),
+    (["plan", "--budget", "W4A3", "--out", "{file}/plan.json"], ["--out", "{file}/plan.json"]),
+    (["plan", "--out", "{out}"], ["--budget WxAy", "--mean-w-bits"]),
+    (["plan", "--budget", "W4", "--out", "{out}"], ["--budget", "'W4'"]),
+    (["plan", "--budget", "W4A99", "--out", "{out}"], ["--budget", "2 to 16"]),
+    (["plan", "--budget", "W9A3", "--out", "{out}"], ["--budget", "--mean-w-bits 9", "--bits-set"]),
+    (["plan", "--budget", "W4A3", "--bits-set", "3,4", "--mean-a-bits", "2.5", "--out", "{out}"],
+     ["--mean-a-bits 2.5", "--bits-set 3,4"]),
+    (["plan", "--mean-w-bits", "1", "--mean-a-bits", "3", "--out", "{out}"], ["--mean-w-bits", "'1'"]),
+    (["plan", "--budget", "W4A3", "--bits-set", "1,4", "--out", "{out}"], ["--bits-set", "'1,4'"]),
+    (["plan", "--budget", "W4A3", "--bits-set", "four", "--out", "{out}"], ["--bits-set", "'four'"]),
+    (["plan", "--budget", "W4A3", "--front-points", "-1", "--out", "{out}"], ["--front-points", "at least 0"]),
+    (["plan", "--budget", "W4A3", "--random-draws", "x", "--out", "{out}"], ["--random-draws", "'x'"]),
+    (["plan", "--budget", "W4A3", "--csv", "{dir}", "--out", "{out}"], ["--csv", "{dir} is a folder"]),
+    (["plan", "--budget", "W4A3", "--run-out", "{file}/r.h5", "--out", "{out}"], ["--run-out", "{file}/r.h5"]),
+    (["search", "--plan", "/no/such/plan.json", "--out", "{out}"], ["--plan", "file not found"]),
+    (["search", "--plan", "{text}", "--out", "{out}"], ["--plan", "{text}", "is not JSON"]),
+    (["search", "--plan", "{plan}", "--model", "vit_tiny_patch16_224", "--out", "{out}"],
+     ["--plan is a plan for digits-vit", "--model vit_tiny_patch16_224"]),
+    (["quantize", "--quantizer", "minmax", "--bits", "W4A8", "--plan", "{dir}", "--out", "{out}"],
+     ["--plan", "is a folder"]),
+    (["eval", "--plan", "{text}"], ["--plan", "is not JSON"]),
+    (["diagnose", "{ckpt}", "--plan", "{plan}"], ["run file or --quantizer and --bits (or --plan)"]),
     (["quantise"], ["invalid choice: 'quantise'"]),
     ([], ["required: COMMAND"]),
 ]
@@ -138,7 +161,9 @@ def places(tmp_path_factory) -> dict[str, str]:
     (root / "notes.txt").write_text("not a checkpoint, not a run file\n")
     (root / "folder").mkdir()
     return {"file": str(root / "file.txt"), "text": str(root / "notes.txt"), "dir": str(root / "folder"),
-            "out": str(root / "out" / "run.h5"), "ckpt": str(demo_checkpoint(root / "demo.ckpt"))}
+            "out": str(root / "out" / "run.h5"), "ckpt": str(demo_checkpoint(root / "demo.ckpt")),
+            "plan": str(save_plan(root / "plan.json", BitPlan("digits-vit", "minmax", 4, 3,
+                                                              (("blocks.0.attn/probs", 8),))))}
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
@@ -163,7 +188,7 @@ def test_the_table_is_what_the_issue_asked_for():
     assert len(CASES) >= 31
     named = {argv[0] for argv, _ in CASES if argv}
     assert named >= {"quantize", "eval", "inspect", "train-demo", "search", "bench", "sweep", "compare",
-                     "make-folder", "export", "diagnose"}
+                     "make-folder", "export", "diagnose", "plan"}
 
 
 def test_calibration_beyond_the_digits_warns_with_the_numbers(caplog):

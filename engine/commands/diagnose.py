@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
                         help="run or scale file (.h5) to diagnose (its own model, weights, data and seed); or give "
                              "--quantizer and --bits")
     add_model_args(parser)
-    add_quant_args(parser, required=False)
+    add_quant_args(parser, required=False, plan=True)
     parser.add_argument("--split", choices=("heldout",), default="heldout",
                         help="where top-1 is measured: the held-out split (the test split is never read)")
     parser.add_argument("--raise", dest="raise_k", type=_point_counts, default=DEFAULT_K, metavar="K[,K...]",
@@ -66,16 +66,16 @@ def add_parser(sub) -> None:
 
 def _events(args: argparse.Namespace, config: DiagnoseConfig):
     if args.run_file:
-        if args.bits:
-            raise ValueError("give a run file or --quantizer and --bits, not both")
+        if args.bits or args.plan is not None:
+            raise ValueError("give a run file or --quantizer and --bits (or --plan), not both")
         if args.model != DEMO_MODEL or args.weights or args.pretrained:
             raise ValueError("a run file is diagnosed on the model and weights it records; --model, --weights and "
                              "--pretrained go with --quantizer and --bits")
         return diagnose_run(load_run(args.run_file), config, args.run_file, data=args.data, device=args.device)
     if args.into_run:
         raise ValueError("--into-run needs a run file to diagnose")
-    if not args.bits:
-        raise ValueError("diagnose needs a run file, or --quantizer Q and --bits WxAy")
+    if not args.bits and args.plan is None:
+        raise ValueError("diagnose needs a run file, or --quantizer Q and --bits WxAy, or --plan PLAN")
     return diagnose_calibrated(run_spec(args, quant_config(args)), config)
 
 

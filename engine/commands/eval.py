@@ -15,7 +15,7 @@ from ..scalefile import load_run
 def add_parser(sub) -> None:
     parser = sub.add_parser("eval", help="evaluate FP and quantized top-1 on the test split")
     add_model_args(parser)
-    add_quant_args(parser, required=False)
+    add_quant_args(parser, required=False, plan=True)
     parser.add_argument("--scales", type=existing_file, help="scale or run file (.h5); its refined scales are used")
     parser.add_argument("--base", action="store_true", help="with --scales: use the run's base scales instead")
     parser.add_argument("--split", choices=("test", "heldout"), default="test", help="where top-1 is measured")
@@ -28,8 +28,8 @@ def _quantized(args: argparse.Namespace):
         record = load_run(args.scales)
         rebuilt = rebuild(record, run_spec(args, record.quant), use_base=args.base)
         return rebuilt.qmodel, rebuilt.info, rebuilt.splits, rebuilt.device
-    if not args.bits:
-        raise ValueError("eval needs --scales FILE or --quantizer Q --bits WxAy")
+    if not args.bits and args.plan is None:
+        raise ValueError("eval needs --scales FILE, --quantizer Q --bits WxAy, or --plan PLAN")
     prepared = prepare(run_spec(args, quant_config(args)))
     return prepared.qmodel, prepared.info, prepared.splits, prepared.device
 

@@ -26,10 +26,14 @@ def run(args) -> int:
     meta = {"model_name": record.model_name, "model_source": record.model_source,
             "quantizer": record.quant.quantizer, "bits": record.quant.bits_label,
             "attn_bits": record.quant.attention_bits, "allow_float": list(record.quant.allow_float),
+            "bit_plan": dict(record.quant.plan),   # the points off the uniform widths (mixed precision)
             "seed": record.seed, "calibration": record.calibration,
             "search": record.search, "metrics": record.metrics, "is_search_run": record.base is not None,
             "n_points": len(rows), "provenance": record.provenance}
-    lines = [f"{k}: {v}" for k, v in meta.items() if k != "provenance"]
+    lines = [f"{k}: {v}" for k, v in meta.items() if k != "provenance" and (k != "bit_plan" or v)]
+    if record.planning is not None:
+        meta["planning"] = {k: v for k, v in record.planning.items() if k != "front"}
+        lines.append(f"planning: {meta['planning']}")
     lines.append(f"computed by: {describe(record.provenance)}")
     lines.append(f"{'layer':<34} {'kind':<7} {'bits':>4} {'granularity':<12} {'ch':>5} {'scale min':>11} {'scale max':>11}")
     lines += [f"{r['name']:<34} {r['kind']:<7} {r['bits']:>4} {r['granularity']:<12} {r['channels']:>5} "

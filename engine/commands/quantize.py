@@ -16,7 +16,7 @@ from ..scalefile import save_run
 def add_parser(sub) -> None:
     parser = sub.add_parser("quantize", help="calibrate a quantizer and save its scales")
     add_model_args(parser)
-    add_quant_args(parser)
+    add_quant_args(parser, plan=True)
     parser.add_argument("--out", type=output_file, required=True, help="scale file to write (.h5)")
     add_output_args(parser)
     parser.set_defaults(func=run)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .attention import quantize_attention
+from .bitplan import Plan, PlanMismatch, canonical_plan, plan_digest, point_name, role_default
 from .layers import QuantConv2d, QuantLinear, conv_same_padding
 from .params import ScaleSet
 from .quantizer import FakeQuantizer
@@ -55,24 +56,39 @@ class QuantConfig:
     attn_bits: int | None = None  # defaults to a_bits
     # fnmatch patterns of modules whose matmuls stay float on purpose (the coverage check lets them through)
     allow_float: tuple[str, ...] = ()
+    # mixed precision (bitplan.py): ``(point name, bits)`` of the points whose width is not their role's
+    # uniform one, sorted; () is the uniform plan. Any mapping or pairs given are made canonical here.
+    plan: Plan = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_float", tuple(self.allow_float))   # a list read back from JSON
+        object.__setattr__(self, "plan", canonical_plan(self.plan, self.w_bits, self.a_bits, self.attention_bits))
 
     @classmethod
     def from_bits(cls, quantizer: str, bits: str, attn_bits: int | None = None,
-                  allow_float: tuple[str, ...] = ()) -> "QuantConfig":
+                  allow_float: tuple[str, ...] = (), plan=None) -> "QuantConfig":
         w, a = parse_bits(bits)
-        return cls(quantizer, w, a, attn_bits, tuple(allow_float))
+        return cls(quantizer, w, a, attn_bits, tuple(allow_float), plan or ())
 
     @property
     def attention_bits(self) -> int:
         return self.attn_bits if self.attn_bits is not None else self.a_bits
 
     @property
+    def mixed(self) -> bool:
+        """Whether some point's width is not its role's uniform one."""
+        return bool(self.plan)
+
+    def bits_of(self, owner: str, role: str) -> int:
+        """The width the config gives the point (the quantizer may fix some: FQ-ViT's 4-bit log2 softmax)."""
+        return dict(self.plan).get(point_name(owner, role),
+                                   role_default(role, self.w_bits, self.a_bits, self.attention_bits))
+
+    @property
     def bits_label(self) -> str:
         suffix = f"/attn{self.attn_bits}" if self.attn_bits is not None else ""
-        return f"W{self.w_bits}A{self.a_bits}{suffix}"
+        mixed = f"+plan-{plan_digest(self.plan)}" if self.plan else ""
+        return f"W{self.w_bits}A{self.a_bits}{suffix}{mixed}"
 
 
 def _replace_layers(module: nn.Module, config: QuantConfig, image_conv: nn.Module | None) -> None:
@@ -123,6 +139,18 @@ class QuantizedModel(nn.Module):
         model.requires_grad_(False)   # scales are searched, weights never: no autograd graph for them
         self.model = model.eval()
         self.config = config
+        self._apply_plan()
+
+    def _apply_plan(self) -> None:
+        """Each planned point's quantizer at its width, before any calibration reads it; PlanMismatch for a
+        point the model does not quantize."""
+        quantizers = self.quantizers()
+        for name, bits in self.config.plan:
+            owner, _, role = name.rpartition("/")
+            if (owner, role) not in quantizers:
+                raise PlanMismatch(f"the bit plan gives {name} {bits} bits, but {type(self.model).__name__} has no "
+                                   "such quantization point (a plan made for another model?)")
+            quantizers[(owner, role)].bits = bits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..progress import report
+from .bitplan import PlanMismatch
 from .coverage import check_coverage
 from .model import QuantConfig, QuantizedModel
 
@@ -54,5 +55,18 @@ def quantize(model: nn.Module, config: QuantConfig, batches: Sequence[torch.Tens
     qmodel = QuantizedModel(model, config)
     check_coverage(qmodel, batches[0][:2])
     QUANTIZERS[config.quantizer]().calibrate(qmodel, batches)
+    check_plan_kept(qmodel)
     return qmodel
+
+
+def check_plan_kept(qmodel: QuantizedModel) -> None:
+    """PlanMismatch if the quantizer calibrated a planned point at another width than the plan's (FQ-ViT's
+    Log-Int-Softmax is 4 bits whatever it is asked)."""
+    quantizers = qmodel.quantizers()
+    for name, bits in qmodel.config.plan:
+        owner, _, role = name.rpartition("/")
+        quantizer = quantizers[(owner, role)]
+        if quantizer.calibrated and quantizer.bits != bits:
+            raise PlanMismatch(f"the bit plan gives {name} {bits} bits, but {qmodel.config.quantizer} fixes it at "
+                               f"{quantizer.bits} bits: leave it out of the plan")
 

@@ -17,8 +17,18 @@ from .config import search_identity
 
 def search_run_identity(spec: dict[str, Any], search: dict[str, Any] | None,
                         weights_sha256: str | None) -> dict[str, Any]:
-    """``run_identity`` of a RunSpec's values and a search's values (a config's, or a file's)."""
-    return run_identity(spec, None if search is None else search_identity(search), weights_sha256)
+    """``run_identity`` of a RunSpec's values and a search's values (a config's, or a file's). The bit plan
+    is part of the spec's quantization (``quant.plan``); a spec recorded before plans existed was uniform."""
+    return run_identity(with_uniform_plan(spec), None if search is None else search_identity(search), weights_sha256)
+
+
+def with_uniform_plan(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with ``quant.plan`` = [] where it records a quantization without a plan (an older file or
+    checkpoint: every run before bit plans was uniform), so a mixed-precision run never matches one."""
+    quant = spec.get("quant")
+    if not isinstance(quant, dict) or "plan" in quant:
+        return spec
+    return {**spec, "quant": {**quant, "plan": []}}
 
 
 def record_identity(record: RunRecord) -> dict[str, Any]:
@@ -31,6 +41,8 @@ def record_identity(record: RunRecord) -> dict[str, Any]:
 
 def saved_identity(identity: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's stored identity under today's rule: older checkpoints stored every search field."""
+    if isinstance(identity.get("spec"), dict):
+        identity = {**identity, "spec": with_uniform_plan(identity["spec"])}
     if "config" not in identity:
         return identity
     return {**identity, "config": search_identity(identity["config"])}

@@ -39,7 +39,7 @@ from .guided import guided_block
 from .identity import saved_identity, search_run_identity, thread_dependence
 from .resume import check_before_work
 from .segments import model_segments
-from .space import BlockSpace, block_space
+from .space import BlockSpace, block_space, planned_ranges
 from .steps import BlockResult, EvolutionParams, Step
 from .vector import SearchedVector, searched_vector
 
@@ -127,9 +127,9 @@ def _record_step(state: SearchState, config: SearchConfig, pass_index: int, bloc
 
 def _evolution_params(config: SearchConfig, space: BlockSpace, vector: SearchedVector, prepared: Prepared,
                       cycles: int) -> EvolutionParams:
-    w_range, a_range = config.resolved_ranges(prepared.qmodel.config.w_bits, prepared.qmodel.config.a_bits)
+    ranges = planned_ranges(space, prepared.qmodel.config, config.resolved_ranges)   # per point's bits
     return EvolutionParams(config.population, config.tournament, cycles, config.children, config.strategy,
-                           config.mutation, vector.ranges(space.ranges(w_range, a_range)), config.direction)
+                           config.mutation, vector.ranges(ranges), config.direction)
 
 
 def _strategy_block_step(config: SearchConfig, evaluator: CachedEvaluator, block_index: int, space: BlockSpace,

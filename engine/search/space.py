@@ -8,11 +8,12 @@ its RNG state can be checkpointed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
-from ..quant import QuantizedModel
+from ..quant import QuantConfig, QuantizedModel
 from .config import scope_parts
 
 MIN_SCALE = 1e-8  # |s + u| can hit 0; a zero scale would divide by zero in the fake-quant
@@ -57,6 +58,25 @@ class BlockSpace:
 
     def ranges(self, weight_range: float, act_range: float) -> np.ndarray:
         return np.where(self.is_weight, weight_range, act_range)
+
+
+def planned_ranges(space: BlockSpace, quant: QuantConfig,
+                   resolved: Callable[[int, int], tuple[float, float]]) -> np.ndarray:
+    """Mutation range of every element of ``space``: ``resolved(w_bits, a_bits)`` (SearchConfig.resolved_ranges)
+    gives a weight's and an activation's range at a width. Without a plan every weight takes the range of
+    ``w_bits`` and every activation that of ``a_bits``, as before plans existed; a point a bit plan sets
+    takes its own width's range, so a 3-bit point steps as a 3-bit one whatever the rest has."""
+    w_range, a_range = resolved(quant.w_bits, quant.a_bits)
+    if not quant.plan:
+        return space.ranges(w_range, a_range)
+    planned = dict(quant.plan)
+    parts = []
+    for (owner, role), shape in zip(space.keys, space.shapes):
+        bits = planned.get(f"{owner}/{role}")
+        weight = role == "weight"
+        value = (w_range if weight else a_range) if bits is None else resolved(bits, bits)[0 if weight else 1]
+        parts.append(np.full(max(1, int(np.prod(shape))), value))
+    return np.concatenate(parts)
 
 
 def _selected(relative_owner: str, role: str, parts: frozenset[str]) -> bool:
