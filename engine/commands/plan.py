@@ -19,7 +19,7 @@ from ..plan.run import (DEFAULT_BITS_SET, DEFAULT_FRONT_POINTS, DEFAULT_IMAGES, 
 from ..quant import QuantConfig, available_quantizers
 from ..quant.bitplan import ACTIVATION_BITS
 from ..scalefile import save_run
-from ..search.events import Stage
+from ..events import Stage
 
 _NUMBER = r"(\d+(?:\.\d+)?)"
 _BUDGET = re.compile(rf"^W{_NUMBER}A{_NUMBER}$", re.IGNORECASE)

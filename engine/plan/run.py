@@ -35,7 +35,7 @@ from ..quant import QuantConfig, QuantizedModel, ScaleSet, quantize
 from ..runrecord import RunRecord, spec_values
 from ..search.config import PRESETS, SearchConfig
 from ..search.evaluator import search_fitness
-from ..search.events import Stage
+from ..events import Stage
 from ..search.segments import model_segments
 from .allocate import Allocation, Group, allocate, capacity, explored_front, random_costs
 from .file import BitPlan
