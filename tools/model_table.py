@@ -135,7 +135,8 @@ def write_docs(entries: list[dict], data: str) -> None:
                f"--model NAME --data DATA {' '.join(QUANTIZE[1:])} --out X.h5`, then (when it quantized) "
                f"`python -m engine search --model NAME --data DATA {' '.join(SEARCH[1:])} --out Y.h5`, on "
                f"{data_words}. A model without a classifier is measured by its features' cosine similarity to "
-               f"the FP model instead of top-1. Rerun with `OMP_NUM_THREADS=1 python tools/model_table.py "
+               f"the FP model instead of top-1; with random weights both say only that the pipeline ran, and the "
+               f"times are from a 2-core machine shared with other work. Rerun with `OMP_NUM_THREADS=1 python tools/model_table.py "
                f"--again --write-docs`.\n\n{summary(entries)}.\n\n{table(entries)}\n")
     DOCS.write_text(f"{head}\n\n{section}")
 
