@@ -78,7 +78,7 @@ def test_the_runner_runs_one_job_at_a_time_and_hands_each_its_events_then_its_en
 
     runner, seen, ended, freed = JobRunner(), [], [], []
     runner.freed.connect(lambda job: freed.append((job, runner.busy)))
-    first = runner.start(Counting(1000), seen.extend, ended.append)
+    first = runner.start(Counting(10**9), seen.extend, ended.append)   # never ends before its stop, however loaded
     assert first is not None and runner.busy and runner.job is first
     assert runner.start(Counting(3), seen.extend, ended.append) is None          # busy: nothing else starts
     assert runner.pause() and runner.paused and not runner.pause()

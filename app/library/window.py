@@ -155,21 +155,18 @@ class LibraryWindow(QMainWindow):
         """The sweep form, filled from the run panel; Start hands the grid to the main window."""
         if self.main is None:
             return None
-        try:
-            spec, config = self.main.run_panel.spec(), self.main.run_panel.search_config()
-        except ValueError as exc:
-            self.main.show_error(exc, "Sweep")
+        settings = self.main.run_settings("Sweep")
+        if settings is None:
             return None
+        spec, config = settings
         dialog = self.sweep_dialog = SweepDialog(spec, config, self.panel.workspace, self)
         dialog.accepted.connect(lambda: self._start_sweep(dialog))
         dialog.open()
         return dialog
 
     def _start_sweep(self, dialog: SweepDialog) -> bool:
-        try:
-            grid = dialog.grid()
-        except ValueError as exc:
-            self.main.show_error(exc, "Sweep")
+        grid = self.main.read_form(dialog.grid, "Sweep")
+        if grid is None:
             return False
         started = self.main.sweeps.start_sweep(grid, self.panel.workspace, dialog.backend())
         if started:

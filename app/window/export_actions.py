@@ -142,12 +142,8 @@ class ExportActions:
         return dialog
 
     def _export_from(self, dialog: ExportDialog) -> bool:
-        try:
-            request = dialog.request()
-        except ValueError as exc:
-            self.window.show_error(exc, "Export")
-            return False
-        return self.start_export(request)
+        request = self.window.read_form(dialog.request, "Export")
+        return request is not None and self.start_export(request)
 
     def start_export(self, request: ExportJob) -> bool:
         """Run the engine's export of ``request`` in the worker thread."""

@@ -125,10 +125,8 @@ class FileActions:
         path = self._run_file(path)
         if path is None:
             return False
-        try:
-            spec = self.window.run_panel.spec()
-        except ValueError as exc:
-            self.window.show_error(exc, "Evaluate scales")
+        spec = self.window.read_form(self.window.run_panel.spec, "Evaluate scales")
+        if spec is None:
             return False
         self.evaluation = None
         log.info("evaluating the scales of %s on %s", path, spec.model)

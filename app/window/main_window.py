@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from PySide6.QtCore import QTimer, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
@@ -40,6 +40,7 @@ from app.window.log_panel import LogPanel
 from app.window.sweep_actions import SweepActions
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 REDRAW_MS = 50   # 20 Hz
 DEFAULT_SIZE = (1440, 900)
 LOG_LINES_PX = 48    # the log's least height: two lines
@@ -183,11 +184,10 @@ class MainWindow(QMainWindow):
         """Start a new run with the form's settings; False (after a dialog) if they are invalid."""
         if self.jobs.busy:
             return False
-        try:
-            spec, config = self.run_panel.spec(), self.run_panel.search_config()
-        except ValueError as exc:
-            self.show_error(exc, "Start")
+        settings = self.run_settings("Start")
+        if settings is None:
             return False
+        spec, config = settings
         checkpoint = files.new_checkpoint_path(spec)
         self.state = RunState()
         self.results.clear()
@@ -332,6 +332,19 @@ class MainWindow(QMainWindow):
     def show_error(self, exc: BaseException, context: str) -> None:
         """The error's dialog (a log line only in a non-interactive window)."""
         errors.show_error(self, exc, context, interactive=self.interactive)
+
+    def read_form(self, read: Callable[[], T], context: str) -> T | None:
+        """What ``read`` reads from a form or dialog; None after telling the user what is wrong (its
+        ValueError names the entry)."""
+        try:
+            return read()
+        except ValueError as exc:
+            self.show_error(exc, context)
+            return None
+
+    def run_settings(self, context: str) -> tuple[Any, Any] | None:
+        """The run panel's ``(RunSpec, SearchConfig)``, or None after telling the user what is wrong."""
+        return self.read_form(lambda: (self.run_panel.spec(), self.run_panel.search_config()), context)
 
     def say(self, text: str) -> None:
         """The status bar's account of what is on screen (a run file, the search running, its end)."""

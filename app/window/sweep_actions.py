@@ -72,11 +72,10 @@ class SweepActions:
         window = self.window
         if self.jobs.busy:
             return False
-        try:
-            spec, config = window.run_panel.spec(), window.run_panel.search_config()
-        except ValueError as exc:
-            window.show_error(exc, "Sweep")
+        settings = window.run_settings("Sweep")
+        if settings is None:
             return False
+        spec, config = settings
         workspace = Path(workspace)
         self.count = SweepCount(total=len(grid.cells()), strategy=config.strategy)
         window.last_run = None

@@ -7,7 +7,7 @@ what a controller can change: the run view's state, the panels it reads, and the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, TypeVar
 
 from PySide6.QtCore import SignalInstance
 from PySide6.QtWidgets import QStatusBar
@@ -17,6 +17,8 @@ from app.run.controls import ControlBar
 from app.run.panel import RunPanel
 from app.run.results_card import ResultsCard
 from app.run.state import RunState
+
+T = TypeVar("T")
 
 
 class WindowView(Protocol):
@@ -41,6 +43,8 @@ class WindowView(Protocol):
     def refresh(self) -> None: ...
     def say(self, text: str) -> None: ...
     def show_error(self, exc: BaseException, context: str) -> None: ...
+    def read_form(self, read: Callable[[], T], context: str) -> T | None: ...
+    def run_settings(self, context: str) -> tuple[Any, Any] | None: ...
     def show_run_event(self, item: Any) -> None: ...
     def resume_run(self, path: str | Path | None = None) -> bool: ...
     def statusBar(self) -> QStatusBar: ...
