@@ -17,6 +17,17 @@ class Measured:
     what: str        # e.g. "refined: only blocks.3.attn.qkv/weight quantized"
 
 
+class MeasureCounter:
+    """Numbers the measurements as they finish, out of the total announced up front."""
+
+    def __init__(self, total: int) -> None:
+        self.done, self.total = 0, total
+
+    def step(self, what: str) -> Measured:
+        self.done += 1
+        return Measured(self.done, self.total, what)
+
+
 @dataclass(frozen=True)
 class Diagnosed:
     diagnosis: Diagnosis

@@ -29,7 +29,7 @@ from ..runrecord import RunRecord
 from ..search.config import PRESETS, SearchConfig
 from ..search.evaluator import search_fitness
 from ..search.segments import model_segments
-from .events import Diagnosed, Measured
+from .events import Diagnosed, MeasureCounter, Measured
 from .points import Point, quantization_points
 from .probe import Probe
 from .result import Diagnosis, PointTable
@@ -132,18 +132,7 @@ def _first(images: TensorImages, limit: int | None) -> TensorImages:
     return TensorImages(images.images[:limit], images.labels[:limit], images.originals[:limit])
 
 
-class _Counter:
-    """Numbers the measurements as they finish, out of the total announced up front."""
-
-    def __init__(self, total: int) -> None:
-        self.done, self.total = 0, total
-
-    def step(self, what: str) -> Measured:
-        self.done += 1
-        return Measured(self.done, self.total, what)
-
-
-def _measure_scales(qmodel: QuantizedModel, probe: Probe, points: list[Point], name: str, counter: _Counter
+def _measure_scales(qmodel: QuantizedModel, probe: Probe, points: list[Point], name: str, counter: MeasureCounter
                     ) -> Generator[Measured, None, PointTable]:
     """SQNR and both one-at-a-time sweeps of the scales loaded in ``qmodel``, then every point quantized."""
     n = len(points)
@@ -162,7 +151,7 @@ def _measure_scales(qmodel: QuantizedModel, probe: Probe, points: list[Point], n
     return PointTable(name, sqnr, loss_only, top1_only, loss_without, top1_without, everything.loss, everything.top1)
 
 
-def _counted(labels: Generator[str, None, T], counter: _Counter, prefix: str) -> Generator[Measured, None, T]:
+def _counted(labels: Generator[str, None, T], counter: MeasureCounter, prefix: str) -> Generator[Measured, None, T]:
     """Relay a measuring generator's labels as numbered Measured events; return its result."""
     while True:
         try:
@@ -190,7 +179,7 @@ def diagnose_subject(subject: Subject, config: DiagnoseConfig) -> Iterator[Event
         check_k(config.raise_k, len(raisable(list(subject.scales.values())[-1], points, config.to_bits)),
                 config.to_bits)
     n_whatif = len(config.raise_k) * (1 + config.draws)
-    counter = _Counter(len(subject.scales) * (2 + 2 * len(points)) + n_whatif)
+    counter = MeasureCounter(len(subject.scales) * (2 + 2 * len(points)) + n_whatif)
     tables: dict[str, PointTable] = {}
     for name, scales in subject.scales.items():
         qmodel.load_scale_set(scales)

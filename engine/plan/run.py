@@ -24,10 +24,9 @@ from fractions import Fraction
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-import torch
 
 from ..data import TensorImages, calibration_batches, first_images, materialize
-from ..diagnose.events import Measured
+from ..diagnose.events import MeasureCounter, Measured
 from ..diagnose.points import Point, quantization_points
 from ..diagnose.probe import Probe, Score
 from ..pipeline import RunSpec, load_model_and_data
@@ -143,15 +142,6 @@ def _mean(bits: dict[str, int], elements: dict[str, int], names: Sequence[str]) 
     return sum(elements[n] * bits[n] for n in names) / total if total else float("nan")
 
 
-class _Counter:
-    def __init__(self, total: int) -> None:
-        self.done, self.total = 0, total
-
-    def step(self, what: str) -> Measured:
-        self.done += 1
-        return Measured(self.done, self.total, what)
-
-
 def _heldout(images: TensorImages, limit: int | None) -> TensorImages:
     if limit is None or limit >= len(images):
         return images
@@ -210,7 +200,7 @@ def plan_run(spec: RunSpec, config: PlanConfig) -> Iterator[Event]:
     swept = {i: [config.bits_set[0]] if p.name in fixed else list(config.bits_set) for i, p in enumerate(points)}
     n_sweep = sum(len(v) for v in swept.values())
     # announced up front; the fronts may hold fewer distinct plans, counted exactly once they are known
-    counter = _Counter(1 + n_sweep + 3 + len(config.bits_set) ** 2 + 2 * config.front_points + config.random_draws)
+    counter = MeasureCounter(1 + n_sweep + 3 + len(config.bits_set) ** 2 + 2 * config.front_points + config.random_draws)
     yield counter.step(f"FP: held-out {fp_score.top1:.2f}%")
     loss_at: dict[str, dict[int, float]] = {p.name: {} for p in points}
     for index, width, measured in width_sweep(qmodel, LossProbe(probe), points, by_width, swept):
