@@ -161,9 +161,11 @@ def test_the_plan_meets_its_budget_and_is_seeded(planned):
     points = dict(first.plan.points)
     weights = [n for n in points if n.endswith("/weight")]
     activations = [n for n in points if not n.endswith("/weight")]
-    for names, budget in ((weights, Fraction(7, 2)), (activations, Fraction(7, 2))):
-        load = sum(first.elements[n] * points[n] for n in names)
-        assert Fraction(load, sum(first.elements[n] for n in names)) <= budget
+    for plan in [points] + first.plan.info["random_plans"]:   # the random plans keep the budget too
+        for names, budget in ((weights, Fraction(7, 2)), (activations, Fraction(7, 2))):
+            load = sum(first.elements[n] * plan[n] for n in names)
+            assert Fraction(load, sum(first.elements[n] for n in names)) <= budget
+    assert len(first.plan.info["random_plans"]) == len(first.random_top1) >= 1
     assert set(points.values()) <= {3, 4} and len(set(points.values())) == 2       # mixed, within the set
     assert abs(first.mean_w_bits - 3.5) < 0.1 and abs(first.mean_a_bits - 3.5) < 0.1   # the budget is spent
     info = first.plan.info

@@ -253,12 +253,13 @@ def plan_run(spec: RunSpec, config: PlanConfig) -> Iterator[Event]:
             measured = measure(f"{kind}-front", {**chosen, **dict(zip(g.names, (int(b) for b in g.bits(plan))))})
             yield counter.step(f"{kind} front at {g.mean_bits(plan):.3f} bits: held-out {measured.top1:.2f}%")
     rng = np.random.default_rng([PLAN_STREAM, spec.seed])
-    random_top1 = []
+    random_top1, random_plans = [], []
     for draw in range(config.random_draws):
         bits = {}
         for kind, g in groups.items():
             pick = allocate(random_costs(g, rng), caps[kind]).choice
             bits.update(zip(g.names, (int(b) for b in g.bits(pick))))
+        random_plans.append(bits)
         random_top1.append(measure("random", bits).top1)
         yield counter.step(f"random plan {draw + 1}/{config.random_draws}: held-out {random_top1[-1]:.2f}%")
 
@@ -295,7 +296,7 @@ def plan_run(spec: RunSpec, config: PlanConfig) -> Iterator[Event]:
         "mean_w_bits": mean_w, "mean_a_bits": mean_a,
         "heldout_fp_top1": fp_score.top1, "heldout_predicted_top1": to_top1(plan_loss),
         "heldout_planned_top1": planned.top1, "heldout_composed_top1": composed.top1,
-        "heldout_uniform_top1": uniform.top1, "heldout_random_top1": random_top1,
+        "heldout_uniform_top1": uniform.top1, "heldout_random_top1": random_top1, "random_plans": random_plans,
         "predicted_loss": plan_loss, "planned_loss": planned.loss, "uniform_loss": uniform.loss,
         "measurements": counter.done, "calibrations": calibrations, "seconds": seconds,
         "n_calibration": sum(len(x) for x in images), "n_heldout": len(heldout),
