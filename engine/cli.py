@@ -113,6 +113,12 @@ def add_quant_args(parser: argparse.ArgumentParser, required: bool = True, plan:
                                 "(default: the plan's own base widths)")
 
 
+def require_quant_or_plan(args: argparse.Namespace, command: str, also: str = "") -> None:
+    """ValueError when neither --quantizer and --bits nor --plan say what to quantize (checked before any work)."""
+    if (args.quantizer is None or args.bits is None) and getattr(args, "plan", None) is None:
+        raise ValueError(f"{command} needs --quantizer and --bits, or --plan PLAN{also}")
+
+
 def add_output_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--quiet", action="store_true", help="no progress or log lines on stderr")

@@ -66,6 +66,7 @@ CASES = [
     (["search", "--resume", "{text}", "--out", "{out}"], ["cannot read search checkpoint {text}"]),
     (["search", "--resume", "{ckpt}", "--seed", "1", "--out", "{out}"], ["{ckpt}", "belongs to another run", "seed"]),
     (["search", "--out", "{out}"], ["--quantizer and --bits"]),
+    (["quantize", "--bits", "W4A8", "--out", "{out}"], ["quantize needs --quantizer and --bits, or --plan"]),
     ([*SEARCH, "--passes", "0", "--out", "{out}"], ["--passes", "at least 1"]),
     ([*SEARCH, "--children", "0", "--out", "{out}"], ["--children", "at least 1"]),
     ([*SEARCH, "--population", "-3", "--out", "{out}"], ["--population", "at least 1"]),

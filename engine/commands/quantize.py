@@ -6,7 +6,7 @@ import time
 from contextlib import nullcontext
 
 from ..argtypes import output_file
-from ..cli import add_model_args, add_output_args, add_quant_args, emit, run_spec
+from ..cli import add_model_args, add_output_args, add_quant_args, emit, require_quant_or_plan, run_spec
 from ..evaluate import TOP1, quality_for, quality_key, quality_variants
 from ..pipeline import prepare
 from ..runrecord import RunRecord, spec_values
@@ -16,7 +16,7 @@ from ..scalefile import save_run
 def add_parser(sub) -> None:
     parser = sub.add_parser("quantize", help="calibrate a quantizer and save its scales")
     add_model_args(parser)
-    add_quant_args(parser, plan=True)
+    add_quant_args(parser, required=False, plan=True)
     parser.add_argument("--out", type=output_file, required=True, help="scale file to write (.h5)")
     add_output_args(parser)
     parser.set_defaults(func=run)
@@ -24,6 +24,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     start = time.perf_counter()
+    require_quant_or_plan(args, "quantize")
     spec = run_spec(args)
     args.heartbeat.doing(f"loading {spec.model} and calibrating {spec.quant.quantizer} {spec.quant.bits_label}")
     prepared = prepare(spec)

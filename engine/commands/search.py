@@ -21,7 +21,8 @@ from typing import Callable, Sequence
 
 from ..atomic import check_writable
 from ..argtypes import existing_file, output_file
-from ..cli import add_model_args, add_output_args, add_quant_args, emit, error_text, given_flags, json_error, run_spec
+from ..cli import (add_model_args, add_output_args, add_quant_args, emit, error_text, given_flags, json_error,
+                   require_quant_or_plan, run_spec)
 from ..evaluate import TOP1, quality_key, quality_of
 from ..pipeline import RunSpec
 from ..progress import Heartbeat, SearchEta, clock_text, is_terminal
@@ -186,10 +187,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.resume is not None:
         spec, config = resumed_run(args, load_checkpoint(args.resume))
-    elif (args.quantizer is None or args.bits is None) and args.plan is None:
-        raise ValueError("search needs --quantizer and --bits, or --plan PLAN (or --resume CHECKPOINT to continue a "
-                         "stopped run)")
     else:
+        require_quant_or_plan(args, "search", " (or --resume CHECKPOINT to continue a stopped run)")
         spec, config = run_spec(args), search_config_from_args(args)
     checkpoint = args.checkpoint or args.resume or default_checkpoint(args.out)
     check_writable(checkpoint)   # --out is checked as it is parsed
