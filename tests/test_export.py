@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -14,15 +16,19 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from engine.cli import main
+from engine.export.aimet import fp_model, write_aimet
 from engine.export.onnx_qdq import ExportError
 from engine.export.run import Exported, export_run
-from engine.export.graph import MARKER_DOMAIN, MARKER_OP, TRACE_OPSET
-from engine.export.onnx_qdq import SUB_BYTE_OPSET, qdq_model, read_points
+from engine.export.graph import MARKER_DOMAIN, MARKER_OP, TRACE_OPSET, trace_marked
+from engine.export.onnx_qdq import SUB_BYTE_OPSET, qdq_model, read_points, read_widths
 from engine.export.parity import cpu_session
-from engine.quant import PER_CHANNEL, QuantParams, ScaleSet
+from engine.pipeline import RunSpec, prepare
+from engine.plan.file import BitPlan, load_plan, save_plan
+from engine.quant import PER_CHANNEL, QuantConfig, QuantParams, ScaleSet
 from engine.quant.schemes import get_scheme, uniform_affine
 from engine.rebuild import rebuild_model
-from engine.scalefile import ScaleFileError, load_run
+from engine.runrecord import RunRecord
+from engine.scalefile import ScaleFileError, load_run, save_run
 from helpers import make_image_folder, save_random_timm_model
 
 ort = pytest.importorskip("onnxruntime")
@@ -282,3 +288,69 @@ def test_onnx_latency_bench_times_both_exports_of_a_run(demo_runs, capsys):
     for row in result["latency"]:
         assert row["qdq_ms"] > 0 and row["fp32_ms"] > 0
         assert row["qdq_over_fp32"] == pytest.approx(row["qdq_ms"] / row["fp32_ms"])
+
+
+# ---------------------------------------------------------------- mixed precision: each point at its own width
+
+# Off the W8A8 base: 4-bit weights (uint4), 6-bit weights and 4/6-bit activations (clamped in uint8); all
+# at least 4 bits, so AIMET holds the run too.
+MIXED = {"patch_embed.proj/weight": 6, "blocks.0.attn.qkv/weight": 4, "blocks.0.attn.qkv/input": 6,
+         "blocks.0.attn/probs": 4, "blocks.2.mlp.fc1/weight": 4, "blocks.3.attn/k": 6, "blocks.5.mlp.fc2/input": 4,
+         "head/weight": 6}
+
+
+@pytest.fixture(scope="module")
+def mixed_export(tmp_path_factory) -> SimpleNamespace:
+    """The demo calibrated (32 images) at the MIXED plan, its run file read back, and that run's scales
+    written as ONNX QDQ and as AIMET encodings from one trace."""
+    folder = tmp_path_factory.mktemp("mixed")
+    prepared = prepare(RunSpec(quant=QuantConfig("minmax", 8, 8, plan=MIXED), calib_size=32, batch_size=32))
+    info = prepared.info
+    record = load_run(save_run(folder / "mixed.h5", RunRecord(
+        model_name=info.name, model_source=info.source, weights_sha256=info.weights_sha256,
+        quant=prepared.qmodel.config, calibration=prepared.calibration_meta(), scales=prepared.qmodel.scale_set())))
+    marked = trace_marked(prepared.qmodel, torch.zeros((1, *record.calibration["input_size"])))
+    onnx.save(qdq_model(marked, record.scales), folder / "mixed.onnx")
+    write_aimet(marked, record.scales, folder / "fp.onnx")
+    return SimpleNamespace(record=record, qmodel=prepared.qmodel, folder=folder, tensors=fp_model(marked)[1])
+
+
+def planned_widths(record: RunRecord) -> dict[str, int]:
+    """Every point's width as the run's plan gives it."""
+    widths = {f"{owner}/{role}": record.quant.bits_of(owner, role) for owner, role, _ in record.scales.points()}
+    assert all(widths[name] == bits for name, bits in MIXED.items()) and set(widths.values()) == {4, 6, 8}
+    return widths
+
+
+def test_a_mixed_plan_exports_each_point_at_its_own_width_with_parity(mixed_export, digits_splits):
+    model = onnx.load(mixed_export.folder / "mixed.onnx")
+    assert read_widths(model) == planned_widths(mixed_export.record)
+    assert model.opset_import[0].version == SUB_BYTE_OPSET
+    assert_points_equal_run(model, mixed_export.record.scales)
+    types = {init.name: init.data_type for init in model.graph.initializer}
+    assert types["blocks.0.attn.qkv/weight/zero_point"] == TensorProto.UINT4           # 4-bit weight: its own type
+    assert types["blocks.0.attn/probs/zero_point"] == TensorProto.UINT8                # 4-bit activation: clamped
+    images = demo_test_images(digits_splits, 256)
+    with torch.no_grad():
+        expected = mixed_export.qmodel(images).numpy()
+    got = cpu_session(mixed_export.folder / "mixed.onnx").run(None, {"images": images.numpy()})[0]
+    assert (got.argmax(1) == expected.argmax(1)).mean() >= 0.995 and np.abs(got - expected).max() < 0.5
+
+
+def test_aimet_encodings_carry_each_points_own_bitwidth(mixed_export):
+    document = json.loads((mixed_export.folder / "fp.encodings").read_text())
+    bitwidths = {e["name"]: e["bw"] for e in document["param_encodings"] + document["activation_encodings"]}
+    written = {key: bitwidths[tensor] for key, tensor in mixed_export.tensors.items()}
+    assert written == planned_widths(mixed_export.record)
+
+
+def test_a_uniform_plan_exports_exactly_as_no_plan(demo_runs, tmp_path):
+    """The W8A8 run's plan (every point at 8 bits) is no plan: the same config, the same ONNX file byte for byte."""
+    record = load_run(demo_runs["W8A8"])
+    plan = load_plan(save_plan(tmp_path / "uniform.json", load_plan(demo_runs["W8A8"])))
+    assert isinstance(plan, BitPlan) and len(plan.points) == record.scales.n_points()
+    uniform = plan.quant_config()
+    assert uniform == record.quant and not uniform.mixed
+    finish(export_run(record, tmp_path / "before.onnx", check=False))
+    finish(export_run(replace(record, quant=uniform), tmp_path / "planned.onnx", check=False))
+    assert (tmp_path / "planned.onnx").read_bytes() == (tmp_path / "before.onnx").read_bytes()

@@ -41,6 +41,7 @@ ALTERNATIVES = {
 }
 _CONTAINERS = ((4, TensorProto.INT4, TensorProto.UINT4), (8, TensorProto.INT8, TensorProto.UINT8),
                (16, TensorProto.INT16, TensorProto.UINT16))
+_CONTAINER_BITS = {elem_type: width for width, *types in _CONTAINERS for elem_type in types}
 
 
 @dataclass(frozen=True)
@@ -201,3 +202,35 @@ def read_points(model: onnx.ModelProto) -> dict[str, tuple[np.ndarray, np.ndarra
             axis = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), None)
             out[node.name.removesuffix("/QuantizeLinear")] = (values[node.input[1]], values[node.input[2]], axis)
     return out
+
+
+def _clamp_bounds(nodes: dict[str, onnx.NodeProto], values: dict[str, np.ndarray], key: str):
+    """The (low, high) bounds of the clamp ``_clamp_nodes`` wrote in front of ``key``'s QuantizeLinear, or None."""
+    if f"{key}/Clip" in nodes:
+        clip = nodes[f"{key}/Clip"]
+        return values[clip.input[1]], values[clip.input[2]]
+    if f"{key}/Max" in nodes:
+        return values[nodes[f"{key}/Max"].input[1]], values[nodes[f"{key}/Min"].input[1]]
+    return None
+
+
+def read_widths(model: onnx.ModelProto) -> dict[str, int]:
+    """``point key -> bits`` as ``model`` quantizes each point: its container type's width, or, behind a
+    clamp, the b whose 2^b − 1 steps of the scale span the clamp's bounds (what a deployer reads back)."""
+    values = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    types = {init.name: init.data_type for init in model.graph.initializer}
+    nodes = {node.name: node for node in model.graph.node}
+    widths = {}
+    for node in model.graph.node:
+        if node.op_type != "QuantizeLinear":
+            continue
+        key = node.name.removesuffix("/QuantizeLinear")
+        widths[key] = _CONTAINER_BITS[types[node.input[2]]]
+        bounds = _clamp_bounds(nodes, values, key)
+        if bounds is not None:
+            steps = np.unique(np.round((bounds[1] - bounds[0]).ravel() / values[node.input[1]].ravel()))
+            bits = int(np.round(np.log2(steps[-1] + 1)))
+            if len(steps) != 1 or 2**bits - 1 != steps[0]:
+                raise ExportError(f"{key}: its clamp spans {steps} steps of its scale, not 2^b − 1 for one b")
+            widths[key] = bits
+    return widths
