@@ -105,7 +105,8 @@ HISTORY_INTEGERS = ("eval_pass", "eval_block", "block_index", "pass_index")
 NUMERIC_METRICS = ("fp_top1", "base_top1", "refined_top1", "heldout_fp_top1", "heldout_base_top1",
                    "heldout_refined_top1", "base_loss", "refined_loss", "search_seconds", "calibration_seconds",
                    "fp_feature_cosine", "base_feature_cosine", "refined_feature_cosine", "heldout_fp_feature_cosine",
-                   "heldout_base_feature_cosine", "heldout_refined_feature_cosine")   # the last: no classifier
+                   "heldout_base_feature_cosine", "heldout_refined_feature_cosine",   # these six: no classifier
+                   "mean_w_bits", "mean_a_bits")   # a mixed plan's element-weighted widths
 METRIC_COUNTS = ("n_test", "selected_step", "evaluations")
 CALIBRATION_COUNTS = ("n_samples", "n_calibration", "n_heldout", "n_test", "seed")
 CALIBRATION_TEXTS = ("dataset", "heldout_source", "class_map")

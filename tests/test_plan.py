@@ -18,7 +18,7 @@ from engine.pipeline import RunSpec
 from engine.plan import run as plan_module
 from engine.plan.allocate import Group, allocate, bisect, capacity, exact, explored_front, improve, random_costs
 from engine.plan.file import load_plan
-from engine.plan.measure import point_elements
+from engine.plan.elements import point_elements
 from engine.plan.run import PlanConfig, Planned, base_width, loss_to_top1, plan_run
 from engine.quant import QuantConfig, QuantizedModel
 from engine.scalefile import load_run

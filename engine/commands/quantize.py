@@ -9,6 +9,7 @@ from ..argtypes import output_file
 from ..cli import add_model_args, add_output_args, add_quant_args, emit, require_quant_or_plan, run_spec
 from ..evaluate import TOP1, quality_for, quality_key, quality_variants
 from ..pipeline import prepare
+from ..plan.elements import mean_bits_metrics
 from ..runrecord import RunRecord, spec_values
 from ..scalefile import save_run
 
@@ -40,7 +41,8 @@ def run(args) -> int:
                        seed=args.seed, spec=spec_values(prepared.spec),
                        metrics={"quality": quality, quality_key(quality, "fp"): fp.top1,
                                 quality_key(quality, "base"): quant.top1, "n_test": fp.n,
-                                "calibration_seconds": prepared.calibration_seconds, "device": str(device)})
+                                "calibration_seconds": prepared.calibration_seconds, "device": str(device),
+                                **mean_bits_metrics(qmodel, prepared.calib[0])})
     out = save_run(args.out, record)
     result = {"quality": quality, quality_key(quality, "fp"): fp.top1, quality_key(quality, "quant"): quant.top1,
               "n_test": fp.n,

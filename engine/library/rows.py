@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import h5py
 
 from ..atomic import atomic_path
+from ..plan.summary import bits_label, plan_text, recorded_mean_bits
 from ..provenance import describe as describe_provenance
 from ..runrecord import RunRecord
 from ..scalefile import load_run
@@ -41,9 +42,10 @@ class LibraryRow:
     file: str                           # name inside the workspace folder
     model: str | None = None
     quantizer: str | None = None
-    bits: str | None = None             # e.g. "W4A8" or "W4A8/attn6"
-    w_bits: int | None = None           # numeric, so bit-widths sort as numbers, not labels
+    bits: str | None = None             # e.g. "W4A8", "W4A8/attn6", or a mixed plan's mean bits "W3.98A3.00 (plan)"
+    w_bits: int | None = None           # numeric, so bit-widths sort as numbers, not labels (a plan's base widths)
     a_bits: int | None = None
+    plan: str | None = None             # a mixed plan's points off its base widths (summary.plan_text); None: uniform
     seed: int | None = None
     preset: str | None = None           # None for a plain quantize (no search)
     fp_top1: float | None = None
@@ -78,8 +80,9 @@ def row_from_record(file: str, record: RunRecord, date: str | None = None) -> Li
     base, refined = _number(metrics.get("base_top1")), _number(metrics.get("refined_top1"))
     evaluations = _number(metrics.get("evaluations"))
     return LibraryRow(
-        file=file, model=record.model_name, quantizer=record.quant.quantizer, bits=record.quant.bits_label,
-        w_bits=record.quant.w_bits, a_bits=record.quant.a_bits, seed=record.seed,
+        file=file, model=record.model_name, quantizer=record.quant.quantizer,
+        bits=bits_label(record.quant, recorded_mean_bits(metrics, record.planning)),
+        w_bits=record.quant.w_bits, a_bits=record.quant.a_bits, plan=plan_text(record.quant), seed=record.seed,
         preset=(record.search or {}).get("preset"), fp_top1=_number(metrics.get("fp_top1")),
         base_top1=base, refined_top1=refined,
         delta=refined - base if refined is not None and base is not None else None,

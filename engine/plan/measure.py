@@ -1,8 +1,4 @@
-"""What the planner measures: each point's element count, and each point's cost at every allowed width.
-
-Elements: a weight point counts its parameters (the model's size), an activation point the elements of its
-tensor per image (the activations' traffic), both read from one forward of two images with every quantizer
-only watching (``FakeQuantizer.observer``): the tensor each one would quantize, whatever module owns it.
+"""What the planner measures: each point's cost at every allowed width (its element count: ``elements.py``).
 
 Costs: the diagnosis's one-at-a-time sweep (``diagnose/sensitivity.py``, "only this point quantized") at every
 width: one point at a time quantized with the parameters its quantizer calibrates at that width (a uniform
@@ -39,42 +35,6 @@ class LossProbe(Probe):
     def score(self, outputs: Sequence[torch.Tensor]) -> Score:
         losses = torch.stack([self.fitness.batch_loss(out, j) for j, out in enumerate(outputs)])
         return Score(float(mean_over_batches(losses[None])[0]), float("nan"))
-
-
-class _Counter:
-    """An observer that counts what its quantizer sees (the forward passes the tensor through unquantized)."""
-
-    def __init__(self) -> None:
-        self.elements, self.calls = 0, 0
-
-    def observe(self, x: torch.Tensor) -> None:
-        self.elements += x.numel()
-        self.calls += 1
-
-
-@torch.no_grad()
-def point_elements(qmodel: QuantizedModel, images: torch.Tensor) -> dict[str, int]:
-    """``owner/role`` -> parameters (a weight) or elements per image (an activation; a point met twice in a
-    forward counts both), from one forward of ``images``."""
-    quantizers = qmodel.quantizers()
-    counters = {key: _Counter() for key in quantizers}
-    previous = {key: q.observer for key, q in quantizers.items()}
-    for key, quantizer in quantizers.items():
-        quantizer.observer = counters[key]
-    try:
-        qmodel(images)
-    finally:
-        for key, quantizer in quantizers.items():
-            quantizer.observer = previous[key]
-    out = {}
-    for (owner, role), counter in counters.items():
-        if counter.calls == 0:
-            raise ValueError(f"{owner}/{role} saw no tensor in a forward: its element count is unknown")
-        if role == "weight":
-            out[f"{owner}/{role}"] = counter.elements // counter.calls
-        else:
-            out[f"{owner}/{role}"] = max(1, counter.elements // len(images))
-    return out
 
 
 def compose(base: ScaleSet, by_width: Mapping[int, ScaleSet], bits: Mapping[str, int]) -> ScaleSet:

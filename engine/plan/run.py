@@ -1,7 +1,7 @@
 """``plan``: choose a bit-width per quantization point for a budget of mean bits, as a generator of events.
 
 1. Calibrate the quantizer at every allowed width ``b`` (uniform ``WbAb``) on the calibration images.
-2. Count each point's elements (``measure.point_elements``) and find the points the quantizer fixes
+2. Count each point's elements (``elements.point_elements``) and find the points the quantizer fixes
    (FQ-ViT's 4-bit Log-Int-Softmax): they keep their width and count in the budget at it.
 3. The base: every weight at the largest allowed width within the weight budget, every activation
    likewise. Score it, then every point at every other allowed width with the rest at the base
@@ -37,8 +37,11 @@ from ..search.evaluator import search_fitness
 from ..events import Stage
 from ..search.segments import model_segments
 from .allocate import Allocation, Group, allocate, capacity, explored_front, random_costs
+from .target import MAX_CHECKS, budget_for_target
 from .file import BitPlan
-from .measure import LossProbe, compose, point_elements, width_sweep
+from .elements import point_elements
+from .measure import LossProbe, compose, width_sweep
+from .summary import mean_width
 
 log = logging.getLogger(__name__)
 
@@ -51,22 +54,33 @@ PLAN_STREAM = 0xB175        # the random plans' draws: independent of the calibr
 
 @dataclass(frozen=True)
 class PlanConfig:
-    budget_w_bits: Fraction                  # element-weighted mean weight bits, at most
-    budget_a_bits: Fraction                  # element-weighted mean activation bits, at most
+    budget_w_bits: Fraction | None           # element-weighted mean weight bits, at most (None: the target's)
+    budget_a_bits: Fraction | None           # element-weighted mean activation bits, at most (None: the target's)
     bits_set: tuple[int, ...] = DEFAULT_BITS_SET
     images: int | None = DEFAULT_IMAGES      # the first N calibration images score the fitness; None: all
     heldout_images: int | None = None        # the first N held-out images score top-1; None: all
     front_points: int = DEFAULT_FRONT_POINTS
     random_draws: int = DEFAULT_RANDOM_DRAWS
     fitness: SearchConfig = field(default_factory=lambda: PRESETS["default"])
+    target_top1: float | None = None         # held-out top-1 (%) to reach with the fewest bits, instead of a budget
 
     def __post_init__(self) -> None:
         bits = tuple(sorted(set(self.bits_set)))
         if not bits or bits[0] < 2 or bits[-1] > 16:
             raise ValueError(f"--bits-set needs widths from 2 to 16, got {list(self.bits_set)}")
         object.__setattr__(self, "bits_set", bits)
-        object.__setattr__(self, "budget_w_bits", Fraction(self.budget_w_bits))
-        object.__setattr__(self, "budget_a_bits", Fraction(self.budget_a_bits))
+        given = [name for name in ("budget_w_bits", "budget_a_bits") if getattr(self, name) is not None]
+        for name in given:
+            object.__setattr__(self, name, Fraction(getattr(self, name)))
+        if self.target_top1 is None and len(given) < 2:
+            raise ValueError("plan needs a budget (--budget WxAy, or --mean-w-bits and --mean-a-bits) or "
+                             "--target-top1")
+        if self.target_top1 is not None and len(given) == 2:
+            raise ValueError("--target-top1 chooses the budget: give it at most one of --mean-w-bits and "
+                             "--mean-a-bits")
+        if self.target_top1 is not None and not 0 < self.target_top1 <= 100:
+            raise ValueError(f"--target-top1 is a held-out top-1 in percent, above 0 and at most 100, got "
+                             f"{self.target_top1:g}")
         check_budget(self.budget_w_bits, self.budget_a_bits, bits)
         for name in ("images", "heldout_images"):
             value = getattr(self, name)
@@ -76,12 +90,12 @@ class PlanConfig:
             raise ValueError("front points and random draws cannot be negative")
 
 
-def check_budget(w_bits: Fraction, a_bits: Fraction, bits_set: Sequence[int]) -> None:
+def check_budget(w_bits: Fraction | None, a_bits: Fraction | None, bits_set: Sequence[int]) -> None:
     """ValueError naming the flag when a mean lies outside the allowed widths (no plan could meet it, or
-    every plan would, trivially)."""
+    every plan would, trivially); a mean not given (None) is the target's to choose."""
     low, high = min(bits_set), max(bits_set)
     for flag, value in (("--mean-w-bits", w_bits), ("--mean-a-bits", a_bits)):
-        if not low <= value <= high:
+        if value is not None and not low <= value <= high:
             raise ValueError(f"{flag} {float(value):g} is outside the widths of --bits-set "
                              f"{','.join(map(str, bits_set))} ({low} to {high})")
 
@@ -137,11 +151,6 @@ class Planned:
 Event = Stage | Measured | Planned
 
 
-def _mean(bits: dict[str, int], elements: dict[str, int], names: Sequence[str]) -> float:
-    total = sum(elements[n] for n in names)
-    return sum(elements[n] * bits[n] for n in names) / total if total else float("nan")
-
-
 def _heldout(images: TensorImages, limit: int | None) -> TensorImages:
     if limit is None or limit >= len(images):
         return images
@@ -181,9 +190,6 @@ def plan_run(spec: RunSpec, config: PlanConfig) -> Iterator[Event]:
                   if p.name in fixed}
     weights = [p for p in points if p.is_weight]
     activations = [p for p in points if not p.is_weight]
-    w_base, a_base = base_width(config.budget_w_bits, config.bits_set), base_width(config.budget_a_bits,
-                                                                                   config.bits_set)
-    base_bits = {p.name: fixed_bits.get(p.name, w_base if p.is_weight else a_base) for p in points}
     any_width = by_width[config.bits_set[0]]   # the scales a composed plan starts from (fixed points: theirs)
 
     segments = model_segments(qmodel.model)
@@ -200,7 +206,8 @@ def plan_run(spec: RunSpec, config: PlanConfig) -> Iterator[Event]:
     swept = {i: [config.bits_set[0]] if p.name in fixed else list(config.bits_set) for i, p in enumerate(points)}
     n_sweep = sum(len(v) for v in swept.values())
     # announced up front; the fronts may hold fewer distinct plans, counted exactly once they are known
-    counter = MeasureCounter(1 + n_sweep + 3 + len(config.bits_set) ** 2 + 2 * config.front_points + config.random_draws)
+    counter = MeasureCounter(1 + n_sweep + 3 + len(config.bits_set) ** 2 + 2 * config.front_points + config.random_draws
+                             + (MAX_CHECKS if config.target_top1 is not None else 0))
     yield counter.step(f"FP: held-out {fp_score.top1:.2f}%")
     loss_at: dict[str, dict[int, float]] = {p.name: {} for p in points}
     for index, width, measured in width_sweep(qmodel, LossProbe(probe), points, by_width, swept):
@@ -215,20 +222,6 @@ def plan_run(spec: RunSpec, config: PlanConfig) -> Iterator[Event]:
                                           zip(members, widths)))
 
     groups = {"weights": group(weights), "activations": group(activations)}
-    budgets = {"weights": config.budget_w_bits, "activations": config.budget_a_bits}
-    caps = {kind: capacity(budgets[kind], g.total_elements) for kind, g in groups.items()}
-    allocations = {}
-    for kind, g in groups.items():
-        try:
-            allocations[kind] = allocate(g, caps[kind])
-        except ValueError as exc:
-            flag = "--mean-w-bits" if kind == "weights" else "--mean-a-bits"
-            raise ValueError(f"{flag} {float(budgets[kind]):g}: {exc} (the points {quantizer} fixes count at their "
-                             "width)") from None
-    chosen = {name: int(bits) for kind, g in groups.items()
-              for name, bits in zip(g.names, g.bits(allocations[kind].choice))}
-    fronts = {kind: explored_front(g, config.front_points) for kind, g in groups.items()}
-    counter.total = counter.done + 3 + len(config.bits_set) ** 2 + sum(map(len, fronts.values())) + config.random_draws
 
     def predicted_loss(bits: dict[str, int]) -> float:
         return float(sum(loss_at[n][b] for n, b in bits.items()))
@@ -241,11 +234,36 @@ def plan_run(spec: RunSpec, config: PlanConfig) -> Iterator[Event]:
         measured_rows.append((kind, bits, measured))
         return measured
 
-    yield Stage("checking on held-out: uniform widths, the plan, the fronts, random plans")
+    yield Stage("checking the uniform widths on held-out")
     for w in config.bits_set:
         for a in config.bits_set:
             measured = measure("uniform", {p.name: fixed_bits.get(p.name, w if p.is_weight else a) for p in points})
             yield counter.step(f"uniform W{w}A{a}: held-out {measured.top1:.2f}%")
+    to_top1 = loss_to_top1([(0.0, fp_score.top1)] + [(m.loss, m.top1) for kind, _, m in measured_rows
+                                                      if kind == "uniform"])
+    budget_w, budget_a, target_checks = config.budget_w_bits, config.budget_a_bits, []
+    if config.target_top1 is not None:
+        yield Stage(f"finding the fewest mean bits that reach {config.target_top1:g}% on held-out")
+        budget_w, budget_a = yield from budget_for_target(config.target_top1, config.bits_set, (budget_w, budget_a),
+                                                          groups, to_top1, measure, counter, target_checks)
+    w_base, a_base = base_width(budget_w, config.bits_set), base_width(budget_a, config.bits_set)
+    base_bits = {p.name: fixed_bits.get(p.name, w_base if p.is_weight else a_base) for p in points}
+    budgets = {"weights": budget_w, "activations": budget_a}
+    caps = {kind: capacity(budgets[kind], g.total_elements) for kind, g in groups.items()}
+    allocations = {}
+    for kind, g in groups.items():
+        try:
+            allocations[kind] = allocate(g, caps[kind])
+        except ValueError as exc:
+            flag = "--mean-w-bits" if kind == "weights" else "--mean-a-bits"
+            raise ValueError(f"{flag} {float(budgets[kind]):g}: {exc} (the points {quantizer} fixes count at their "
+                             "width)") from None
+    chosen = {name: int(bits) for kind, g in groups.items()
+              for name, bits in zip(g.names, g.bits(allocations[kind].choice))}
+    fronts = {kind: explored_front(g, config.front_points) for kind, g in groups.items()}
+    counter.total = counter.done + 3 + sum(map(len, fronts.values())) + config.random_draws
+
+    yield Stage("checking on held-out: the plan, the fronts, random plans")
     composed = measure("planned-composed", chosen)
     yield counter.step(f"the plan (composed): held-out {composed.top1:.2f}%")
     for kind, g in groups.items():
@@ -276,22 +294,21 @@ def plan_run(spec: RunSpec, config: PlanConfig) -> Iterator[Event]:
     yield counter.step(f"uniform W{w_base}A{a_base} (calibrated): held-out {uniform.top1:.2f}%")
     seconds = time.perf_counter() - start
 
-    to_top1 = loss_to_top1([(0.0, fp_score.top1)] + [(m.loss, m.top1) for kind, _, m in measured_rows
-                                                      if kind == "uniform"])
     weight_names, activation_names = [p.name for p in weights], [p.name for p in activations]
 
     def front_row(kind: str, bits: dict[str, int], measured: Score, predicted: bool = True) -> FrontRow:
         loss = predicted_loss(bits) if predicted else float("nan")
-        return FrontRow(kind, _mean(bits, elements, weight_names), _mean(bits, elements, activation_names), loss,
-                        to_top1(loss) if predicted else float("nan"), measured.loss, measured.top1)
+        return FrontRow(kind, mean_width(bits, elements, weight_names), mean_width(bits, elements, activation_names),
+                        loss, to_top1(loss) if predicted else float("nan"), measured.loss, measured.top1)
 
     front = [front_row(kind, bits, m) for kind, bits, m in measured_rows]
     front.append(front_row("planned", chosen, planned, predicted=False))
     front.append(front_row("uniform-calibrated", base_bits, uniform, predicted=False))
-    mean_w, mean_a = _mean(chosen, elements, weight_names), _mean(chosen, elements, activation_names)
+    mean_w, mean_a = mean_width(chosen, elements, weight_names), mean_width(chosen, elements, activation_names)
     plan_loss = predicted_loss(chosen)
     result_info = {
-        "budget": {"mean_w_bits": float(config.budget_w_bits), "mean_a_bits": float(config.budget_a_bits)},
+        "budget": {"mean_w_bits": float(budget_w), "mean_a_bits": float(budget_a)},
+        "target_top1": config.target_top1, "target_checks": target_checks,
         "bits_set": list(config.bits_set), "base_bits": f"W{w_base}A{a_base}", "seed": spec.seed,
         "mean_w_bits": mean_w, "mean_a_bits": mean_a,
         "heldout_fp_top1": fp_score.top1, "heldout_predicted_top1": to_top1(plan_loss),
@@ -307,6 +324,8 @@ def plan_run(spec: RunSpec, config: PlanConfig) -> Iterator[Event]:
                               "cost": groups[kind].cost(a.choice)} for kind, a in allocations.items()},
         "fixed": list(fixed), "elements": elements, "costs": loss_at,
         "front": [vars(r) for r in front],
+        # each front row's widths, in the order of the plan's points (a plan the app can search from)
+        "front_widths": [[bits[n] for n in names] for bits in [b for _, b, _ in measured_rows] + [chosen, base_bits]],
     }
     plan = BitPlan(info.name, quantizer, w_base, a_base, tuple((n, chosen[n]) for n in names), None, allow_float,
                    result_info)

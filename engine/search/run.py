@@ -25,6 +25,7 @@ from ..data import TensorImages, first_images, materialize
 from ..errors import CheckpointError
 from ..evaluate import TOP1, quality_for, quality_key, quality_variants, top1
 from ..pipeline import Prepared, RunSpec, prepare
+from ..plan.elements import mean_bits_metrics
 from ..provenance import provenance
 from ..quant import QuantizedModel, ScaleSet
 from ..runrecord import RunRecord, identity_mismatch, spec_values
@@ -321,6 +322,7 @@ def _final_record(prepared: Prepared, config: SearchConfig, spaces: list[BlockSp
         "base_loss": state.base_loss, "refined_loss": state.step_loss[step - 1] if step else state.base_loss,
         "selected_step": step, "evaluations": state.evaluations, "search_seconds": seconds,
         "device": str(prepared.device), "calibration_seconds": prepared.calibration_seconds,
+        **mean_bits_metrics(qmodel, prepared.calib[0]),
     }
     w_range, a_range = config.resolved_ranges(qmodel.config.w_bits, qmodel.config.a_bits)
     search = {**config.to_dict(), "resolved_mutation_range": w_range, "resolved_act_mutation_range": a_range}
