@@ -19,7 +19,8 @@ COLUMNS: tuple[tuple[str, str, str, str], ...] = (
     ("file", "File", "The run file inside the workspace folder.", "{}"),
     ("model", "Model", "The model the run quantized.", "{}"),
     ("quantizer", "Quantizer", "The base quantizer that set the starting scales.", "{}"),
-    ("bits", "Bits", "Weight and activation bit-widths (sorted by weight bits, then activation bits).", "{}"),
+    ("bits", "Bits", "Weight and activation bit-widths (sorted by weight bits, then activation bits); a mixed "
+     "plan's element-weighted mean bits, its widths on hover.", "{}"),
     ("seed", "Seed", "Seed of calibration sampling and of the search.", "{}"),
     ("preset", "Method", "The search preset that made the run (Guided (recommended), CPT-V paper, Null baseline); "
      "empty for a plain quantization (no search).", "{}"),
@@ -104,6 +105,8 @@ class LibraryModel(QAbstractTableModel):
             return GAIN_INK if value > 0 else LOSS_INK
         if role == Qt.ItemDataRole.ToolTipRole and name in ("date", "computed", "preset"):
             return value
+        if role == Qt.ItemDataRole.ToolTipRole and name == "bits":
+            return row.plan           # a mixed plan's points off its base widths
         return None
 
     def sort_key(self, index: int, column: int) -> Any:

@@ -16,15 +16,15 @@ from PySide6.QtGui import QResizeEvent, QShowEvent
 from PySide6.QtWidgets import (QCheckBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSplitter,
                                QStackedLayout, QTabWidget, QVBoxLayout, QWidget)
 
-from engine.diagnose import DiagnoseConfig, Diagnosis, Measured, load_diagnosis
+from engine.diagnose import DiagnoseConfig, Diagnosis, load_diagnosis
 from engine.scalefile import ScaleFileError
-from engine.events import Stage
 
 from app import errors
 from app.jobs.diagnose import DiagnoseJob
 from app.jobs.job import Job
 from app.jobs.runner import JobRunner
 from app.widgets.diagnose_views import HeatmapView, SensitiveBarsView, WhatIfView, summary
+from app.widgets.measure_progress import show_measuring
 
 log = logging.getLogger(__name__)
 NO_RUN = "No finished run on screen: run a search, or open a run file, to diagnose it."
@@ -192,16 +192,7 @@ class DiagnosePanel(QWidget):
             self._update_buttons()
 
     def _events(self, items: list) -> None:
-        for item in items:
-            if isinstance(item, Stage):
-                log.info("diagnose: %s", item.message)
-                self.progress.setRange(0, 0)
-                self.status.setText(f"Diagnosing: {item.message}…")
-            elif isinstance(item, Measured):
-                self.progress.setRange(0, item.total)
-                self.progress.setValue(item.done)
-                self.progress.setFormat(f"{item.done} / {item.total} measurements")
-                self.status.setText(f"Diagnosing: {item.what}")
+        show_measuring(items, self.progress, self.status, "Diagnosing")
 
     def _ended(self, job: Job) -> None:
         self.job = None

@@ -29,6 +29,7 @@ from app.responsiveness import freeze_startup_objects
 from app.run.controls import ControlBar
 from app.run.diagnose_panel import DiagnosePanel
 from app.run.panel import RunPanel
+from app.run.plan_panel import PlanPanel
 from app.run.plots import PlotsPanel
 from app.run.results_card import ResultsCard, run_summary
 from app.run.state import FAILED, FINISHED, PAUSED, PREPARING, RUNNING, STOPPED, STOPPING, RunState
@@ -37,6 +38,7 @@ from app.window import about
 from app.window.export_actions import ExportActions
 from app.window.file_actions import FileActions
 from app.window.log_panel import LogPanel
+from app.window.plan_actions import PlanActions
 from app.window.sweep_actions import SweepActions
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ class MainWindow(QMainWindow):
         self.files = FileActions(self, self.jobs)
         self.exports = ExportActions(self, self.jobs)
         self.sweeps = SweepActions(self, self.jobs)
+        self.plans = PlanActions(self)
         self._build()
         self.jobs.started.connect(lambda _job: self.refresh())
         self.jobs.freed.connect(self._job_freed)
@@ -94,6 +97,8 @@ class MainWindow(QMainWindow):
         self.plots = PlotsPanel()
         self.log_panel = LogPanel()
         self.diagnose = DiagnosePanel(self.jobs, self.show_error)
+        self.plan = PlanPanel(self.jobs, self.plans.run_spec, self.show_error)
+        self.plan.search_requested.connect(self.plans.search_from)
 
         search = QWidget(objectName="searchPage")        # the search's outcome over its plots
         search_layout = QVBoxLayout(search)
@@ -109,6 +114,7 @@ class MainWindow(QMainWindow):
         self.view_tabs = QTabWidget(objectName="runTabs")
         self.view_tabs.addTab(search, "Search")
         self.view_tabs.addTab(self.diagnose, "Diagnose")   # the run on screen, once it has finished
+        self.view_tabs.addTab(self.plan, "Plan")           # mixed precision: a bit plan, and a search from it
         right_layout.addWidget(self.view_tabs, 1)
 
         self.log_panel.setMinimumHeight(LOG_LINES_PX)
@@ -185,13 +191,16 @@ class MainWindow(QMainWindow):
         if self.jobs.busy:
             return False
         settings = self.run_settings("Start")
-        if settings is None:
+        return settings is not None and self.start_run(*settings)
+
+    def start_run(self, spec: Any, config: Any) -> bool:
+        """A new run of ``spec`` and ``config`` (Start, or the Plan tab's search from a plan), on the Search tab."""
+        if self.jobs.busy:
             return False
-        spec, config = settings
-        checkpoint = files.new_checkpoint_path(spec)
         self.state = RunState()
         self.results.clear()
-        return self._launch(spec, config, checkpoint, resume=None)
+        self.view_tabs.setCurrentIndex(0)
+        return self._launch(spec, config, files.new_checkpoint_path(spec), resume=None)
 
     def resume(self) -> bool:
         """Continue a paused run, or the last stopped/failed run from its checkpoint."""
@@ -326,6 +335,7 @@ class MainWindow(QMainWindow):
                        self.sweep_action):
             action.setEnabled(idle)
         self.diagnose.set_run(self.state.run, self.state.source_path)
+        self.plan.update_buttons()
 
     # ------------------------------------------------------------------ errors, closing
 
