@@ -128,7 +128,7 @@ class ParetoView(PlotCard):
         budget = budget_of(self.plan)
         if budget is not None:
             at = getattr(ExploredPlan("budget", *budget, float("nan"), None), field)
-            plot.addItem(pg.InfiniteLine(at, angle=90, label="budget", labelOpts={"position": 0.04, "color": INK},
+            plot.addItem(pg.InfiniteLine(at, angle=90, label="budget", labelOpts={"position": 0.3, "color": INK},
                                          pen=pg.mkPen(INK, width=1, style=Qt.PenStyle.DashLine)))
         fp = self.plan.info.get("heldout_fp_top1")
         if fp is not None:
