@@ -16,7 +16,7 @@ import torch
 from .atomic import check_writable
 from .data import DIGITS, SYNTHETIC
 from .device import resolve_device
-from .models import DEMO_MODEL, ModelLoadError, _check_timm_name
+from .models import BUILTIN_MODELS, ModelLoadError, _check_timm_name
 from .quant import parse_bits
 from .quant.model import transformer_blocks
 
@@ -86,9 +86,9 @@ def device(text: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def vit_model(name: str) -> str:
-    """The demo or a timm model whose transformer blocks the tool can find, told from a copy built on
-    the ``meta`` device (no memory, no weights: a fraction of a second)."""
-    if name == DEMO_MODEL:
+    """A built-in model or a timm model whose transformer blocks the tool can find, told from a copy built
+    on the ``meta`` device (no memory, no weights: a fraction of a second)."""
+    if name in BUILTIN_MODELS:
         return name
     try:
         _check_timm_name(name)

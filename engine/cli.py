@@ -32,7 +32,7 @@ from .allocator import keep_freed_memory
 from .argtypes import (BITS_RANGE, SEED_MAX, bit_widths, bits, data_source, device, existing_file, plan_file,
                        positive_int, seed, vit_model)
 from .data import DIGITS, HELDOUT_SOURCES, DataError, digits_split_indices
-from .models import DEMO_MODEL, ModelLoadError
+from .models import BUILTIN_MODELS, DEMO_MODEL, ModelLoadError
 from .progress import Heartbeat
 from .provenance import DISTRIBUTION, package_version
 from .quant import QuantConfig, ScaleMismatch, available_quantizers
@@ -77,7 +77,8 @@ class Parser(argparse.ArgumentParser):
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model and data")
-    group.add_argument("--model", type=vit_model, default=DEMO_MODEL, help=f"timm model name or {DEMO_MODEL!r}")
+    group.add_argument("--model", type=vit_model, default=DEMO_MODEL,
+                       help=f"timm model name or a built-in one ({', '.join(BUILTIN_MODELS)}); default: {DEMO_MODEL}")
     source = group.add_mutually_exclusive_group()
     source.add_argument("--weights", type=existing_file, help="local weights file (.safetensors or .pth state dict)")
     source.add_argument("--pretrained", action="store_true", help="timm's own download (needs network)")

@@ -1,10 +1,13 @@
-"""Train the built-in demo model ``digits-vit`` from scratch (``python -m engine train-demo --out PATH``).
+"""Train a built-in model from scratch (``python -m engine train-demo [--arch NAME] --out PATH``).
 
-It writes resources/digits_vit.safetensors and, beside it, a .json of the settings, the accuracies and
-the training time (docs/results.md, "The built-in demo"): deterministic for a given seed, on one CPU
-core. A ViT learns slowly from
-1,097 tiny images, so two initialisations give it the locality a CNN has for free: 2-D sine-cosine
-position embeddings and mimetic attention weights (nearby patches attend to each other at step 0).
+One recipe for every architecture in DEMO_ARCHS (``digits-vit``, ``digits-swin``): it writes the weights
+(resources/digits_vit.safetensors, resources/digits_swin.safetensors) and, beside them, a .json of the
+settings, the accuracies and the training time (docs/results.md, "The built-in demo" and "The second
+built-in model"): deterministic for a given seed, on one CPU core. The architectures differ only in
+their initialisation. A ViT learns slowly from 1,097 tiny images, so two initialisations give
+it the locality a CNN has for free: 2-D sine-cosine position embeddings and mimetic attention weights
+(nearby patches attend to each other at step 0). Swin has that locality by construction (windows,
+relative position bias, patch merging) and keeps timm's initialisation.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import timm
 import torch
@@ -24,7 +27,7 @@ from torch import Tensor, nn
 
 from .atomic import atomic_path, write_text
 from .data import DIGITS, digits_images, digits_split_indices, iterate, load_splits
-from .models import DEMO_MODEL, DIGITS_ARCH, build_digits_vit, create_model
+from .models import BUILTIN_MODELS, DEMO_MODEL, DIGITS_SWIN, create_model
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +47,34 @@ class DemoConfig:
     noise: float = 0.03            # like the test copies' noise
 
 
+@dataclass(frozen=True)
+class DemoArch:
+    """What differs between the built-in architectures' training: the initialisation on top of timm's
+    (in place, from the run's generator)."""
+    init: Callable[[nn.Module, torch.Generator], None]
+    init_description: str
+
+
+def vit_init(model: nn.Module, generator: torch.Generator) -> None:
+    """Locality for a plain ViT: 2-D sine-cosine position embedding and mimetic attention."""
+    sincos_pos_init(model)
+    mimetic_init(model, generator)
+
+
+def timm_init(model: nn.Module, generator: torch.Generator) -> None:
+    """timm's own initialisation, kept as is."""
+
+
+DEMO_ARCHS = {
+    DEMO_MODEL: DemoArch(vit_init, "timm default + 2-D sin-cos position embedding + mimetic attention"),
+    DIGITS_SWIN: DemoArch(timm_init, "timm default"),
+}
+
+
 def train_demo(out: str | Path, seed: int = 0, epochs: int = 40, log: logging.Logger = logger,
-               config: DemoConfig = DemoConfig()) -> dict[str, Any]:
-    """Train digits-vit on the digits train split; write ``out`` (.safetensors) and its .json atomically.
+               config: DemoConfig = DemoConfig(), arch: str = DEMO_MODEL) -> dict[str, Any]:
+    """Train the built-in ``arch`` on the digits train split; write ``out`` (.safetensors) and its .json
+    atomically (40 epochs: the shipped weights' count).
 
     Runs on one CPU thread so the result does not depend on the number of cores. Global torch
     state (RNG, thread count, deterministic-algorithms flag) is restored afterwards.
@@ -58,33 +86,33 @@ def train_demo(out: str | Path, seed: int = 0, epochs: int = 40, log: logging.Lo
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model, train_seconds, cpu_seconds = _train(seed, epochs, config, log)
-        _save_atomic(model, out)
-        loaded, info = create_model(DEMO_MODEL, weights=out)
+            model, train_seconds, cpu_seconds = _train(arch, seed, epochs, config, log)
+        _save_atomic(model, out, arch)
+        loaded, info = create_model(arch, weights=out)
         splits = load_splits(None, info)
         heldout_top1, test_top1 = top1(loaded, splits.heldout), top1(loaded, splits.test)
     finally:
         torch.use_deterministic_algorithms(deterministic)
         torch.set_num_threads(threads)
 
-    result = {"model": DEMO_MODEL, "architecture": dict(DIGITS_ARCH), "dataset": DIGITS, "seed": seed,
+    result = {"model": arch, "architecture": dict(BUILTIN_MODELS[arch].arch), "dataset": DIGITS, "seed": seed,
               "epochs": epochs, "train_seconds": round(train_seconds, 2), "train_cpu_seconds": round(cpu_seconds, 2),
               "threads": 1, "n_train": len(digits_split_indices()["train"]), "n_heldout": len(splits.heldout),
               "n_test": len(splits.test), "heldout_top1": heldout_top1, "test_top1": test_top1,
               "weights_sha256": info.weights_sha256, "config": asdict(config),
-              "init": "timm default + 2-D sin-cos position embedding + mimetic attention",
+              "init": DEMO_ARCHS[arch].init_description,
               "torch_version": torch.__version__, "timm_version": timm.__version__}
     write_text(out.with_suffix(".json"), json.dumps(result, indent=2) + "\n")
-    log.info("digits-vit: test top-1 %.4f, held-out top-1 %.4f, trained in %.1f s", result["test_top1"],
+    log.info("%s: test top-1 %.4f, held-out top-1 %.4f, trained in %.1f s", arch, result["test_top1"],
              result["heldout_top1"], train_seconds)
     return result
 
 
-def _train(seed: int, epochs: int, config: DemoConfig, log: logging.Logger) -> tuple[nn.Module, float, float]:
+def _train(arch: str, seed: int, epochs: int, config: DemoConfig,
+           log: logging.Logger) -> tuple[nn.Module, float, float]:
     generator = torch.Generator().manual_seed(seed)
-    model = build_digits_vit()
-    sincos_pos_init(model)
-    mimetic_init(model, generator)
+    model = BUILTIN_MODELS[arch].build(10)
+    DEMO_ARCHS[arch].init(model, generator)
     images, labels = digits_images()
     train = torch.as_tensor(digits_split_indices()["train"])
     train_images, train_labels = images[train], labels[train]
@@ -94,7 +122,7 @@ def _train(seed: int, epochs: int, config: DemoConfig, log: logging.Logger) -> t
     total, warmup = epochs * steps_per_epoch, config.warmup_epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, warmup, total))
-    log.info("training %s: %d images, %d epochs", DEMO_MODEL, len(train), epochs)
+    log.info("training %s: %d images, %d epochs", arch, len(train), epochs)
     start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(epochs):
         model.train()
@@ -189,7 +217,7 @@ def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _save_atomic(model: nn.Module, out: Path) -> None:
+def _save_atomic(model: nn.Module, out: Path, arch: str) -> None:
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(out) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "model": DEMO_MODEL})
+        save_file(state, str(tmp), metadata={"format": "pt", "model": arch})

@@ -1,4 +1,5 @@
-"""Models: timm ViT/DeiT/Swin by name and the built-in offline demo ``digits-vit`` (DESIGN §6).
+"""Models: timm ViT/DeiT/Swin by name and the built-in offline models trained on the digits (DESIGN §6):
+``digits-vit`` (the demo) and ``digits-swin`` (a second family, so no claim rests on one toy).
 
 Every failure a user can cause (unknown name, bad weights file, wrong architecture, no network
 for ``--pretrained``) is a ModelLoadError whose message names the problem, never a traceback.
@@ -13,23 +14,27 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import urlparse
 
 import timm
 import torch
 from safetensors.torch import load_file
 from timm.data import resolve_data_config
-from timm.models import VisionTransformer
+from timm.models import SwinTransformer, VisionTransformer
 from torch import nn
 
 DEMO_MODEL = "digits-vit"
+DIGITS_SWIN = "digits-swin"
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
 DEMO_WEIGHTS = RESOURCES / "digits_vit.safetensors"
-# Statistics of the 16x16 digits in [0, 1] (train split); part of the demo model's definition.
+# Statistics of the 16x16 digits in [0, 1] (train split); part of the built-in models' definition.
 DIGITS_MEAN, DIGITS_STD = (0.305,), (0.319,)
 DIGITS_ARCH = dict(img_size=16, patch_size=4, in_chans=1, embed_dim=96, depth=6, num_heads=4, mlp_ratio=2.0,
                    class_token=True, global_pool="token")
+# 8x8 tokens in windows of 4 (shifted in the second block), merged twice: 4x4, then 2x2 (one window each).
+DIGITS_SWIN_ARCH = dict(img_size=16, patch_size=2, in_chans=1, embed_dim=48, depths=(2, 2, 2), num_heads=(2, 4, 8),
+                        window_size=4, mlp_ratio=2.0)
 _PROBE_TIMEOUT_S = 3.0
 
 log = logging.getLogger(__name__)
@@ -60,30 +65,54 @@ class ModelInfo:
     crop_pct: float = 0.875
 
 
-def build_digits_vit(num_classes: int = 10) -> VisionTransformer:
-    """The demo architecture, randomly initialised, with its data config attached for timm."""
-    model = VisionTransformer(num_classes=num_classes, **DIGITS_ARCH)
-    model.pretrained_cfg = dict(input_size=(1, 16, 16), mean=DIGITS_MEAN, std=DIGITS_STD, interpolation="bilinear",
-                                crop_pct=1.0, crop_mode="center", num_classes=num_classes, classifier="head")
-    return model
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A timm architecture trained on the built-in digits, whose weights ship in resources/ (works offline)."""
+    name: str
+    family: type[nn.Module]     # the timm class, built with ``arch``
+    arch: dict
+    classifier: str             # the head's state-dict prefix, where a weights file's class count is read
+    weights: Path
+    note: str                   # a word for pickers: "digits-vit  (built-in demo)"
+
+    def build(self, num_classes: int = 10) -> nn.Module:
+        """The architecture, randomly initialised, with the digits' data config attached for timm."""
+        model = self.family(num_classes=num_classes, **self.arch)
+        model.pretrained_cfg = dict(input_size=(1, 16, 16), mean=DIGITS_MEAN, std=DIGITS_STD, interpolation="bilinear",
+                                    crop_pct=1.0, crop_mode="center", num_classes=num_classes,
+                                    classifier=self.classifier)
+        return model
+
+
+BUILTIN_MODELS = {m.name: m for m in (
+    BuiltinModel(DEMO_MODEL, VisionTransformer, DIGITS_ARCH, "head", DEMO_WEIGHTS, "demo"),
+    # windowed attention, relative position bias, patch merging: another family than the demo's
+    BuiltinModel(DIGITS_SWIN, SwinTransformer, DIGITS_SWIN_ARCH, "head.fc", RESOURCES / "digits_swin.safetensors",
+                 "Swin"),
+)}
+
+
+def build_digits_vit(num_classes: int = 10) -> nn.Module:
+    """The demo architecture, randomly initialised."""
+    return BUILTIN_MODELS[DEMO_MODEL].build(num_classes)
 
 
 def create_model(name: str = DEMO_MODEL, weights: str | Path | None = None, pretrained: bool = False,
                  num_classes: int | None = None) -> tuple[nn.Module, ModelInfo]:
     """Build ``name`` in eval mode on the CPU, with weights from ``weights``, timm's hub or random init.
 
-    ``digits-vit`` loads its shipped weights unless ``weights`` is given (``pretrained`` is implied).
-    For timm models with ``weights`` and no ``num_classes``, the class count comes from the file's head.
+    A built-in model (BUILTIN_MODELS) loads its shipped weights unless ``weights`` is given (``pretrained`` is
+    implied). For timm models with ``weights`` and no ``num_classes``, the class count comes from the file's head.
     """
     if weights is not None and pretrained:
         raise ModelLoadError("give either pretrained weights or a weights file, not both")
-    if name == DEMO_MODEL:
-        path = Path(weights) if weights is not None else DEMO_WEIGHTS
+    builtin = BUILTIN_MODELS.get(name)
+    if builtin is not None:
+        path = Path(weights) if weights is not None else builtin.weights
         state = _read_state_dict(path)
-        classes = num_classes or _head_classes(state, "head") or 10
-        model = build_digits_vit(classes)
+        model = builtin.build(num_classes or _head_classes(state, builtin.classifier) or 10)
         _load_into(model, state, path)
-        source = f"file:{path.resolve()}" if weights is not None else f"builtin:resources/{DEMO_WEIGHTS.name}"
+        source = f"file:{path.resolve()}" if weights is not None else f"builtin:resources/{builtin.weights.name}"
         return _finish(model, name, source, file_sha256(path))
 
     _check_timm_name(name)
@@ -129,7 +158,8 @@ def _check_timm_name(name: str) -> None:
     for prefix in difflib.get_close_matches(name, list(by_prefix), n=3, cutoff=0.7):
         close += [n for n in by_prefix[prefix] if n not in close]
     hint = f"; close matches: {', '.join(close[:8])}" if close else ""
-    raise ModelLoadError(f"unknown model {name!r} (neither {DEMO_MODEL!r} nor a timm model name){hint}")
+    builtins = " or ".join(repr(n) for n in BUILTIN_MODELS)
+    raise ModelLoadError(f"unknown model {name!r} (neither {builtins} nor a timm model name){hint}")
 
 
 RANDOM_INIT_SEED = 0

@@ -230,7 +230,7 @@ def test_state_hash_handles_0_dim_tensors_of_any_dtype_and_keeps_earlier_hashes(
     assert _state_sha256(plain) == digest.hexdigest()
 
 
-DOC_SAMPLE = ("digits-vit", "pit_ti_224", "levit_128s", "xcit_nano_12_p16_224")
+DOC_SAMPLE = ("digits-vit", "digits-swin", "pit_ti_224", "levit_128s", "xcit_nano_12_p16_224")
 
 
 def test_docs_coverage_table_is_in_sync():

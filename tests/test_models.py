@@ -12,12 +12,13 @@ import pytest
 import timm.models
 import torch
 from safetensors.torch import load_file, save_file
-from timm.models import VisionTransformer
+from timm.models import SwinTransformer, VisionTransformer
 
 from engine.data import Splits, iterate
 from engine.demo import train_demo
 from engine.device import resolve_device
-from engine.models import DEMO_MODEL, DEMO_WEIGHTS, ModelLoadError, create_model
+from engine.argtypes import vit_model
+from engine.models import BUILTIN_MODELS, DEMO_MODEL, DEMO_WEIGHTS, DIGITS_SWIN, ModelLoadError, create_model
 from helpers import save_random_timm_model
 
 
@@ -48,6 +49,26 @@ def test_shipped_demo_model_accuracy(demo_model, digits_splits: Splits) -> None:
     assert sidecar["weights_sha256"] == info.weights_sha256
     assert abs(sidecar["test_top1"] - accuracy) <= 0.002
     assert sidecar["n_test"] == len(digits_splits.test)
+
+
+SWIN_SLICE = 500   # the 450 test originals and 50 of their shifted copies
+
+
+def test_digits_swin_is_a_small_timm_swin_with_its_shipped_weights(digits_splits: Splits) -> None:
+    """The second built-in model: trained weights whose hash the sidecar records, high top-1 on a slice of test."""
+    model, info = create_model(DIGITS_SWIN)
+    assert isinstance(model, SwinTransformer) and not model.training
+    assert [len(stage.blocks) for stage in model.layers] == [2, 2, 2] and model.patch_embed.patch_size == (2, 2)
+    assert (info.source, info.num_classes, info.input_size) == ("builtin:resources/digits_swin.safetensors", 10,
+                                                                (1, 16, 16))
+    sidecar = json.loads(BUILTIN_MODELS[DIGITS_SWIN].weights.with_suffix(".json").read_text())
+    assert (sidecar["model"], sidecar["weights_sha256"]) == (DIGITS_SWIN, info.weights_sha256)
+    assert sidecar["test_top1"] >= 0.97 and sidecar["threads"] == 1
+    test = digits_splits.test
+    with torch.no_grad():
+        predicted = model(test.images[:SWIN_SLICE]).argmax(1)
+    assert float((predicted == test.labels[:SWIN_SLICE]).float().mean()) >= 0.97
+    assert vit_model(DIGITS_SWIN) == DIGITS_SWIN     # --model digits-swin in every command
 
 
 def test_train_demo_short_run_writes_loadable_weights(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from ..quant.coverage import describe_modules, modules
 EXAMPLE_IMAGES, EXAMPLE_SEED = 2, 0
 # docs/coverage.md: the supported baselines, then timm architectures of the other families users bring.
 DOC_MODELS = (
-    "digits-vit", "deit_tiny_patch16_224", "swin_tiny_patch4_window7_224",
+    "digits-vit", "digits-swin", "deit_tiny_patch16_224", "swin_tiny_patch4_window7_224",
     "vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "deit3_small_patch16_224", "vit_base_patch16_clip_224",
     "flexivit_small", "vit_medium_patch16_gap_256", "vit_little_patch16_reg4_gap_256", "cait_xxs24_224",
     "twins_svt_small", "vit_tiny_r_s16_p8_224", "pit_ti_224", "swinv2_tiny_window8_256", "beit_base_patch16_224",
@@ -35,9 +35,9 @@ TABLE_HEADER = ("| model | outcome | matmul-like ops | uncovered (module, type) 
 def add_parser(sub) -> None:
     parser = sub.add_parser("coverage", help="which matmuls the quantizer reaches (one probe forward, no data)")
     parser.add_argument("models", nargs="*", metavar="MODEL",
-                        help="timm model name or digits-vit (several with --table; none: the docs' list)")
+                        help="timm model names or built-in ones (several with --table; none: the docs' list)")
     parser.add_argument("--weights", help="local weights file (one model; default: random init, or the shipped "
-                                          "weights of digits-vit)")
+                                          "weights of a built-in model)")
     parser.add_argument("--allow-float", action="append", default=None, metavar="MODULE_PATTERN",
                         help="modules (fnmatch on the qualified name) whose float matmuls are kept on purpose")
     parser.add_argument("--table", metavar="FILE", help="write the Markdown table of every MODEL's outcome to FILE")
