@@ -50,8 +50,8 @@ def describe(exc: BaseException) -> Problem:
                        "or clear the weights field to use the model's own weights.", "weights")
     if isinstance(exc, ModelLoadError):
         return Problem("The model could not be loaded", text,
-                       "Check the model name (a timm name such as deit_small_patch16_224, or the built-in "
-                       "digits-vit demo).", "model")
+                       "Check the model name (a timm name such as deit_small_patch16_224, or a built-in "
+                       "one: digits-vit, digits-swin).", "model")
     if isinstance(exc, DataError):
         return Problem("The data folder could not be used", text,
                        "Pick an ImageNet-style folder holding train/<class>/* and val/<class>/* images, "

@@ -1,4 +1,5 @@
-"""The sweep form's backend choice and the run panel's compile mode (pytest-qt, offscreen; no real search).
+"""The sweep form's backend choice, the run panel's compile mode and model picker (pytest-qt, offscreen; no
+real search).
 
 What the forms build and what reaches the engine: the ``SweepBackend`` the sweep form makes, a missing
 ``ray`` named by the form before Start and by the app's error dialog after it, and the compile mode
@@ -10,6 +11,7 @@ from __future__ import annotations
 import app_conftest_helpers as helpers  # noqa: F401  (offscreen Qt, isolated settings; before Qt)
 from app_conftest_helpers import dialogs  # noqa: F401  (shared fixture)
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -19,7 +21,9 @@ from PySide6.QtCore import QSettings
 from app.jobs.background import wait_for
 from app.jobs.sweep import SweepBackend
 from app.library.sweep_dialog import SETTINGS_KEY
+from app.run.panel import RunPanel
 from app.window.main_window import MainWindow
+from engine.models import BUILTIN_MODELS, DEMO_MODEL, DIGITS_SWIN
 from engine.runrecord import run_identity, spec_values
 from engine.search.checkpoint import SearchState, save_checkpoint
 from engine.sweep import CellResources, SweepGrid
@@ -111,6 +115,21 @@ def test_compile_mode_is_an_advanced_option_that_reaches_the_runspec(win, dialog
     assert specs[1].quant.bits_label == "W8A8"
     # the recording search yields no result: a failed row, and the sweep itself ends (as on Ray)
     assert ended.args == ["finished"] and not dialogs
+
+
+def test_the_model_picker_offers_every_built_in_model(qtbot):
+    """digits-swin is picked like the demo, reaches the panel's RunSpec, and a shown run names it again."""
+    panel = RunPanel()
+    qtbot.addWidget(panel)
+    offered = [panel.model.itemText(i).split()[0] for i in range(panel.model.count())]
+    assert offered[:len(BUILTIN_MODELS)] == list(BUILTIN_MODELS) and panel.spec().model == DEMO_MODEL
+    panel.model.setCurrentIndex(offered.index(DIGITS_SWIN))
+    spec = panel.spec()
+    assert spec.model == DIGITS_SWIN
+    panel.set_values(dataclasses.replace(spec, model=DEMO_MODEL))
+    assert panel.model_name() == DEMO_MODEL
+    panel.set_values(spec)
+    assert panel.model.currentIndex() == offered.index(DIGITS_SWIN)
 
 
 def test_a_resumed_run_computes_with_the_compile_mode_chosen_now(win, specs, qtbot, tmp_path):

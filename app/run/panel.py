@@ -14,14 +14,14 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog
                                QHBoxLayout, QLabel, QLineEdit, QPushButton, QScrollArea, QSpinBox,
                                QToolButton, QVBoxLayout, QWidget)
 
-from engine.models import DEMO_MODEL
+from engine.models import BUILTIN_MODELS, DEMO_MODEL
 from engine.pipeline import RunSpec
 from engine.quant import QuantConfig, available_quantizers
 from engine.search import config as search_config
 
 from app.run.search_options import COMPILE_OPTION, HIDDEN_FIELDS, OPTIONS, Option, base_type, choices, field_types
 
-DEMO_LABEL = f"{DEMO_MODEL}  (built-in demo)"
+BUILTIN_LABELS = {name: f"{name}  (built-in {model.note})" for name, model in BUILTIN_MODELS.items()}
 SUGGESTED_MODELS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "vit_base_patch16_224",
                     "swin_tiny_patch4_window7_224")
 DEFAULT_QUANTIZER, DEFAULT_W_BITS, DEFAULT_A_BITS = "omse", 4, 3   # the demo's hard setting (README)
@@ -142,8 +142,8 @@ class RunPanel(QScrollArea):
         form = _form(box, "The quantized Vision Transformer to refine, and the images it sees.")
         self.model = QComboBox(objectName="model")
         self.model.setEditable(True)
-        self.model.addItems([DEMO_LABEL, *SUGGESTED_MODELS])
-        self.model.setToolTip("A timm model name, or the built-in digits demo (works offline).")
+        self.model.addItems([*BUILTIN_LABELS.values(), *SUGGESTED_MODELS])
+        self.model.setToolTip("A timm model name, or a built-in model trained on the digits (works offline).")
         form.addRow(_label("Model", self.model), self.model)
         self.weights = QLineEdit(objectName="weights")
         self.weights.setPlaceholderText("built-in or random")
@@ -267,7 +267,7 @@ class RunPanel(QScrollArea):
 
     def model_name(self) -> str:
         text = self.model.currentText().strip()
-        return DEMO_MODEL if text in (DEMO_LABEL, "") else text.split()[0]
+        return text.split()[0] if text else DEMO_MODEL
 
     def spec(self) -> RunSpec:
         attn = self.attn_bits.value()
@@ -297,7 +297,7 @@ class RunPanel(QScrollArea):
         chosen: a run file does not record it (it changes how fast a run computes, not what)."""
         if spec is not None:
             self._shown_spec = spec
-            self.model.setCurrentText(DEMO_LABEL if spec.model == DEMO_MODEL else spec.model)
+            self.model.setCurrentText(BUILTIN_LABELS.get(spec.model, spec.model))
             self.weights.setText(spec.weights or "")
             self.pretrained.setChecked(bool(spec.pretrained))
             self.data.setText(spec.data or "")
