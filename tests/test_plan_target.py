@@ -7,10 +7,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from engine.cli import main
 from engine.diagnose.events import MeasureCounter
 from engine.diagnose.probe import Score
 from engine.plan.allocate import Group
-from engine.plan.target import MAX_CHECKS, budget_for_target, candidates, mean_grid
+from engine.plan.target import MAX_CHECKS, budget_for_target, candidates, cheapest_line, mean_grid
 
 WIDTHS = np.array([2, 3, 4, 6, 8])
 
@@ -65,39 +66,54 @@ def test_candidates_come_cheapest_first_and_their_prediction_rises_with_the_bits
     assert all(a.predicted_top1 <= b.predicted_top1 for a, b in zip(fixed_w, fixed_w[1:]))
 
 
+def line_of(fixed=(None, None)) -> list:
+    return cheapest_line(candidates(GROUPS["weights"], GROUPS["activations"], mean_grid(WIDTHS, fixed[0]),
+                                    mean_grid(WIDTHS, fixed[1]), predict))
+
+
+def measured_below_prediction(by: float):
+    loss = {name: cost for g in GROUPS.values() for name, cost in zip(g.names, g.costs)}
+    return measured_as(lambda bits: 100.0 - by - sum(loss[n][list(WIDTHS).index(b)] for n, b in bits.items()))
+
+
 def test_a_prediction_that_holds_takes_the_cheapest_budget_predicted_to_reach_the_target():
-    pairs = candidates(GROUPS["weights"], GROUPS["activations"], mean_grid(WIDTHS, None), mean_grid(WIDTHS, None),
-                       predict)
-    cheapest = next(c for c in pairs if c.predicted_top1 >= 90.0)
-    loss = {name: cost for g in GROUPS.values() for name, cost in zip(g.names, g.costs)}
-    exact = measured_as(lambda bits: 100.0 - sum(loss[n][list(WIDTHS).index(b)] for n, b in bits.items()))[0]
-    (w, a), checks = run(90.0, exact)
-    assert (w, a) == (cheapest.w_bits, cheapest.a_bits) and len(checks) == 1
-    assert checks[0]["heldout_top1"] >= 90.0
+    cheapest = next(c for c in line_of() if c.predicted_top1 >= 90.0)
+    (w, a), checks = run(90.0, measured_below_prediction(0.0)[0])
+    assert (w, a) == (cheapest.w_bits, cheapest.a_bits) and len(checks) == 1 and checks[0]["heldout_top1"] >= 90
 
 
-def test_an_optimistic_prediction_raises_the_bar_by_its_overshoot():
-    """Every plan measures 3 points below its prediction: the second plan checked is predicted at least
-    3 points above the target, and it is the first whose measurement reaches it."""
-    loss = {name: cost for g in GROUPS.values() for name, cost in zip(g.names, g.costs)}
-    optimistic = measured_as(lambda bits: 97.0 - sum(loss[n][list(WIDTHS).index(b)] for n, b in bits.items()))[0]
-    (w, a), checks = run(90.0, optimistic)
-    assert len(checks) == 2 and checks[0]["heldout_top1"] < 90.0 <= checks[1]["heldout_top1"]
-    assert checks[1]["predicted_top1"] >= 93.0 - 1e-9
+def test_an_optimistic_prediction_is_corrected_by_bisection_between_it_and_the_most_bits():
+    """Every plan measures 3 points below its prediction: the planner measures the most bits next, then
+    bisects, and ends at the cheapest budget of the line whose plan measures at least the target."""
+    (w, a), checks = run(90.0, measured_below_prediction(3.0)[0])
+    line = line_of()
+    assert checks[0]["heldout_top1"] < 90.0 and (checks[1]["mean_w_bits"], checks[1]["mean_a_bits"]) == (8, 8)
+    cheapest = next(c for c in line if c.predicted_top1 - 3.0 >= 90.0)
+    assert (w, a) == (cheapest.w_bits, cheapest.a_bits) and len(checks) <= MAX_CHECKS
 
 
-def test_a_plan_far_below_its_prediction_ends_the_search_with_the_best_checked():
-    """One plan predicted at 90 or more measures 50: no budget is predicted 40 points above the target."""
+def test_an_unreachable_target_names_the_best_checked():
     measure, seen = measured_as(lambda bits: 50.0)
-    with pytest.raises(ValueError, match=r"--target-top1 90: no plan reached it on held-out \(the best of 1 "
+    with pytest.raises(ValueError, match=r"--target-top1 90: no plan reached it on held-out \(the best of 2 "
                                          r"checked: 50.00% at W"):
         run(90.0, measure)
 
 
-def test_a_fixed_mean_stays_and_near_misses_stop_after_max_checks():
-    measure, seen = measured_as(lambda bits: 89.99)
-    with pytest.raises(ValueError, match=rf"the best of {MAX_CHECKS} checked: 89.99% at W4A"):
-        run(90.0, measure, fixed=(Fraction(4), None))
+def test_a_fixed_mean_stays():
+    measure, seen = measured_below_prediction(1.0)
+    (w, a), checks = run(95.0, measure, fixed=(Fraction(4), None))
+    assert w == 4 and all(c["mean_w_bits"] == 4 for c in checks) and checks[-1]["heldout_top1"] >= 0
     weights = GROUPS["weights"]
-    loads = [sum(int(e) * bits[n] for n, e in zip(weights.names, weights.elements)) for bits in seen]
-    assert len(seen) == MAX_CHECKS and all(load <= 4 * weights.total_elements for load in loads)
+    assert all(sum(int(e) * bits[n] for n, e in zip(weights.names, weights.elements)) <= 4 * weights.total_elements
+               for bits in seen)
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--budget", "W4A3", "--target-top1", "90"], "--budget and --target-top1 are two ways"),
+    (["--mean-w-bits", "4", "--mean-a-bits", "3", "--target-top1", "90"], "at most one of --mean-w-bits"),
+    (["--target-top1", "190"], "above 0 and at most 100, got 190"),
+    ([], "plan needs a budget (--budget WxAy, or --mean-w-bits and --mean-a-bits) or --target-top1"),
+])
+def test_what_to_plan_for_is_checked_before_any_work(flags, says, tmp_path, capsys):
+    assert main(["plan", *flags, "--out", str(tmp_path / "plan.json")]) == 2
+    assert says in capsys.readouterr().err and not (tmp_path / "plan.json").exists()

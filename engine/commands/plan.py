@@ -73,6 +73,9 @@ def add_parser(sub) -> None:
                        help="mean weight bits, weighted by parameter count (overrides --budget's W)")
     group.add_argument("--mean-a-bits", type=mean_bits, default=None,
                        help="mean activation bits, weighted by elements per image (overrides --budget's A)")
+    group.add_argument("--target-top1", type=float, default=None, metavar="PERCENT",
+                       help="instead of a budget: the fewest mean bits whose plan reaches this held-out top-1 (a "
+                            "--mean-w-bits or --mean-a-bits given with it stays fixed)")
     group.add_argument("--bits-set", type=bits_set, default=DEFAULT_BITS_SET, metavar="B[,B...]",
                        help=f"the widths a point may take (default {','.join(map(str, DEFAULT_BITS_SET))})")
     parser.add_argument("--images", type=positive_int, default=DEFAULT_IMAGES,
@@ -94,18 +97,19 @@ def add_parser(sub) -> None:
 
 def plan_config(args: argparse.Namespace) -> PlanConfig:
     """The budget from the flags, checked against --bits-set before any model is built."""
+    if args.budget is not None and args.target_top1 is not None:
+        raise ValueError("--budget and --target-top1 are two ways to say what to plan for: give one")
     w, a = args.budget if args.budget is not None else (None, None)
     w = args.mean_w_bits if args.mean_w_bits is not None else w
     a = args.mean_a_bits if args.mean_a_bits is not None else a
-    if w is None or a is None:
-        raise ValueError("plan needs a budget: --budget WxAy, or --mean-w-bits and --mean-a-bits")
     try:
         check_budget(w, a, args.bits_set)
     except ValueError as exc:
         if args.budget is not None:   # name the flag the value came from
             raise ValueError(f"--budget: {exc}") from None
         raise
-    return PlanConfig(w, a, args.bits_set, args.images, args.heldout_images, args.front_points, args.random_draws)
+    return PlanConfig(w, a, args.bits_set, args.images, args.heldout_images, args.front_points, args.random_draws,
+                      target_top1=args.target_top1)
 
 
 def _progress(event: Measured, shown: list[int]) -> None:
@@ -142,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         out["csv"] = str(write_text(args.csv, front_csv(result.front)))
     info = result.plan.info
-    summary = {key: info[key] for key in ("budget", "bits_set", "base_bits", "mean_w_bits", "mean_a_bits",
+    summary = {key: info[key] for key in ("budget", "target_top1", "target_checks", "bits_set", "base_bits", "mean_w_bits", "mean_a_bits",
                                           "heldout_fp_top1", "heldout_predicted_top1", "heldout_planned_top1",
                                           "heldout_composed_top1", "heldout_uniform_top1", "heldout_random_top1",
                                           "measurements", "calibrations", "seconds")}
@@ -165,6 +169,10 @@ def human(result, out: dict[str, str]) -> str:
         + (f"  random plans {sum(random) / len(random):.2f}% (mean of {len(random)})" if random else ""),
         f"{result.measurements} measurements, {result.calibrations} calibrations, {result.seconds:.1f} s",
     ]
+    if info["target_top1"] is not None:
+        checks = "; ".join(f"W{c['mean_w_bits']:g}A{c['mean_a_bits']:g} predicted {c['predicted_top1']:.2f}% held-out "
+                           f"{c['heldout_top1']:.2f}%" for c in info["target_checks"])
+        lines.insert(1, f"target held-out top-1 {info['target_top1']:g}%: the budget checked on held-out ({checks})")
     base = {p.name: (result.base_w_bits if p.is_weight else result.base_a_bits) for p in result.points}
     moved = [(name, bits) for name, bits in result.plan.points if bits != base[name] and name not in result.fixed]
     lines.append(f"{len(moved)} of {len(result.points)} points off W{result.base_w_bits}A{result.base_a_bits}:")

@@ -2,24 +2,25 @@
 
 The per-point costs do not depend on the budget, so every budget on a grid of quarter bits can be
 allocated from the one sweep, and each plan's summed cost turned into a predicted top-1 (the fit of the
-uniform pairs measured on held-out). Budgets are tried cheapest first (mean weight plus mean activation
-bits, then fewer weight bits; a mean given on the command line stays fixed); each candidate the prediction
-clears is composed and measured on held-out. One that falls short raises the bar for the next by as much as
-its prediction overshot, so a prediction that runs high does not send the planner through every
-neighbouring budget. The first plan measured at or above the target sets the budget.
+uniform pairs measured on held-out). For each total of mean weight plus mean activation bits the pair
+predicted best stands for it (a mean given on the command line stays fixed). The first plan measured on
+held-out is the cheapest predicted to reach the target. The prediction runs high at low widths (the points'
+errors are not independent there), so when that plan falls short the most bits are measured next, and
+then the budgets between the two are bisected: the measured top-1 rises with the bits along this line, and
+a handful of measurements find the cheapest that reaches the target.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable, Generator, Sequence
+from typing import Callable, Generator, Iterator, Sequence
 
 from ..diagnose.events import MeasureCounter, Measured
 from ..diagnose.probe import Score
 from .allocate import Group, allocate, capacity
 
 GRID_STEP = Fraction(1, 4)
-MAX_CHECKS = 6     # plans measured on held-out before the planner gives up on the target
+MAX_CHECKS = 8     # plans measured on held-out, the two ends of the bisection included (a line of 64)
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,14 +65,13 @@ def candidates(weights: Group, activations: Group, w_means: Sequence[Fraction], 
     return sorted(pairs, key=lambda c: (c.mean_bits, c.w_bits))
 
 
-def next_candidate(pairs: Sequence[Candidate], bar: float, tried: Sequence[Candidate]) -> Candidate | None:
-    """The cheapest untried pair predicted at or above ``bar``."""
-    return next((c for c in pairs if c.predicted_top1 >= bar and all(c is not t for t in tried)), None)
-
-
-def raised_bar(bar: float, target: float, missed: Candidate, measured_top1: float) -> float:
-    """The bar after a candidate measured below the target: the target plus the prediction's overshoot."""
-    return max(bar, target + missed.predicted_top1 - measured_top1)
+def cheapest_line(pairs: Sequence[Candidate]) -> list[Candidate]:
+    """For each total of mean bits, the pair predicted best (fewer weight bits on a tie), in rising bits."""
+    best: dict[Fraction, Candidate] = {}
+    for c in pairs:
+        if c.mean_bits not in best or c.predicted_top1 > best[c.mean_bits].predicted_top1:
+            best[c.mean_bits] = c
+    return [best[total] for total in sorted(best)]
 
 
 def budget_for_target(target: float, bits_set: Sequence[int], fixed: tuple[Fraction | None, Fraction | None],
@@ -79,25 +79,37 @@ def budget_for_target(target: float, bits_set: Sequence[int], fixed: tuple[Fract
                       measure: Callable[[str, dict[str, int]], Score], counter: MeasureCounter,
                       checks: list[dict[str, float]]) -> Generator[Measured, None, tuple[Fraction, Fraction]]:
     """The cheapest budget (mean W bits, mean A bits; a mean in ``fixed`` stays) whose plan measures at least
-    ``target`` on held-out; each plan checked is appended to ``checks``, and counted. ValueError when none of
-    MAX_CHECKS reaches it."""
+    ``target`` on held-out; each plan checked is appended to ``checks``, and counted. A budget cheaper than
+    the first one predicted to reach the target is not measured. ValueError when the most bits fall short too."""
     weights, activations = groups["weights"], groups["activations"]
-    pairs = candidates(weights, activations, mean_grid(bits_set, fixed[0]), mean_grid(bits_set, fixed[1]), predict)
-    bar, tried = target, []
-    while len(tried) < MAX_CHECKS and (candidate := next_candidate(pairs, bar, tried)) is not None:
-        tried.append(candidate)
+    line = cheapest_line(candidates(weights, activations, mean_grid(bits_set, fixed[0]), mean_grid(bits_set, fixed[1]),
+                                    predict))
+    reached: dict[int, bool] = {}
+
+    def check(index: int) -> Iterator[Measured]:
+        candidate = line[index]
         bits = {name: int(b) for g, choice in zip((weights, activations), candidate.choices)
                 for name, b in zip(g.names, g.bits(choice))}
         top1 = measure("target-check", bits).top1
+        reached[index] = top1 >= target
         checks.append({"mean_w_bits": float(candidate.w_bits), "mean_a_bits": float(candidate.a_bits),
                        "predicted_top1": candidate.predicted_top1, "heldout_top1": top1})
         yield counter.step(f"budget W{float(candidate.w_bits):g}A{float(candidate.a_bits):g}: predicted "
                            f"{candidate.predicted_top1:.2f}%, held-out {top1:.2f}%")
-        if top1 >= target:
-            return candidate.w_bits, candidate.a_bits
-        bar = raised_bar(bar, target, candidate, top1)
-    best = max(checks, key=lambda c: c["heldout_top1"], default=None)
-    checked = (f"the best of {len(checks)} checked: {best['heldout_top1']:.2f}% at W{best['mean_w_bits']:g}"
-               f"A{best['mean_a_bits']:g}" if best else "no budget was predicted to reach it")
-    raise ValueError(f"--target-top1 {target:g}: no plan reached it on held-out ({checked}); lower the target, or "
-                     "widen --bits-set")
+
+    first = next((i for i, c in enumerate(line) if c.predicted_top1 >= target), len(line) - 1)
+    yield from check(first)
+    if not reached[first] and first != len(line) - 1:
+        yield from check(len(line) - 1)
+    low, high = first, len(line) - 1            # low: the last known short of it; high: the first known to reach it
+    while reached.get(high) and not reached[low] and high - low > 1 and len(checks) < MAX_CHECKS:
+        middle = (low + high) // 2
+        yield from check(middle)
+        low, high = (low, middle) if reached[middle] else (middle, high)
+    passed = [i for i, ok in reached.items() if ok]
+    if passed:
+        return line[min(passed)].w_bits, line[min(passed)].a_bits
+    best = max(checks, key=lambda c: c["heldout_top1"])
+    raise ValueError(f"--target-top1 {target:g}: no plan reached it on held-out (the best of {len(checks)} checked: "
+                     f"{best['heldout_top1']:.2f}% at W{best['mean_w_bits']:g}A{best['mean_a_bits']:g}); lower "
+                     "the target, or widen --bits-set")
