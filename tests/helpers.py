@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from engine.data import Splits, TensorImages
 from engine.models import DEMO_WEIGHTS, ModelInfo
 from engine.pipeline import Prepared, RunSpec, prepare
+from engine.plan.file import BitPlan
 from engine.quant import QuantConfig, quantize
 from engine.search import run as search_run
 from engine.search.checkpoint import load_checkpoint
@@ -246,6 +247,8 @@ SWEEP_TINY = SearchConfig(passes=1, cycles=1, children=2, population=4, tourname
 SWEEP_TINY_FLAGS = ["--passes", "1", "--cycles", "1", "--children", "2", "--population", "4", "--tournament", "2"]
 SWEEP_BASE = RunSpec(calib_size=50, batch_size=50)
 W8, W4 = "digits-vit_minmax_W8A8_s0", "digits-vit_minmax_W4A8_s0"     # the minmax W8A8/W4A8 grid's run file stems
+# A bit plan for the sweep's plan axis: W8A8 but for the last block's qkv weights (4 bits) and probabilities (6)
+SWEEP_PLAN = BitPlan("digits-vit", "minmax", 8, 8, (("blocks.5.attn.qkv/weight", 4), ("blocks.5.attn/probs", 6)))
 
 
 def _head(dataset: TensorImages, n: int) -> TensorImages:

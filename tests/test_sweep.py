@@ -31,7 +31,8 @@ from engine.search.events import BlockDone, Finished
 from engine.sweep import (RunProgress, RunSkipped, RunStarted, SweepGrid, SweepStarted, plan_sweep, run_file_name,
                           run_sweep)
 from engine.sweep.local import _resumable
-from helpers import SWEEP_BASE as BASE, SWEEP_TINY as TINY, SWEEP_TINY_FLAGS as TINY_FLAGS, W4, W8, first_stop, other_demo_weights, small_search
+from engine.plan.file import save_plan
+from helpers import SWEEP_BASE as BASE, SWEEP_PLAN, SWEEP_TINY as TINY, SWEEP_TINY_FLAGS as TINY_FLAGS, W4, W8, first_stop, other_demo_weights, small_search
 
 GRID = SweepGrid(("minmax",), ("W8A8", "W4A8"), (0,))
 
@@ -46,6 +47,40 @@ def test_grid_parse_order_and_errors():
                           (("minmax", "W4A8", "a"), "integers"), (("minmax", "", "0"), "at least one value of bits")):
         with pytest.raises(ValueError, match=message):
             SweepGrid.parse(*args)
+
+
+def test_plans_are_an_axis_crossed_with_the_others_and_part_of_each_runs_name(tmp_path):
+    planned = SWEEP_PLAN.quant_config()
+    grid = SweepGrid.parse("minmax,omse", "W8A8", "0", plans=(None, SWEEP_PLAN))
+    assert [(q.quantizer, q.plan, seed) for q, seed in grid.cells()] == [
+        ("minmax", (), 0), ("minmax", planned.plan, 0), ("omse", (), 0), ("omse", planned.plan, 0)]
+    own = SweepGrid.parse("", "", "0,1", plans=(SWEEP_PLAN,))        # each plan's own quantizer and base widths
+    assert own.cells() == [(planned, 0), (planned, 1)]
+    runs = plan_sweep(grid, BASE, TINY, tmp_path)
+    assert runs[1].path.name == f"digits-vit_minmax_{planned.bits_label.replace('+', '-')}_s0.h5"
+    assert runs[1].label == f"minmax {planned.bits_label} s0" and planned.bits_label.startswith("W8A8+plan-")
+    assert runs[1].spec.quant == planned and runs[1].identity != runs[0].identity
+    other_model = replace(SWEEP_PLAN, model="deit_tiny_patch16_224")
+    for plans, bits, message in (((None, SWEEP_PLAN), "", "at least one value of bits"),
+                                 ((SWEEP_PLAN, replace(SWEEP_PLAN)), "W8A8", "plans has a value twice"),
+                                 ((None, replace(SWEEP_PLAN, points=())), "W8A8", "the same width"),
+                                 ((other_model,), "W8A8", "is a plan for deit_tiny_patch16_224, not for digits-vit")):
+        with pytest.raises(ValueError, match=message):
+            plan_sweep(SweepGrid.parse("minmax", bits, "0", plans=plans), BASE, TINY, tmp_path)
+
+
+def test_a_sweep_of_plan_files_searches_each_at_its_widths_and_skips_it_once_done(tmp_path, monkeypatch, capsys):
+    plan = save_plan(tmp_path / "plan.json", SWEEP_PLAN)
+    argv = ["sweep", "--plans", str(plan), "--calib-size", "50", "--batch-size", "50", *TINY_FLAGS,
+            "--out-dir", str(tmp_path / "sweep"), "--json"]
+    monkeypatch.setattr(search_run, "run_search", small_search)
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    record = load_run(tmp_path / "sweep" / rows[0]["file"])
+    assert len(rows) == 1 and record.quant == SWEEP_PLAN.quant_config()
+    assert record.scales.get_point("blocks.5.attn.qkv", "weight").bits == 4
+    assert record.scales.get_point("blocks.5.attn", "probs").bits == 6
+    assert main(argv) == 0 and ": done already" in capsys.readouterr().err     # the plan is in the run's identity
 
 
 def test_run_file_names_are_deterministic_and_safe():

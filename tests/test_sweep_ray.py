@@ -28,8 +28,8 @@ from engine.search.events import BlockDone
 from engine.sweep import (RunDone, RunFailed, RunMovedAside, RunProgress, RunSkipped, RunStarted, SweepFinished,
                           SweepGrid, run_sweep)
 from engine.sweep.ray_backend import CellResources, cell_device, search_cell
-from helpers import (SWEEP_BASE as BASE, SWEEP_TINY as TINY, SWEEP_TINY_FLAGS as TINY_FLAGS, W4, W8, as_older_layout,
-                     faulty_cells, first_stop, small_search, with_schema_version)
+from helpers import (SWEEP_BASE as BASE, SWEEP_PLAN, SWEEP_TINY as TINY, SWEEP_TINY_FLAGS as TINY_FLAGS, W4, W8,
+                     as_older_layout, faulty_cells, first_stop, small_search, with_schema_version)
 
 GRID = SweepGrid(("minmax",), ("W8A8", "W4A8"), (0,))
 TIMINGS = {"search_seconds", "calibration_seconds"}      # the only metrics that differ between two runs
@@ -177,6 +177,17 @@ def test_a_ray_sweep_moves_aside_what_it_cannot_read_and_never_touches_a_newer_f
     assert (workspace / f"{W4}.unreadable-1.h5").read_bytes() == reference.read_bytes()[:3000]
     assert load_run(workspace / f"{W4}.h5").base is not None and newer.read_bytes() == newer_bytes
     assert [row.ok for row in events[-1].rows] == [True, True, False]
+
+
+def test_a_ray_sweep_searches_a_plan_at_its_widths(idle_ray_cluster, tmp_path):
+    events = list(run_sweep(SweepGrid((), (), (0,), plans=(SWEEP_PLAN,)), BASE, TINY, tmp_path, search_fn=small_search,
+                            backend="ray"))
+    done = [e for e in events if isinstance(e, RunDone)]
+    assert len(done) == 1 and done[0].row.ok and "+plan-" in done[0].run.label
+    record = load_run(done[0].run.path)
+    assert record.quant == SWEEP_PLAN.quant_config() and record.provenance["threads"] == 1
+    assert record.scales.get_point("blocks.5.attn.qkv", "weight").bits == record.base.get_point(
+        "blocks.5.attn.qkv", "weight").bits == 4
 
 
 def test_a_ray_cell_computes_on_the_gpu_ray_assigned_it(monkeypatch):

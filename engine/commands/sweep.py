@@ -1,4 +1,4 @@
-"""``sweep``: quantizers × bit-widths × seeds, searched one after another in this process, or as
+"""``sweep``: quantizers × bit-widths × bit plans × seeds, searched one after another in this process, or as
 tasks on a Ray cluster with ``--backend ray`` (``engine/sweep/ray_backend.py``).
 
 One progress line per run on stderr; the summary table (one library row per run) on stdout, as a
@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any, Callable
 
-from ..argtypes import bit_widths, bits, output_folder, seed
+from ..argtypes import bit_widths, bits, output_folder, plan_file, seed
 from ..cli import add_model_args, add_output_args, emit, error_text, json_error, run_spec
 from ..quant import QuantConfig, available_quantizers
 from ..search.config import add_search_args, search_config_from_args
@@ -23,13 +23,18 @@ from .search import Progress, rerun_command
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("sweep", help="search a grid of quantizers × bit-widths × seeds, one run file each")
+    parser = sub.add_parser("sweep", help="search a grid of quantizers × bit-widths × bit plans × seeds, one run "
+                                          "file each")
     add_model_args(parser)
     grid = parser.add_argument_group("grid")
-    grid.add_argument("--quantizers", type=_quantizers, required=True,
-                      help="comma-separated, e.g. minmax,percentile,omse")
-    grid.add_argument("--bits", type=_each(bit_widths), required=True,
-                      help="comma-separated bit-widths, e.g. W8A8,W4A8,W3A4")
+    grid.add_argument("--quantizers", type=_quantizers, default=None,
+                      help="comma-separated, e.g. minmax,percentile,omse (default with --plans: each plan's own)")
+    grid.add_argument("--bits", type=_each(bit_widths), default=None,
+                      help="comma-separated bit-widths, e.g. W8A8,W4A8,W3A4; with --plans they set only the points "
+                           "a plan leaves out (default with --plans: each plan's own base widths)")
+    grid.add_argument("--plans", type=_plans, default=None, metavar="PLANS",
+                      help="comma-separated bit plans (plan files from 'plan', or run files), crossed with the other "
+                           "axes; 'uniform' is the plan of --bits, e.g. uniform,w4a3.json")
     grid.add_argument("--seeds", type=_each(seed), default=None,
                       help="comma-separated seeds, e.g. 0,1 (default: --seed)")
     grid.add_argument("--attn-bits", type=bits, default=None, help="bits of q, k, v and attention probabilities")
@@ -73,6 +78,14 @@ def _quantizer(name: str) -> str:
 _quantizers = _each(_quantizer)
 
 
+def _plans(text: str) -> tuple:
+    """Each item a plan file read and checked now (``plan_file``), or None for 'uniform'."""
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list of plan files, got {text!r}")
+    return tuple(None if item == "uniform" else plan_file(item) for item in items)
+
+
 def _stopped(reason: str, current: RunStarted | None, argv: list[str]) -> None:
     """Why the sweep stopped, where its work is, and the command that continues it."""
     kept = f"; the current run's checkpoint {current.run.checkpoint} is kept" if (
@@ -89,8 +102,10 @@ def _resources(args: argparse.Namespace) -> CellResources | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.plans is None and (args.quantizers is None or args.bits is None):
+        raise ValueError("sweep needs --quantizers and --bits, or --plans PLANS")
     seeds = args.seeds if args.seeds is not None else str(args.seed)
-    grid = SweepGrid.parse(args.quantizers, args.bits, seeds, args.attn_bits)
+    grid = SweepGrid.parse(args.quantizers or "", args.bits or "", seeds, args.attn_bits, args.plans or (None,))
     base = run_spec(args, QuantConfig())   # quantization and seed are set per run by the grid
     rows, current, progress = (), None, None
     try:

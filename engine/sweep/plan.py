@@ -1,5 +1,5 @@
-"""What a sweep will do: its grid of quantizers × bit-widths × seeds, each cell's run file, and which
-are done already.
+"""What a sweep will do: its grid of quantizers × bit-widths × bit plans × seeds, each cell's run file,
+and which are done already.
 
 Run files get deterministic names in the workspace folder, which makes a sweep resumable without
 any sweep-level state on disk: a run whose file exists, loads and has this run's identity
@@ -16,6 +16,7 @@ from typing import Any
 from ..device import resolve_device
 from ..models import create_model
 from ..pipeline import RunSpec
+from ..plan.file import BitPlan
 from ..provenance import provenance
 from ..quant import QuantConfig, available_quantizers, parse_bits
 from ..runrecord import RunRecord, identity_mismatch, spec_values
@@ -28,27 +29,39 @@ CHECKPOINT_DIR = ".checkpoints"
 
 @dataclass(frozen=True)
 class SweepGrid:
-    """What varies between the runs of a sweep; everything else is shared (RunSpec, SearchConfig)."""
+    """What varies between the runs of a sweep; everything else is shared (RunSpec, SearchConfig).
+
+    ``plans`` is the bit-plan axis: ``None`` is the uniform plan of ``bits``; a BitPlan gives its points
+    their widths, as ``search --plan`` does, under each of ``quantizers`` and ``bits`` (which then set
+    only the points the plan leaves out). With plans only, an empty ``quantizers`` or ``bits`` means each
+    plan's own quantizer or base widths."""
     quantizers: tuple[str, ...]
     bits: tuple[str, ...]                  # "W4A8", ...
     seeds: tuple[int, ...]
     attn_bits: int | None = None
+    plans: tuple[BitPlan | None, ...] = (None,)
 
     def __post_init__(self) -> None:
-        for name in ("quantizers", "bits", "seeds"):
+        uniform = None in self.plans
+        for name in ("quantizers", "bits", "seeds", "plans"):
             values = getattr(self, name)
-            if not values:
-                raise ValueError(f"a sweep needs at least one value of {name}")
+            if not values and (uniform or name in ("seeds", "plans")):
+                raise ValueError(f"a sweep needs at least one value of {name}"
+                                 + ("" if name in ("seeds", "plans") else " (only plans bring their own)"))
             if len(set(values)) != len(values):
-                raise ValueError(f"{name} has a value twice: {', '.join(map(str, values))}")
+                raise ValueError(f"{name} has a value twice: {', '.join(map(_plan_label, values))}")
         unknown = [q for q in self.quantizers if q not in available_quantizers()]
         if unknown:
             raise ValueError(f"unknown quantizer {unknown[0]!r}; known: {', '.join(available_quantizers())}")
         for bits in self.bits:
             parse_bits(bits)
+        configs = self.configs()
+        if len(set(configs)) != len(configs):
+            raise ValueError("two plans give every point the same width: the grid would search one run twice")
 
     @classmethod
-    def parse(cls, quantizers: str, bits: str, seeds: str, attn_bits: int | None = None) -> "SweepGrid":
+    def parse(cls, quantizers: str, bits: str, seeds: str, attn_bits: int | None = None,
+              plans: tuple[BitPlan | None, ...] = (None,)) -> "SweepGrid":
         """From comma-separated text, as typed on the command line or in a form."""
         def items(text: str) -> tuple[str, ...]:
             return tuple(item.strip() for item in text.split(",") if item.strip())
@@ -57,12 +70,36 @@ class SweepGrid:
             seed_values = tuple(int(s) for s in items(seeds))
         except ValueError:
             raise ValueError(f"seeds must be integers separated by commas, got {seeds!r}") from None
-        return cls(items(quantizers), tuple(b.upper() for b in items(bits)), seed_values, attn_bits)
+        return cls(items(quantizers), tuple(b.upper() for b in items(bits)), seed_values, attn_bits, tuple(plans))
+
+    def configs(self) -> list[QuantConfig]:
+        """Every quantization of the grid: quantizer-major, then bits, then plan."""
+        return [_config(quantizer, bits, self.attn_bits, plan) for quantizer in self.quantizers or (None,)
+                for bits in self.bits or (None,) for plan in self.plans]
 
     def cells(self) -> list[tuple[QuantConfig, int]]:
         """Seed-major order: an interrupted sweep already holds the whole grid for its first seed."""
-        return [(QuantConfig.from_bits(q, b, self.attn_bits), seed)
-                for seed in self.seeds for q in self.quantizers for b in self.bits]
+        return [(quant, seed) for seed in self.seeds for quant in self.configs()]
+
+
+def _config(quantizer: str | None, bits: str | None, attn_bits: int | None, plan: BitPlan | None) -> QuantConfig:
+    if plan is None:
+        return QuantConfig.from_bits(quantizer, bits, attn_bits)
+    return plan.quant_config(quantizer, bits, attn_bits)
+
+
+def _plan_label(value: object) -> str:
+    """How a grid value is named in an error: a plan by its widths' digest, as run labels name it."""
+    if isinstance(value, BitPlan):
+        return value.quant_config().bits_label
+    return "uniform" if value is None else str(value)
+
+
+def check_plans_fit(grid: SweepGrid, model: str) -> None:
+    """ValueError naming the first plan of the grid made for another model (before any run starts)."""
+    for plan in grid.plans:
+        if plan is not None and plan.model != model:
+            raise ValueError(f"plan {_plan_label(plan)} in the sweep is a plan for {plan.model}, not for {model}")
 
 
 def run_file_name(model: str, quant: QuantConfig, seed: int) -> str:
@@ -124,6 +161,7 @@ def plan_sweep(grid: SweepGrid, base: RunSpec, config: SearchConfig, workspace: 
     """The sweep's runs and which are done already (so a view can show "6 of 18 done" before starting).
     Planning touches no file. The weights are loaded (to hash them) only when the workspace holds a run
     file or checkpoint to compare. ``threads``: of each cell, when it differs from this process's."""
+    check_plans_fit(grid, base.model)
     workspace = Path(workspace)
     cells = [(index, replace(base, quant=quant, seed=seed)) for index, (quant, seed) in enumerate(grid.cells(), 1)]
     paths = [workspace / run_file_name(spec.model, spec.quant, spec.seed) for _, spec in cells]

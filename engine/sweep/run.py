@@ -45,8 +45,8 @@ def run_sweep(grid: SweepGrid, base: RunSpec, config: SearchConfig, workspace: s
         threads = (resources or CellResources()).threads
     search_fn = search_fn or search_run.run_search
     start = time.perf_counter()
+    runs = plan_sweep(grid, base, config, workspace, threads)   # refuses a bad grid before the folder is made
     Path(workspace).mkdir(parents=True, exist_ok=True)
-    runs = plan_sweep(grid, base, config, workspace, threads)
     yield SweepStarted(tuple(runs))
     if backend == "ray":
         events = run_cells(runs, config, search_fn, address, resources)
