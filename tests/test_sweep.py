@@ -32,7 +32,8 @@ from engine.sweep import (RunProgress, RunSkipped, RunStarted, SweepGrid, SweepS
                           run_sweep)
 from engine.sweep.local import _resumable
 from engine.plan.file import save_plan
-from helpers import SWEEP_BASE as BASE, SWEEP_PLAN, SWEEP_TINY as TINY, SWEEP_TINY_FLAGS as TINY_FLAGS, W4, W8, first_stop, other_demo_weights, small_search
+from helpers import (SWEEP_BASE as BASE, SWEEP_PLAN, SWEEP_TINY as TINY, SWEEP_TINY_FLAGS as TINY_FLAGS, W4, W8, first_stop,
+                     other_demo_weights, small_search)
 
 GRID = SweepGrid(("minmax",), ("W8A8", "W4A8"), (0,))
 

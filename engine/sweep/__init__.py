@@ -1,4 +1,4 @@
-"""Sweeps: a grid of quantizers × bit-widths × seeds, one search and one run file per cell.
+"""Sweeps: a grid of quantizers × bit-widths × bit plans × seeds, one search and one run file per cell.
 
 Nothing a sweep cannot read is overwritten: a damaged file (truncated, not a run file) is moved
 aside as ``NAME.unreadable-N.h5`` before its cell runs again; a file of a newer schema, a locked
