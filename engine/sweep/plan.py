@@ -95,7 +95,7 @@ def _plan_label(value: object) -> str:
     return "uniform" if value is None else str(value)
 
 
-def check_plans_fit(grid: SweepGrid, model: str) -> None:
+def _check_plans_fit(grid: SweepGrid, model: str) -> None:
     """ValueError naming the first plan of the grid made for another model (before any run starts)."""
     for plan in grid.plans:
         if plan is not None and plan.model != model:
@@ -161,7 +161,7 @@ def plan_sweep(grid: SweepGrid, base: RunSpec, config: SearchConfig, workspace: 
     """The sweep's runs and which are done already (so a view can show "6 of 18 done" before starting).
     Planning touches no file. The weights are loaded (to hash them) only when the workspace holds a run
     file or checkpoint to compare. ``threads``: of each cell, when it differs from this process's."""
-    check_plans_fit(grid, base.model)
+    _check_plans_fit(grid, base.model)
     workspace = Path(workspace)
     cells = [(index, replace(base, quant=quant, seed=seed)) for index, (quant, seed) in enumerate(grid.cells(), 1)]
     paths = [workspace / run_file_name(spec.model, spec.quant, spec.seed) for _, spec in cells]
