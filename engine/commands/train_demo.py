@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
     parser.add_argument("--arch", choices=tuple(DEMO_ARCHS), default=DEMO_MODEL, help="which built-in model")
     parser.add_argument("--out", type=output_file, required=True, help="weights file to write (.safetensors)")
     parser.add_argument("--seed", type=seed, default=0, help="seed of the training run")
-    parser.add_argument("--epochs", type=positive_int, default=40, help="training epochs (the shipped weights': 40)")
+    parser.add_argument("--epochs", type=positive_int, default=40, help="training epochs (the shipped weights' count)")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.set_defaults(func=run)
 
