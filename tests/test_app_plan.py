@@ -7,6 +7,7 @@ import app_conftest_helpers  # noqa: F401  (offscreen Qt, isolated settings; bef
 from app_conftest_helpers import dialogs, window  # noqa: F401  (shared fixtures)
 
 from collections import Counter
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,13 +15,14 @@ import numpy as np
 import pytest
 import torch
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QPushButton
 
 from app.jobs.background import wait_for  # noqa: E402
 from app.library.model import FIELDS, LibraryModel  # noqa: E402
 from engine.diagnose.points import quantization_points  # noqa: E402
 from engine.library import read_row  # noqa: E402
 from engine.models import create_model  # noqa: E402
-from engine.plan import BitPlan, save_plan  # noqa: E402
+from engine.plan import BitPlan, load_plan, save_plan  # noqa: E402
 from engine.plan.elements import mean_bits_metrics, point_elements  # noqa: E402
 from engine.plan.run import PlanConfig  # noqa: E402
 from engine.plan.summary import mean_bits, mixed_label  # noqa: E402
@@ -108,11 +110,38 @@ def test_clicking_a_plan_starts_a_search_that_carries_it(window, plan_file, demo
     _wait_idle(window)
     assert specs[-1].quant == plan.quant_config() and specs[-1].quant.mixed
     assert dict(specs[-1].quant.plan) == {n: b for n, b in plan.points if b != 3}
+    assert window.run_panel.spec().quant == plan.quant_config()    # the form shows it: Start reruns the plan
     uniform = panel.pareto.scatters["uniform"].data[1]["data"]    # W4A3: the plain uniform config, no plan
     _plan_tab(window)
     assert panel.pareto.click(uniform)
     _wait_idle(window)
     assert specs[-1].quant == QuantConfig("minmax", 4, 3)
+    assert not window.run_panel.spec().quant.mixed
+
+
+def test_the_run_panel_searches_a_plan_file_and_keeps_a_shown_runs_plan(window, plan_file, tmp_path, dialogs):
+    form = window.run_panel
+    plan = form.bit_plan
+    assert form.spec().quant.plan == () and plan.text.text() == ""
+    assert plan.open_file(str(plan_file))
+    opened = load_plan(plan_file)
+    assert form.spec().quant == opened.quant_config() and "plan.json" in plan.text.text()
+    form.w_bits.setValue(8)               # the plan's points keep their widths; W sets only what it leaves out
+    weights = {n: b for n, b in opened.points if n.endswith("/weight")}     # 3 and 6 bits: none at the new W
+    assert weights.items() <= dict(form.spec().quant.plan).items()
+    form.model.setCurrentText("deit_tiny_patch16_224")
+    with pytest.raises(ValueError, match="the bit plan is for digits-vit, not for the model selected"):
+        form.spec()
+    form.model.setCurrentText("digits-vit")
+    form.set_values(replace(form.spec(), quant=QuantConfig("minmax", 4, 3)))    # a uniform run shown
+    assert form.spec().quant == QuantConfig("minmax", 4, 3) and plan.text.text() == ""
+    form.set_values(replace(form.spec(), quant=opened.quant_config()))           # a mixed run shown, reopened
+    assert form.spec().quant == opened.quant_config() and "the run shown" in plan.text.text()
+    (tmp_path / "broken.json").write_text("{")
+    assert not plan.open_file(str(tmp_path / "broken.json")) and "is not JSON" in dialogs[-1][1]
+    assert form.spec().quant == opened.quant_config()          # a file it cannot read changes nothing
+    form.findChild(QPushButton, "uniformBitPlan").click()
+    assert not form.spec().quant.mixed
 
 
 def test_plan_starts_the_planner_with_the_form(window, qtbot):

@@ -20,6 +20,7 @@ from engine.quant import QuantConfig, available_quantizers
 from engine.search import config as search_config
 
 from app.run.search_options import COMPILE_OPTION, HIDDEN_FIELDS, OPTIONS, Option, base_type, choices, field_types
+from app.widgets.bit_plan_row import BitPlanRow
 
 BUILTIN_LABELS = {name: f"{name}  (built-in {model.note})" for name, model in BUILTIN_MODELS.items()}
 SUGGESTED_MODELS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "vit_base_patch16_224",
@@ -189,7 +190,17 @@ class RunPanel(QScrollArea):
             row.addWidget(spin)
         form.addRow(_label("Bits", self.w_bits), row)
         form.addRow(_label("Attention bits", self.attn_bits), self.attn_bits)
+        self.bit_plan = BitPlanRow()
+        self.bit_plan.opened.connect(self._plan_opened)
+        form.addRow(_label("Bit plan", self.bit_plan.text), self.bit_plan)
         return box
+
+    def _plan_opened(self, plan: Any) -> None:
+        """A plan file names its quantizer and the base widths its points are counted from."""
+        self.quantizer.setCurrentText(plan.quantizer)
+        self.w_bits.setValue(plan.w_bits)
+        self.a_bits.setValue(plan.a_bits)
+        self.attn_bits.setValue(plan.attn_bits or self.attn_bits.minimum())
 
     def _search_group(self) -> QGroupBox:
         box = QGroupBox("CPT-V search")
@@ -271,8 +282,9 @@ class RunPanel(QScrollArea):
 
     def spec(self) -> RunSpec:
         attn = self.attn_bits.value()
+        self.bit_plan.check_model(self.model_name())
         quant = QuantConfig(self.quantizer.currentText(), self.w_bits.value(), self.a_bits.value(),
-                            None if attn == self.attn_bits.minimum() else attn)
+                            None if attn == self.attn_bits.minimum() else attn, plan=self.bit_plan.points)
         spec = RunSpec(model=self.model_name(), weights=self.weights.text().strip() or None,
                        pretrained=self.pretrained.isChecked(), data=self.data.text().strip() or None,
                        quant=quant, calib_size=self.calib_size.value(), batch_size=self.batch_size.value(),
@@ -308,6 +320,7 @@ class RunPanel(QScrollArea):
             self.w_bits.setValue(spec.quant.w_bits)
             self.a_bits.setValue(spec.quant.a_bits)
             self.attn_bits.setValue(spec.quant.attn_bits or self.attn_bits.minimum())
+            self.bit_plan.set_plan(spec.quant.plan, spec.model, "the run shown")
             index = self.device.findData(spec.device)
             if index >= 0:
                 self.device.setCurrentIndex(index)

@@ -37,4 +37,7 @@ class PlanActions:
         if spec is None:
             return False
         log.info("searching from the plan: %s %s", spec.quant.quantizer, spec.quant.bits_label)
-        return self.window.start_run(spec, settings[1])
+        started = self.window.start_run(spec, settings[1])
+        if started:   # the form shows the plan searched, so Start reruns it
+            self.window.run_panel.set_values(spec)
+        return started
