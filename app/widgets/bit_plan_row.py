@@ -44,7 +44,10 @@ class BitPlanRow(QWidget):
 
     def set_plan(self, points, model: str | None, source: str) -> None:
         self.points, self.model = tuple(points), (model if points else None)
-        self.text.setText(f"{len(self.points)} points at their own widths ({source})" if self.points else "")
+        self.text.setText(f"{source}: {len(self.points)} points" if self.points else "")
+        self.text.setCursorPosition(0)     # a narrow field shows where the plan came from first
+        self.text.setToolTip(f"{len(self.points)} points at their own widths, from {source}; W and A set the rest"
+                             if self.points else UNIFORM_TEXT)
 
     def check_model(self, model: str) -> None:
         """ValueError when the plan was made for another model than the one selected."""
