@@ -19,7 +19,7 @@ import pytest  # noqa: E402
 
 # ---------------------------------------------------------------------- window helpers
 
-FAST = dict(passes=1, cycles=2, children=2)   # a short search (25 evaluations) on the demo
+FAST = dict(passes=1, cycles=2, children=2, joint_steps=0)   # a short search (25 evaluations) on the demo
 CALIB_SIZE = 100                              # one calibration batch
 QUANTIZER = "minmax"                          # the cheapest calibration (the default omse searches clip ranges)
 

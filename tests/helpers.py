@@ -131,7 +131,7 @@ def expected_points(model: nn.Module) -> dict[str, int]:
 
 # ---------------------------------------------------------------------- tiny searches (no demo, no files)
 
-TINY_SEARCH = replace(PRESETS["default"], passes=1, cycles=2, children=3, population=6, tournament=3)
+TINY_SEARCH = replace(PRESETS["default"], passes=1, cycles=2, children=3, population=6, tournament=3, joint_steps=0)
 TINY_BATCH = 32
 
 
@@ -235,16 +235,17 @@ def headless_prepared() -> Prepared:
 
 
 def one_pass() -> SearchConfig:
-    """The default search cut to one pass of one cycle of two children."""
-    return replace(PRESETS["default"], passes=1, cycles=1, children=2)
+    """The default search cut to one pass of one cycle of two children, without the joint phase."""
+    return replace(PRESETS["default"], passes=1, cycles=1, children=2, joint_steps=0)
 
 
 # ---------------------------------------------------------------------- the demo's cut-down sweep search
 # Ray workers import this module (the tests folder is on their PYTHONPATH): ``small_search`` and
 # ``faulty_cells`` reach them pickled by name.
 
-SWEEP_TINY = SearchConfig(passes=1, cycles=1, children=2, population=4, tournament=2)
-SWEEP_TINY_FLAGS = ["--passes", "1", "--cycles", "1", "--children", "2", "--population", "4", "--tournament", "2"]
+SWEEP_TINY = SearchConfig(passes=1, cycles=1, children=2, population=4, tournament=2, joint_steps=0)
+SWEEP_TINY_FLAGS = ["--passes", "1", "--cycles", "1", "--children", "2", "--population", "4", "--tournament", "2",
+                    "--joint-steps", "0"]
 SWEEP_BASE = RunSpec(calib_size=50, batch_size=50)
 W8, W4 = "digits-vit_minmax_W8A8_s0", "digits-vit_minmax_W4A8_s0"     # the minmax W8A8/W4A8 grid's run file stems
 # A bit plan for the sweep's plan axis: W8A8 but for the last block's qkv weights (4 bits) and probabilities (6)

@@ -117,7 +117,7 @@ def tiny_prepared(name: str) -> Prepared:
 @pytest.mark.parametrize("name", FAMILIES)
 def test_one_pass_search_runs(name):
     prepared = tiny_prepared(name)
-    config = replace(PRESETS["default"], passes=1, cycles=1, children=2)
+    config = replace(PRESETS["default"], passes=1, cycles=1, children=2, joint_steps=0)
     finished = [e for e in search_prepared(prepared, config) if isinstance(e, Finished)]
     run = finished[0].run
     assert sorted(run.history.block_index) == list(range(len(prepared.qmodel.blocks())))   # each block once

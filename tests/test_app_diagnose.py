@@ -31,7 +31,7 @@ def run_file(tmp_path_factory) -> Path:
     """A demo search run (base and refined scales) on the synthetic images, from the engine's command."""
     out = tmp_path_factory.mktemp("diagnose-runs") / "digits-vit_minmax_W4A3_s0.h5"
     assert engine_main(["search", "--quantizer", "minmax", "--bits", "W4A3", "--data", "synthetic", "--calib-size",
-                        "16", "--batch-size", "16", "--device", "cpu", "--passes", "1", "--cycles", "1",
+                        "16", "--batch-size", "16", "--device", "cpu", "--passes", "1", "--cycles", "1", "--joint-steps", "0",
                         "--children", "1", "--out", str(out), "--quiet"]) == 0
     return out
 

@@ -33,7 +33,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("layout")
     plain = folder / "plain.h5"
     assert engine_main(["search", "--quantizer", "minmax", "--bits", "W4A3", "--data", "synthetic", "--calib-size",
-                        "16", "--batch-size", "16", "--device", "cpu", "--passes", "1", "--cycles", "1",
+                        "16", "--batch-size", "16", "--device", "cpu", "--passes", "1", "--cycles", "1", "--joint-steps", "0",
                         "--children", "1", "--out", str(plain), "--quiet"]) == 0
     diagnosed = Path(shutil.copy2(plain, folder / "diagnosed.h5"))
     events = list(diagnose_run(load_run(diagnosed), SMALL, str(diagnosed)))

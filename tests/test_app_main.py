@@ -15,7 +15,7 @@ def test_run_demo_screenshot_quit_when_done(tmp_path):
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", XDG_DATA_HOME=str(tmp_path / "data"),
                XDG_CONFIG_HOME=str(tmp_path / "config"))
     # The README's command, with a smaller search (same code path) to keep the suite fast.
-    proc = subprocess.run([sys.executable, "main.py", "--run-demo", "--passes", "1", "--cycles", "2", "--children", "2",
+    proc = subprocess.run([sys.executable, "main.py", "--run-demo", "--passes", "1", "--cycles", "2", "--joint-steps", "0", "--children", "2",
                            "--calib-size", "100", "--quantizer", "minmax", "--screenshot", str(shot), "--quit-when-done"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -16,7 +16,7 @@ from engine.search.run import run_search
 from helpers import make_image_folder, save_random_timm_model
 
 MODEL = "deit_tiny_patch16_224"
-FIELDS = dict(passes=1, cycles=1, children=2)   # 12 block steps of 2 evaluations
+FIELDS = dict(passes=1, cycles=1, children=2, joint_steps=0)   # 12 block steps of 2 evaluations
 
 
 def _form(win, weights, folder) -> None:

@@ -33,7 +33,8 @@ def test_sweep_dialog_runs_on_ray_with_live_progress_in_the_window(idle_ray_clus
     win = MainWindow(search_fn=search_fn)
     qtbot.addWidget(win)
     win.show()
-    helpers.configure(win, calib_size=50, passes=1, cycles=1, children=2, population=4, tournament=2)   # TINY
+    helpers.configure(win, calib_size=50, passes=1, cycles=1, children=2, population=4, tournament=2,
+                      joint_steps=0)   # TINY
     win.run_panel.batch_size.setValue(50)
     library = win.sweeps.show_library()
     library.panel.set_workspace(tmp_path / "workspace", remember=False)

@@ -211,7 +211,7 @@ def test_calibration_beyond_the_digits_warns_with_the_numbers(caplog):
 def test_help_shows_the_search_defaults_of_every_preset():
     search = build_parser()._subparsers._group_actions[0].choices["search"]
     text = " ".join(search.format_help().split())
-    for flag, values in (("--passes", "guided: 2, cptv-paper: 10, null: 2"), ("--cycles", "guided: 8, cptv-paper: 3"),
+    for flag, values in (("--passes", "guided: 1, cptv-paper: 10, null: 1"), ("--cycles", "guided: 8, cptv-paper: 3"),
                          ("--seed", "(default: 0)"), ("--population", "15 in every preset")):
         assert flag in text and values in text
     bench = build_parser()._subparsers._group_actions[0].choices["bench"]

@@ -199,7 +199,7 @@ def test_fitness_of_a_run_ignores_its_recorded_extras():
 def test_diagnose_command_on_the_demo_run_file(tmp_path, capsys):
     run_file, diag = tmp_path / "run.h5", tmp_path / "diag.h5"
     common = ["--data", "synthetic", "--calib-size", "16", "--batch-size", "16", "--device", "cpu"]
-    assert main(["search", "--quantizer", "minmax", "--bits", "W4A3", *common, "--passes", "1", "--cycles", "1",
+    assert main(["search", "--quantizer", "minmax", "--bits", "W4A3", *common, "--passes", "1", "--cycles", "1", "--joint-steps", "0",
                  "--children", "1", "--out", str(run_file), "--quiet"]) == 0
     capsys.readouterr()
     assert main(["diagnose", str(run_file), "--data", "synthetic", "--device", "cpu", "--heldout-images", "8",

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.gpu,
 SCALE_RTOL = 1e-3     # relative, per scale element; OMSE/PTQ4ViT argmins may flip on near-ties (see below)
 MAX_FLIPPED = 0.01    # share of scale elements allowed outside SCALE_RTOL (a near-tie chose another candidate)
 LOSS_RTOL = 1e-3
-TINY_SEARCH = SearchConfig(passes=1, cycles=1, children=2, population=4, tournament=2)
+TINY_SEARCH = SearchConfig(passes=1, cycles=1, children=2, population=4, tournament=2, joint_steps=20)
 MODELS = ("deit_tiny_patch16_224", "swin_tiny_patch4_window7_224")
 
 

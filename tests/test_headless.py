@@ -79,7 +79,7 @@ def test_headless_quantize_and_search_cli_report_feature_cosine(tiny_cli_model, 
 
     out = tmp_path / "s.h5"
     code, lines, err = run_cli(capsys, "search", *common, "--calib-size", "4", "--batch-size", "4", "--passes", "1",
-                               "--cycles", "1", "--children", "2", "--compile", "off", "--out", str(out), "--quiet")
+                               "--cycles", "1", "--joint-steps", "0", "--children", "2", "--compile", "off", "--out", str(out), "--quiet")
     assert code == 0, err
     assert "no classifier: feature cosine to FP base" in lines[-1] and "refined" in lines[-1], lines[-1]
     m = load_run(out).metrics

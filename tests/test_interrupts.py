@@ -21,7 +21,7 @@ from engine.scalefile import load_run
 from engine.search.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-FLAGS = ["--quantizer", "minmax", "--bits", "W4A8", "--passes", "1", "--cycles", "1", "--children", "1",
+FLAGS = ["--quantizer", "minmax", "--bits", "W4A8", "--passes", "1", "--cycles", "1", "--joint-steps", "0", "--children", "1",
          "--calib-size", "200", "--search-images", "100"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}   # the same arithmetic in every process
 FIRST_STEP = "pass 1/1  block 6/6"             # the progress line of the first BlockDone (stderr not a tty)
@@ -109,7 +109,7 @@ def test_failed_save_keeps_the_finished_search(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(search_command_module.search_run, "run_search", small_search)
     out = tmp_path / "run.h5"
     argv = ["search", "--quantizer", "minmax", "--bits", "W8A8", "--calib-size", "50", "--batch-size", "50",
-            "--passes", "1", "--cycles", "1", "--children", "2", "--population", "4", "--tournament", "2",
+            "--passes", "1", "--cycles", "1", "--joint-steps", "0", "--children", "2", "--population", "4", "--tournament", "2",
             "--out", str(out)]
 
     def disk_full(path, record):

@@ -132,7 +132,7 @@ def test_random_null_spends_the_same_budget_under_the_same_rule(select):
 def test_search_command_writes_a_run_file_that_eval_reads(tmp_path, capsys):
     out = tmp_path / "run.h5"
     assert main(["search", "--quantizer", "minmax", "--bits", "W4A4", "--calib-size", "100", "--passes", "1",
-                 "--cycles", "1", "--children", "2", "--device", "cpu", "--out", str(out), "--json", "--quiet"]) == 0
+                 "--cycles", "1", "--joint-steps", "0", "--children", "2", "--device", "cpu", "--out", str(out), "--json", "--quiet"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result) == {"quality", "fp_top1", "base_top1", "refined_top1", "heldout_base_top1",
                            "heldout_refined_top1", "n_test", "heldout_source", "evaluations", "seconds", "out"}

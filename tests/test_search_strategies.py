@@ -69,8 +69,9 @@ def test_cmaes_block_is_seeded_bit_reproducible_elitist_and_spends_its_budget():
 
 
 def test_budget_sets_the_cycles_per_block_step():
-    config = replace(PRESETS["default"], budget=385, passes=2, children=4)
+    config = replace(PRESETS["default"], budget=385, passes=2, children=4, joint_steps=0)
     assert config.cycles_for(6) == 8 and config.evaluations(6) == 385
+    assert replace(config, joint_steps=300).evaluations(6) == 385        # the joint phase's cost is its own
     assert replace(config, budget=100).evaluations(6) <= 100
     assert replace(config, budget=2).cycles_for(6) == 1                  # never below one cycle
     assert replace(config, budget=None, cycles=3).evaluations(6) == 1 + 2 * 6 * 3 * 4
@@ -107,12 +108,13 @@ def test_a_cmaes_search_resumed_mid_pass_equals_the_uninterrupted_one(tmp_path):
 
 @pytest.mark.parametrize("preset", ["default", "random"])
 def test_the_default_and_its_null_evaluate_the_same_number_of_candidates(preset, monkeypatch):
-    """Counted where the work is done: every candidate vector that reaches the evaluator."""
+    """Counted where the work is done: every vector that reaches the evaluator. Besides the budget, each of
+    the 3 block steps measures its start once, for the two-halves acceptance (its loss on the checking half)."""
     counted: list[int] = []
-    evaluate = CachedEvaluator.evaluate
-    monkeypatch.setattr(CachedEvaluator, "evaluate",
-                        lambda self, b, s, vectors: counted.append(len(vectors)) or evaluate(self, b, s, vectors))
-    config = replace(PRESETS[preset], passes=1, budget=1 + 3 * 2 * PRESETS["default"].children)
+    batch_losses = CachedEvaluator.batch_losses
+    monkeypatch.setattr(CachedEvaluator, "batch_losses",
+                        lambda self, b, s, vectors: counted.append(len(vectors)) or batch_losses(self, b, s, vectors))
+    config = replace(PRESETS[preset], passes=1, budget=1 + 3 * 2 * PRESETS["default"].children, joint_steps=0)
     run = final(run_all(tiny_prepared(), config)).run
-    assert sum(counted) == run.metrics["evaluations"] == config.budget
+    assert sum(counted) - 3 == run.metrics["evaluations"] == config.budget
     assert run.search["vector"] == PRESETS["default"].vector and run.search["budget"] == config.budget

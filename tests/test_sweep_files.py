@@ -25,7 +25,7 @@ from engine.sweep import RunDone, RunFailed, SweepGrid, plan_sweep, run_file_nam
 from helpers import OLDER_LAYOUTS, as_older_layout, small_search, with_schema_version
 
 BASE = RunSpec(calib_size=50, batch_size=50)
-SHORT = dict(passes=1, cycles=1, children=2, population=4, tournament=2)
+SHORT = dict(passes=1, cycles=1, children=2, population=4, tournament=2, joint_steps=0)
 CONFIGS = {
     "evolution": replace(PRESETS["default"], strategy="evolution", **SHORT),
     "release": replace(PRESETS["release"], **SHORT),
@@ -33,7 +33,8 @@ CONFIGS = {
     "cmaes": replace(PRESETS["default"], strategy="cmaes", **SHORT),
 }
 FLAGS = {"evolution": ["--strategy", "evolution"]}
-SHORT_FLAGS = ["--passes", "1", "--cycles", "1", "--children", "2", "--population", "4", "--tournament", "2"]
+SHORT_FLAGS = ["--passes", "1", "--cycles", "1", "--children", "2", "--population", "4", "--tournament", "2",
+               "--joint-steps", "0"]
 
 
 def name(bits: str) -> str:

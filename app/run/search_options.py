@@ -72,6 +72,16 @@ OPTIONS: dict[str, Option] = {
     "search_images": Option("Search images", "Calibration images the fitness compares: the first N of the "
                             "calibration draw (fewer = faster, noisier). Empty = all.", 1, 1_000_000, advanced=True,
                             empty="all"),
+    "joint_steps": Option("Joint steps", "guided: the most Adam steps of the joint phase, which moves every block's "
+                          "scales together along the straight-through gradient before the block steps; it stops "
+                          "early when half of the calibration images stop improving, and is kept only if it lowers "
+                          "the loss. 0 = no joint phase.", 0, 100_000),
+    "gradient_images": Option("Gradient images", "guided: the calibration images the gradient is taken on (the "
+                              "first N of the fitness's); it only proposes, the loss on all of them decides. "
+                              "Empty = all.", 1, 1_000_000, advanced=True, empty="all"),
+    "acceptance": Option("Kept moves", "guided: what a block step's move must lower to be kept. both-halves = the "
+                         "loss and the loss of the checking half of the calibration images (a gain that does not "
+                         "carry over to the other half is refused); loss = the loss alone.", advanced=True),
     "features": Option("Compared outputs", "Compare logits or pre-logit features with the FP model.",
                        advanced=True),
 }
@@ -85,7 +95,7 @@ COMPILE_OPTION = Option("Compile", "torch.compile candidate evaluation, so fake 
                         choices=search_config.COMPILE_MODES, advanced=True)
 HIDDEN_FIELDS = {"preset", "seed", "device", "calib_size", "batch_size"}
 ENUM_CONSTANTS = {"loss": ("LOSS_NAMES",), "select": ("SELECTIONS",), "mutation": ("MUTATIONS",),
-                  "features": ("FEATURES",), "strategy": ("STRATEGIES",),
+                  "acceptance": ("ACCEPTANCES",), "features": ("FEATURES",), "strategy": ("STRATEGIES",),
                   "vector": ("VECTORS",)}
 
 

@@ -1,13 +1,17 @@
 """Search hyper-parameters, the named presets, the command-line flags shared by every front end, and
 which of them make two searches different (``search_identity``).
 
-Presets: ``guided`` (alias ``default``) is ours: block by block like the paper, over every scale of
-the block (weights per channel and activation clip ranges); the straight-through gradient proposes
-each move (scaled per quantization point) and the exact fitness keeps the best of ``children`` step
-sizes, only if it lowers the loss (guided.py); label-free, it takes the last step. ``cptv-paper``
+Presets: ``guided`` (alias ``default``) is ours. First a joint phase (joint.py): Adam moves every
+block's scales together along the straight-through gradient, early-stopped on half of the
+calibration images, kept only if it lowers the loss. Then one pass block by block like the paper,
+over every scale of the block (weights per channel and activation clip ranges): the gradient (on
+the first ``gradient_images``) proposes each move, scaled per quantization point, and the exact
+fitness keeps the best of ``children`` step sizes, only if it lowers the loss (guided.py);
+label-free, it takes the last step. ``cptv-paper``
 (alias ``release``) is the CPT-V release's recipe (DESIGN §4). ``null`` (alias ``random``) is the
 guided search's null baseline: the same moves along random directions, with the same acceptance
-rule, step adaptation, budget and selection (``guided-null``).
+rule, step adaptation, budget and selection (``guided-null``), its joint phase too (random
+directions into the same Adam steps, the same early stopping and acceptance).
 
 ``evolution`` (the release's loop with relative mutation), ``cmaes``, the ``points`` /
 ``points+channels`` vectors and ``budget`` are options; docs/results.md has the measurements that
@@ -31,6 +35,7 @@ MUTATIONS = ("absolute", "relative")
 LOSS_NAMES = ("contrastive", "kl", "mse", "cosine")
 FEATURES = ("logits", "prelogits")
 SELECTIONS = ("last", "best-loss", "best-heldout")
+ACCEPTANCES = ("both-halves", "loss")   # guided.py: what a kept move must lower
 COMPILE_MODES = ("auto", "on", "off")
 
 # Absolute noise U(-r, r) as in the release: r = 1e-3 at <= 4 bits, 1e-4 above.
@@ -80,7 +85,7 @@ class SearchConfig:
     tournament: int = _option(10, **_used_by(*EVOLUTIONS))    # drawn with replacement from the population
     cycles: int = _option(8, lambda values: values.get("budget") is None)   # a budget sets them
     children: int = 4              # per cycle, evaluated in one batched pass
-    passes: int = 2
+    passes: int = 1
     strategy: str = "guided"       # evolution, cmaes; the nulls: random (evolution's), guided-null
     vector: str = "channels"       # or "points", "points+channels" (vector.py)
     direction: str = _option("scaled", **_used_by(*GUIDED))  # or "sign" (guided.py)
@@ -93,13 +98,17 @@ class SearchConfig:
     features: str = "logits"
     select: str = "last"
     search_images: int | None = None   # the first N calibration images are the fitness's; None = all
+    joint_steps: int = _option(300, **_used_by("guided", "guided-null"))   # the joint phase's most steps (joint.py)
+    gradient_images: int | None = _option(200, **_used_by("guided"))   # the gradient's first N images; None = all
+    acceptance: str = _option("both-halves", **_used_by(*GUIDED))   # or "loss" (guided.py)
 
     def __post_init__(self) -> None:
         scope_parts(self.scope)
         for name, value, allowed in (("strategy", self.strategy, STRATEGIES), ("mutation", self.mutation, MUTATIONS),
                                      ("loss", self.loss, LOSS_NAMES), ("features", self.features, FEATURES),
                                      ("select", self.select, SELECTIONS), ("vector", self.vector, VECTORS),
-                                     ("direction", self.direction, DIRECTIONS)):
+                                     ("direction", self.direction, DIRECTIONS),
+                                     ("acceptance", self.acceptance, ACCEPTANCES)):
             if value not in allowed:
                 raise ValueError(f"{name} {value!r}: choose one of {', '.join(allowed)}")
         for name in ("population", "tournament", "cycles", "children", "passes"):
@@ -116,8 +125,12 @@ class SearchConfig:
             raise ValueError("cmaes needs at least 2 children per cycle (its generation size)")
         if self.budget is not None and self.budget < 2:
             raise ValueError(f"budget must be at least 2 evaluations, got {self.budget}")
-        if self.search_images is not None and self.search_images < 1:
-            raise ValueError(f"search_images must be at least 1, got {self.search_images}")
+        for name in ("search_images", "gradient_images"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.joint_steps < 0:
+            raise ValueError(f"joint_steps must be 0 (no joint phase) or more, got {self.joint_steps}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
 
@@ -138,8 +151,14 @@ class SearchConfig:
             return self.cycles
         return max(1, (self.budget - 1) // (self.passes * n_blocks * self.children))
 
+    @property
+    def joint(self) -> bool:
+        """Whether the search starts with the joint phase (joint.py)."""
+        return self.joint_steps > 0 and self.strategy in ("guided", "guided-null")
+
     def evaluations(self, n_blocks: int) -> int:
-        """Loss evaluations of a whole run: the base once, then every child."""
+        """Candidate evaluations of a whole run: the base once, then every child of the block steps (the
+        joint phase's steps and checks are its own cost, counted in time, not here)."""
         return 1 + self.passes * n_blocks * self.cycles_for(n_blocks) * self.children
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,7 +180,8 @@ class SearchConfig:
 
 # Fields added after run files and checkpoints were first written, with the value every earlier search
 # used: an older file is known to have searched with them, so they are compared, not skipped as unknown.
-SEARCH_FIELDS_ADDED: dict[str, Any] = {"vector": "channels", "budget": None, "direction": "sign"}
+SEARCH_FIELDS_ADDED: dict[str, Any] = {"vector": "channels", "budget": None, "direction": "sign", "joint_steps": 0,
+                                       "gradient_images": None, "acceptance": "loss"}
 
 
 def search_identity(values: dict[str, Any]) -> dict[str, Any]:
@@ -236,12 +256,20 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("select", str, "result: last step, best-loss step, or best-heldout step (the base counts as step 0)"),
     ("search-images", int, "calibration images the fitness compares: the first N of the calibration draw "
                            "(unset: all; fewer is faster and noisier)"),
+    ("joint-steps", int, "guided and guided-null: the most Adam steps of the joint phase, which moves every block's "
+                         "scales together along the straight-through gradient before the block steps, early-stopped "
+                         "on half of the calibration images and kept only if it lowers the loss (0: none)"),
+    ("acceptance", str, "guided and its null: what a block step's move must lower to be kept. both-halves: the loss "
+                        "and the loss of the checking half of the calibration images (the odd batches); loss: the "
+                        "loss alone"),
+    ("gradient-images", int, "guided: the calibration images the gradient is taken on, the first N of the fitness's "
+                             "(unset: all); it only proposes, the exact fitness on all of them decides"),
 )
 _CHOICES = {"vector": VECTORS, "direction": DIRECTIONS, "strategy": STRATEGIES, "mutation": MUTATIONS,
-            "loss": LOSS_NAMES, "features": FEATURES, "select": SELECTIONS}
+            "loss": LOSS_NAMES, "features": FEATURES, "select": SELECTIONS, "acceptance": ACCEPTANCES}
 
 
-_LOWEST = {"budget": 2}   # the least value of an integer flag, where it is not 1
+_LOWEST = {"budget": 2, "joint_steps": 0}   # the least value of an integer flag, where it is not 1
 
 
 def _preset_defaults(dest: str) -> str:

@@ -157,9 +157,11 @@ class CachedEvaluator:
             offset += len(x)
         return cache
 
-    def log_gradient(self, block_index: int, space: BlockSpace, vector: np.ndarray) -> np.ndarray:
+    def log_gradient(self, block_index: int, space: BlockSpace, vector: np.ndarray,
+                     images: int | None = None) -> np.ndarray:
         """d fitness / d log(scale) for every element of the block's ``vector``: the straight-through
-        gradient of the schemes' rounding (LSQ's gradient of a scale), for the ``guided`` search.
+        gradient of the schemes' rounding (LSQ's gradient of a scale), for the ``guided`` search;
+        ``images``: on the first N calibration images only (None: all).
 
         One calibration batch at a time from the cached block input, so memory holds one batch's
         activations through the blocks after the searched one; only the scales' gradient is
@@ -170,18 +172,27 @@ class CachedEvaluator:
         log_factor = torch.zeros_like(scales, requires_grad=True)
         total = torch.zeros_like(scales)
         offsets = np.concatenate([[0], np.cumsum(self.batch_sizes)]).tolist()
+        limit = offsets[-1] if images is None else min(images, offsets[-1])
         with torch.enable_grad():
             for j in range(len(self.batch_sizes)):
+                rows = min(offsets[j + 1], limit) - offsets[j]
+                if rows <= 0:
+                    break
                 buffers = {name: value[0] for name, value in
                            space.stacked_buffers((scales * log_factor.exp())[None]).items()}
-                out = functional_call(block, buffers, (cache[offsets[j]:offsets[j + 1]],))
+                out = functional_call(block, buffers, (cache[offsets[j]:offsets[j] + rows],))
                 out = self.segments.run_after(out, block_index, self.fitness.pre_logits)
-                loss = self.fitness.batch_loss(out, j) / len(self.batch_sizes)
-                total += torch.autograd.grad(loss, log_factor)[0]
+                loss = self.fitness.loss_fn(out, self.fitness.targets[j][:rows], self.fitness.temperature)
+                total += torch.autograd.grad(loss / len(self.batch_sizes), log_factor)[0]
         return total.cpu().numpy().astype(np.float64)
 
-    @torch.no_grad()
     def evaluate(self, block_index: int, space: BlockSpace, vectors: np.ndarray) -> np.ndarray:
+        """Each candidate's loss: the mean over the calibration batches."""
+        return mean_over_batches(self.batch_losses(block_index, space, vectors))
+
+    @torch.no_grad()
+    def batch_losses(self, block_index: int, space: BlockSpace, vectors: np.ndarray) -> torch.Tensor:
+        """``(candidates, batches)``: every candidate's loss on every calibration batch."""
         cache = self.block_input(block_index)
         block = self.segments.blocks[block_index]
         stacked = space.stacked_buffers(torch.from_numpy(np.ascontiguousarray(vectors, np.float32)).to(cache.device))
@@ -202,4 +213,4 @@ class CachedEvaluator:
                              for r in range(0, len(cache), rows_per_call)], dim=1)   # (candidates, images, ...)
             rows.extend(torch.stack([self.fitness.batch_loss(out[c, offsets[j]:offsets[j + 1]], j)
                                      for j in range(len(self.batch_sizes))]) for c in range(out.shape[0]))
-        return mean_over_batches(torch.stack(rows))
+        return torch.stack(rows)

@@ -66,22 +66,29 @@ def adapted(step: float, winner: int | None, children: int) -> float:
 
 
 def guided_block(start: np.ndarray, start_loss: float, evaluate: Evaluate, gradient: Gradient,
-                 params: EvolutionParams, rng: np.random.Generator,
-                 groups: np.ndarray | None = None) -> Generator[Step, None, BlockResult]:
+                 params: EvolutionParams, rng: np.random.Generator, groups: np.ndarray | None = None,
+                 check: Evaluate | None = None) -> Generator[Step, None, BlockResult]:
     """Yields a Step per evaluated candidate (its ``population_losses``: the current loss and this
     cycle's losses so far); returns the block's new coordinates. ``groups``: the quantization
-    point of every coordinate (None: one point)."""
+    point of every coordinate (None: one point).
+
+    ``check`` (the two-halves acceptance): ``evaluate`` then gives ``(K, 2)``, each candidate's loss
+    and its loss on the checking half of the calibration images, and ``check(start[None])`` the
+    start's; the best candidate by loss is kept only if it lowers both, so a move whose gain on
+    the calibration images does not carry over to the half it was not chosen on is refused."""
     random_direction = params.strategy in ("guided-null", "guided-random")
     walk = params.strategy == "guided-random"
     ladder = step_ladder(params.children)
     current, loss, step = start.astype(np.float64), float(start_loss), 1.0
+    checked = -np.inf if check is None else float(np.asarray(check(start[None]))[0, 1])
     groups = np.zeros(current.size, np.int64) if groups is None else groups
     for cycle in range(params.cycles):
         signal = rng.standard_normal(current.size) if random_direction else gradient(current.astype(np.float32))
         direction = direction_of(signal, params.direction, groups)
         moves = np.outer(ladder * step, direction * params.ranges)
         candidates = (current * np.exp(-moves)).astype(np.float32)
-        losses = np.asarray(evaluate(candidates), np.float64)
+        measured = np.asarray(evaluate(candidates), np.float64)
+        losses, halves = (measured, np.full(len(measured), -np.inf)) if check is None else measured.T
         for i, candidate_loss in enumerate(losses):
             yield Step(cycle, float(candidate_loss), np.append(loss, losses[:i + 1]))
         if walk:
@@ -89,8 +96,8 @@ def guided_block(start: np.ndarray, start_loss: float, evaluate: Evaluate, gradi
             current, loss = candidates[chosen].astype(np.float64), float(losses[chosen])
             continue
         best = int(np.argmin(losses))
-        winner = best if losses[best] < loss else None
+        winner = best if losses[best] < loss and halves[best] <= checked else None
         if winner is not None:
-            current, loss = candidates[winner].astype(np.float64), float(losses[winner])
+            current, loss, checked = candidates[winner].astype(np.float64), float(losses[winner]), float(halves[winner])
         step = adapted(step, winner, params.children)
     return BlockResult(current.astype(np.float32), loss, np.array([loss]))

@@ -33,10 +33,11 @@ from .checkpoint import SearchState, load_checkpoint, save_checkpoint
 from .config import GUIDED, SearchConfig
 from .cma_es import cmaes_block
 from .compiled import evaluation_forwards
-from .evaluator import CachedEvaluator, search_fitness
+from .evaluator import CachedEvaluator, mean_over_batches, search_fitness
 from .events import BlockDone, Evaluated, Event, Finished, PassDone, Stage, Started
 from .evolution import evolve_block
 from .guided import guided_block
+from .joint import checking_batches, joint_phase, moved
 from .identity import saved_identity, search_run_identity, thread_dependence
 from .resume import check_before_work
 from .segments import model_segments
@@ -144,9 +145,16 @@ def _strategy_block_step(config: SearchConfig, evaluator: CachedEvaluator, block
     if config.strategy in GUIDED:
         def gradient(coordinates: np.ndarray) -> np.ndarray:
             scales = vector.expand(coordinates[None])[0]
-            return vector.log_gradient(evaluator.log_gradient(block_index, space, scales))
+            return vector.log_gradient(evaluator.log_gradient(block_index, space, scales, config.gradient_images))
 
-        result = yield from guided_block(vector.start(), loss, evaluate, gradient, params, rng, vector.groups())
+        def evaluate_halves(coordinates: np.ndarray) -> np.ndarray:
+            """(K, 2): each candidate's loss, and its loss on the checking half (the odd batches)."""
+            per_batch = evaluator.batch_losses(block_index, space, vector.expand(coordinates))
+            return np.stack([mean_over_batches(per_batch), mean_over_batches(per_batch[:, checking_batches(per_batch)])], 1)
+
+        halves = config.acceptance == "both-halves"
+        result = yield from guided_block(vector.start(), loss, evaluate_halves if halves else evaluate, gradient, params,
+                                         rng, vector.groups(), check=evaluate_halves if halves else None)
     else:
         step = cmaes_block if config.strategy == "cmaes" else evolve_block
         result = yield from step(vector.start(), loss, evaluate, params, rng)
@@ -230,6 +238,8 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
         yield Stage("measuring the base on the held-out split")
         state = _fresh_state(prepared, config, spaces, heldout, evaluator, rng)
     watch = Stopwatch(state.seconds)
+    if resume is None and config.joint:
+        yield from _joint(prepared, config, spaces, images, evaluator, state, heldout, rng, watch)
     with watch.paused():
         yield Started(block_names=tuple(names), passes=config.passes,
                       total_evaluations=config.evaluations(len(spaces)), heldout_fp_top1=state.heldout_fp_top1,
@@ -266,6 +276,49 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
     seconds = watch.read()
     yield Stage("final report: reading the test split")
     yield Finished(run=_final_record(prepared, config, spaces, base, state, seconds, computed))
+
+
+def _joint(prepared: Prepared, config: SearchConfig, spaces: list[BlockSpace], images: list[torch.Tensor],
+           evaluator: CachedEvaluator, state: SearchState, heldout: TensorImages, rng: np.random.Generator,
+           watch: Stopwatch) -> Iterator[Stage]:
+    """The joint phase (joint.py) before the first block step of a fresh run; its result is kept only if
+    the exact fitness on all calibration images is lower (a measurement of the phase, not one of the
+    search's candidate evaluations)."""
+    null = config.strategy == "guided-null"
+    ranges = [planned_ranges(space, prepared.qmodel.config, config.resolved_ranges) for space in spaces]
+    phase = joint_phase(evaluator.segments, spaces, state.vectors, ranges, images, evaluator.fitness,
+                        config.joint_steps, rng.standard_normal if null else None)
+    while True:
+        try:
+            step, loss = next(phase)
+        except StopIteration as done:
+            result = done.value
+            break
+        with watch.paused():
+            yield Stage(f"joint phase: step {step} of at most {config.joint_steps}, loss {loss:.5f} on the "
+                        "checking half of the calibration images")
+    kept = result.moves is not None
+    if kept:
+        vectors = moved(state.vectors, result.moves)
+        for space, vector in zip(spaces, vectors):
+            space.write(prepared.qmodel, vector)
+        evaluator.begin_pass()
+        loss = float(evaluator.evaluate(len(spaces) - 1, spaces[-1], vectors[-1][None])[0])
+        kept = loss < state.current_loss
+        if kept:
+            state.vectors, state.current_loss = vectors, loss
+        else:
+            for space, vector in zip(spaces, state.vectors):
+                space.write(prepared.qmodel, vector)
+        evaluator.begin_pass()
+    state.rng_state = rng.bit_generator.state
+    heldout_now = _heldout_quality(prepared, heldout)["model"] if kept else state.heldout_base_top1
+    with watch.paused():
+        if kept:
+            yield Stage(f"joint phase kept after {result.steps} steps: loss {state.base_loss:.5f} -> "
+                        f"{state.current_loss:.5f}, held-out {state.heldout_base_top1:.2f} -> {heldout_now:.2f}")
+        else:
+            yield Stage(f"joint phase left the scales as they were after {result.steps} steps (no lower loss)")
 
 
 class _PreloadedScales:
