@@ -27,7 +27,8 @@ from ..quant import QuantizedModel
 from ..search.config import SearchConfig
 from ..search.evaluator import CachedEvaluator, search_fitness
 from ..search.segments import model_segments
-from ..search.space import block_space
+from ..search.joint import joint_phase
+from ..search.space import block_space, planned_ranges
 from .inputs import bench_inputs
 
 EXTRAPOLATE_TO = 1000                 # the default calibration size (DESIGN §4)
@@ -81,15 +82,24 @@ class SizePeaks:
 @torch.no_grad()
 def search_pass(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: SearchConfig,
                 block_steps: int | None = None) -> None:
-    """The memory of one search pass: the FP reference, then per block (last to first; the first
-    ``block_steps`` only, when given) its input cache and one batched call of ``config.children``
-    candidates. More cycles repeat the same calls, so the peak does not depend on them; the held-out
-    checks between block steps do not grow with the calibration size."""
+    """The memory of one search pass: the FP reference, the joint phase's first step (when the search
+    has one: a forward and backward of one batch through the whole model), then per block (last to
+    first; the first ``block_steps`` only, when given) its input cache, the guided search's gradient
+    and one batched call of ``config.children`` candidates. More cycles and steps repeat the same
+    calls, so the peak does not depend on them; the held-out checks between block steps do not grow
+    with the calibration size."""
     images = first_images(calib, config.search_images)
     segments = model_segments(qmodel.model)
-    evaluator = CachedEvaluator(qmodel, segments, images, search_fitness(qmodel, segments, images, config))
-    for index, (name, _) in list(enumerate(qmodel.blocks()))[::-1][:block_steps]:
-        space = block_space(qmodel, name, config.scope)
+    fitness = search_fitness(qmodel, segments, images, config)
+    evaluator = CachedEvaluator(qmodel, segments, images, fitness)
+    spaces = [block_space(qmodel, name, config.scope) for name, _ in qmodel.blocks()]
+    if config.joint:
+        ranges = [planned_ranges(space, qmodel.config, config.resolved_ranges) for space in spaces]
+        for _ in joint_phase(segments, spaces, [space.read(qmodel) for space in spaces], ranges, images, fitness, 1):
+            pass
+    for index, space in list(enumerate(spaces))[::-1][:block_steps]:
+        if config.strategy == "guided":
+            evaluator.log_gradient(index, space, space.read(qmodel), config.gradient_images)
         evaluator.evaluate(index, space, np.repeat(space.read(qmodel)[None], config.children, axis=0))
 
 

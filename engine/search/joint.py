@@ -112,9 +112,10 @@ def joint_phase(segments: Segments, spaces: Sequence[BlockSpace], starts: Sequen
         optimizer.zero_grad(set_to_none=True)
         optimizer.param_groups[0]["lr"] = LEARNING_RATE * 0.5 * (1 + np.cos(np.pi * (step - 1) / max_steps))
         if random_direction is None:
-            loss = fitness.loss_fn(_forward(segments, spaces, scales_at(u), images, fitness.pre_logits), target,
-                                   fitness.temperature)
-            u.grad = torch.autograd.grad(loss, u)[0]
+            with torch.enable_grad():   # whatever the caller's mode (the memory bench runs without gradients)
+                loss = fitness.loss_fn(_forward(segments, spaces, scales_at(u), images, fitness.pre_logits), target,
+                                       fitness.temperature)
+                u.grad = torch.autograd.grad(loss, u)[0]
         else:
             u.grad = torch.from_numpy(random_direction(u.numel()).astype(np.float32)).to(device)
         optimizer.step()
