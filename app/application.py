@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--passes", type=int, default=None, help="passes of that search (default: the preset's)")
     parser.add_argument("--cycles", type=int, default=None, help="cycles per block step (default: the preset's)")
     parser.add_argument("--children", type=int, default=None, help="children per cycle (default: the preset's)")
+    parser.add_argument("--joint-steps", type=int, default=None,
+                        help="the most steps of the joint phase, 0 = none (default: the preset's)")
     parser.add_argument("--calib-size", type=int, default=None, help="calibration images (default 1000)")
     parser.add_argument("--preset", choices=list(PRESETS), default=None, help="search preset (default: guided)")
     parser.add_argument("--quantizer", choices=available_quantizers(), default=None,
@@ -120,7 +122,7 @@ def run_app(argv: list[str]) -> int:
     if args.open is not None:
         window.files.open_run(args.open)
     if args.run_demo:
-        for name in ("passes", "cycles", "children"):
+        for name in ("passes", "cycles", "children", "joint_steps"):
             if getattr(args, name) is not None and name in panel.fields:
                 panel.fields[name].set(getattr(args, name))
         if args.calib_size is not None:

@@ -145,16 +145,16 @@ def simulate_out_of_memory(monkeypatch, after_evaluations: int = 3) -> dict:
 
     from engine.search import evaluator
 
-    original = evaluator.CachedEvaluator.evaluate
+    original = evaluator.CachedEvaluator.batch_losses   # what every evaluation of candidates runs
     calls = {"n": 0, "on": True}
 
-    def evaluate(self, *args, **kwargs):
+    def batch_losses(self, *args, **kwargs):
         calls["n"] += 1
         if calls["on"] and calls["n"] > after_evaluations:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(evaluator.CachedEvaluator, "evaluate", evaluate)
+    monkeypatch.setattr(evaluator.CachedEvaluator, "batch_losses", batch_losses)
     return calls
 
 
