@@ -209,8 +209,9 @@ class RunPanel(QScrollArea):
         self.preset = QComboBox(objectName="preset")
         for name, label in search_config.PRESET_LABELS.items():
             self.preset.addItem(label, name)
-        self.preset.setToolTip("Guided (recommended): the gradient proposes each move, a step is kept only if it "
-                               "lowers the loss. CPT-V paper: the paper's contrastive evolutionary search, its "
+        self.preset.setToolTip("Guided (recommended): a joint phase moves every block's scales together along the "
+                               "gradient, then block by block the gradient proposes each move, kept only if it lowers "
+                               "the loss. CPT-V paper: the paper's contrastive evolutionary search, its "
                                "release's exact recipe. Null baseline: the guided search's moves along random "
                                "directions, with the same acceptance and budget (what the gradient adds).")
         form.addRow(_label("Preset", self.preset), self.preset)

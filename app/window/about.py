@@ -14,8 +14,8 @@ def about_text() -> str:
 
     return (f"<h3>CPT-V Studio {package_version()}</h3><p>{DESCRIPTION}</p>"
             f"<p>torch {torch.__version__} · timm {timm.__version__}</p>"
-            "<p>Presets: <i>Guided (recommended)</i>, the gradient proposes each move and a step is kept only if "
-            "it lowers the loss; <i>CPT-V paper</i>, the paper's contrastive evolutionary search (arXiv "
+            "<p>Presets: <i>Guided (recommended)</i>, a joint phase along the gradient, then block by block the "
+            "gradient proposes each move and a step is kept only if it lowers the loss; <i>CPT-V paper</i>, the paper's contrastive evolutionary search (arXiv "
             "2211.09643, released as Evol-Q, ICCV 2023); <i>Null baseline</i>, the guided moves along random "
             "directions. Everything the window does, <code>python -m engine</code> does headless.</p>")
 
