@@ -37,8 +37,8 @@ from .evaluator import CachedEvaluator, mean_over_batches, search_fitness
 from .events import BlockDone, Evaluated, Event, Finished, PassDone, Stage, Started
 from .evolution import evolve_block
 from .guided import guided_block
-from .joint import checking_batches, joint_phase, moved
 from .identity import saved_identity, search_run_identity, thread_dependence
+from .joint import checking_batches, joint_phase, moved
 from .resume import check_before_work
 from .segments import model_segments
 from .space import BlockSpace, block_space, planned_ranges
