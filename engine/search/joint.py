@@ -5,9 +5,9 @@ together with a move in another block is out of its reach. The joint phase takes
 straight-through gradient (LSQ's gradient of a scale) of the fitness with respect to the log of
 every searched scale of every block at once, through the whole model, and runs Adam on it, one
 calibration batch per step, its learning rate decaying along a cosine over ``max_steps``. Adam's
-step is about its learning rate in every coordinate, so each
-coordinate's log-scale is parametrised in units of its mutation range (bit-aware, ``space.py``): a
-step moves a 4-bit weight scale by ~1 % and an 8-bit one by 16 times less.
+step is about its learning rate in every coordinate, so each coordinate's log-scale is counted in
+its mutation range (bit-aware, ``space.py``): the first step moves a 4-bit weight scale by 0.5 %
+and an 8-bit one by 16 times less.
 
 The calibration batches are split in two (alternate batches; one batch: its two halves). Adam steps
 on the first half. The point checked is the exponential average of Adam's points (``AVERAGE``), not
@@ -18,7 +18,8 @@ then measured with the exact fitness on all the calibration images and kept only
 loss, as every move of the search is: the joint phase never raises the loss.
 
 Its null (``guided-null``) runs the same phase with a standard normal vector in place of each
-gradient: the same steps, checks, early stopping and acceptance, without the gradient.
+gradient: the same steps, checks, early stopping and acceptance, without the gradient. The block
+steps' two-halves acceptance (guided.py) checks on the same half (``checking_batches``).
 """
 from __future__ import annotations
 
