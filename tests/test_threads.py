@@ -34,7 +34,7 @@ def _head(dataset: TensorImages, n: int) -> TensorImages:
 def guided_run():
     prepared = prepare(RunSpec(calib_size=100, batch_size=100, quant=QuantConfig.from_bits("omse", "W4A3")))
     splits = replace(prepared.splits, heldout=_head(prepared.splits.heldout, 200), test=_head(prepared.splits.test, 200))
-    config = replace(PRESETS["guided"], passes=1, cycles=2, joint_steps=20)   # 2 checks of the joint phase
+    config = replace(PRESETS["guided"], passes=1, cycles=2, joint_steps=10)   # one check of the joint phase
     return next(e.run for e in search_prepared(replace(prepared, splits=splits), config) if isinstance(e, Finished))
 
 
