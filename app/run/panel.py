@@ -204,8 +204,8 @@ class RunPanel(QScrollArea):
 
     def _search_group(self) -> QGroupBox:
         box = QGroupBox("CPT-V search")
-        form = _form(box, "The search nudges the quantization scales, block by block, so the quantized "
-                          "model's outputs get closer to the full-precision model's.")
+        form = _form(box, "The search nudges the quantization scales (all blocks together, then block by "
+                          "block) so the quantized model's outputs get closer to the full-precision model's.")
         self.preset = QComboBox(objectName="preset")
         for name, label in search_config.PRESET_LABELS.items():
             self.preset.addItem(label, name)

@@ -14,8 +14,9 @@ from engine.evaluate import FEATURE_COSINE, TOP1, quality_key, quality_of
 from engine.provenance import describe
 from engine.search.config import preset_label
 
-INTRO = ("<b>CPT-V Studio</b> refines an already-quantized Vision Transformer: block by block, the search nudges "
-         "its quantization scales so that the quantized model's outputs come closer to the full-precision model's. "
+INTRO = ("<b>CPT-V Studio</b> refines an already-quantized Vision Transformer: the search nudges its "
+         "quantization scales, all blocks together and then block by block, so that the quantized model's "
+         "outputs come closer to the full-precision model's. "
          "Press Start, or open a run file: its top-1 accuracy before and after the search appears here.")
 ROWS = (("test", "Test", "fp", "base", "refined"),
         ("heldout", "Held-out", "heldout_fp", "heldout_base", "heldout_refined"))   # + _top1 / _feature_cosine

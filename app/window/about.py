@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-DESCRIPTION = "Refines the quantization scales of post-training quantized Vision Transformers, block by block."
+DESCRIPTION = "Refines the quantization scales of post-training quantized Vision Transformers."
 
 
 def about_text() -> str:
