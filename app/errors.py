@@ -39,7 +39,7 @@ def describe(exc: BaseException) -> Problem:
     if _is_out_of_memory(exc):
         return Problem("Out of memory during the search", text,
                        "Lower the batch size or the calibration size, close other programs using the GPU, "
-                       "or choose the CPU as device. The checkpoint of the last finished block step is kept: "
+                       "or choose the CPU as device. The last checkpoint is kept: "
                        "Resume continues from it.", "memory")
     if isinstance(exc, WeightsDownloadError):
         return Problem("The pretrained weights could not be downloaded", text,

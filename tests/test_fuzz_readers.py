@@ -502,6 +502,8 @@ BAD_METAS = ("not JSON", "[1, 2]", 3.5)
 
 def json_kind(key: str, value: Any) -> set[str]:
     """The WRONG_JSON kinds of ``value``'s type (a replacement of those would be a value, not a wrong type)."""
+    if value is None:   # a checkpoint's joint phase when none is under way
+        return {"null"}
     if isinstance(value, bool):
         return {"boolean"}
     if isinstance(value, int):

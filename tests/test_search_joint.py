@@ -3,6 +3,7 @@ together by Adam on the straight-through gradient, early-stopped on half of the 
 two-halves acceptance of a block step's moves, and the gradient on a subset of the images."""
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -10,6 +11,9 @@ import pytest
 import torch
 
 from engine.quant import schemes
+from engine.errors import CheckpointError
+from engine.search import run as search_run
+from engine.search.checkpoint import load_checkpoint
 from engine.search.config import SearchConfig
 from engine.search.evaluator import CachedEvaluator, search_fitness
 from engine.search.guided import guided_block
@@ -54,8 +58,8 @@ def _phase(prepared, max_steps: int, random_direction=None):
 
 def test_the_joint_phase_lowers_the_checking_halfs_loss_and_keeps_its_best_point():
     checks, result = _phase(tiny_prepared(), 60)
-    assert [step for step, _ in checks] == list(range(CHECK_EVERY, result.steps + 1, CHECK_EVERY))
-    assert result.moves is not None and result.best_check_loss == min(loss for _, loss in checks)
+    assert [check.step for check in checks] == list(range(CHECK_EVERY, result.steps + 1, CHECK_EVERY))
+    assert result.moves is not None and result.best_check_loss == min(check.check_loss for check in checks)
     assert result.best_check_loss < result.start_check_loss
 
 
@@ -83,6 +87,67 @@ def test_a_search_with_a_joint_phase_is_bit_reproducible():
 
 def test_a_resumed_run_does_not_redo_its_joint_phase(tmp_path):
     assert_resumed_mid_pass_equals_uninterrupted(replace(JOINT, strategy="guided"), tmp_path)
+
+
+def _stopped_in_the_joint_phase(config: SearchConfig, checkpoint, at_step: int) -> None:
+    events = search_run.search_prepared(tiny_prepared(), config, checkpoint=checkpoint)
+    for event in events:
+        if isinstance(event, Stage) and event.message.startswith(f"joint phase: step {at_step} "):
+            events.close()
+
+
+@pytest.mark.parametrize("strategy", ["guided", "guided-null"])
+def test_a_run_stopped_in_its_joint_phase_goes_on_from_its_last_check_bit_for_bit(tmp_path, strategy):
+    """Adam's point and moments, the averaged and the best point, and (for the null) the random
+    generator are checkpointed at each check: the resumed run is the uninterrupted one."""
+    config = replace(JOINT, strategy=strategy)
+    uninterrupted = run_all(tiny_prepared(), config)
+    checkpoint = tmp_path / "run.ckpt"
+    _stopped_in_the_joint_phase(config, checkpoint, 20)
+    saved = load_checkpoint(checkpoint).state
+    assert saved.joint.step == 20 and not saved.joint_done and saved.step == 0 and saved.evaluations == 1
+    resumed = run_all(tiny_prepared(), config, checkpoint=checkpoint, resume=checkpoint)
+    stages = [e.message for e in resumed if isinstance(e, Stage) and e.message.startswith("joint phase")]
+    assert stages[0].startswith("joint phase: step 30 ") and stages[-1] == next(
+        e.message for e in reversed(uninterrupted) if isinstance(e, Stage) and e.message.startswith("joint phase"))
+    assert all(np.array_equal(x, y) for x, y in zip(scales_of(resumed), scales_of(uninterrupted)))
+    np.testing.assert_array_equal(final(resumed).run.history.loss, final(uninterrupted).run.history.loss)
+
+
+def test_a_checkpoint_taken_as_the_joint_phase_ends_resumes_at_the_first_block_step(tmp_path):
+    checkpoint = tmp_path / "run.ckpt"
+    events = search_run.search_prepared(tiny_prepared(), JOINT, checkpoint=checkpoint)
+    for event in events:
+        if isinstance(event, Stage) and event.message.startswith("joint phase kept"):
+            events.close()
+    saved = load_checkpoint(checkpoint).state
+    assert saved.joint_done and saved.joint is None and saved.current_loss < saved.base_loss
+    resumed = run_all(tiny_prepared(), JOINT, checkpoint=checkpoint, resume=checkpoint)
+    assert not any(isinstance(e, Stage) and e.message.startswith("joint phase") for e in resumed)
+    assert all(np.array_equal(x, y) for x, y in zip(scales_of(resumed), scales_of(run_all(tiny_prepared(), JOINT))))
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda meta, arrays: arrays.update(joint_coords=arrays["joint_coords"][:-1]), "joint_coords"),
+    (lambda meta, arrays: arrays.update(joint_exp_avg_sq=np.full_like(arrays["joint_exp_avg_sq"], np.nan)), "NaN"),
+    (lambda meta, arrays: arrays.pop("joint_best"), "missing joint_best"),
+    (lambda meta, arrays: meta.update(joint_done=True), "after the phase ended"),
+    (lambda meta, arrays: meta["joint"].update(step=0), "step"),
+    (lambda meta, arrays: meta.pop("joint_done"), "joint_done"),
+])
+def test_a_damaged_joint_phase_in_a_checkpoint_is_one_error_naming_it(tmp_path, damage, words):
+    checkpoint = tmp_path / "run.ckpt"
+    _stopped_in_the_joint_phase(JOINT, checkpoint, 20)
+    assert load_checkpoint(checkpoint).state.joint.best is not None   # the tiny phase beats its start by then
+    with np.load(checkpoint) as data:
+        arrays = {key: data[key] for key in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    damage(meta, arrays)
+    arrays["meta"] = np.array(json.dumps(meta))
+    with open(checkpoint, "wb") as f:
+        np.savez(f, **arrays)
+    with pytest.raises(CheckpointError, match=words):
+        load_checkpoint(checkpoint)
 
 
 def test_the_null_runs_the_same_phase_along_random_directions():

@@ -12,7 +12,7 @@ STATUS_TEXT = {
     IDLE: "Ready. Choose a model and settings on the left, then press Start.",
     LOADED: "Showing a run file.",
     FINISHED: "Finished.",
-    STOPPED: "Stopped. The last finished block step is checkpointed: Resume continues from it.",
+    STOPPED: "Stopped. Resume continues from the last checkpoint (every block step, every check of the joint phase).",
     FAILED: "The run failed (see the message and the log below).",
 }
 
@@ -35,8 +35,8 @@ class ControlBar(QWidget):
         self.resume = QPushButton("Resume", objectName="resumeButton")
         self.resume.setToolTip("Continue a paused run, or a stopped one from its checkpoint.")
         self.stop = QPushButton("Stop", objectName="stopButton")
-        self.stop.setToolTip("Stop after the current evaluation. The checkpoint of the last finished block step "
-                             "is kept, so Resume can continue later.")
+        self.stop.setToolTip("Stop after the current evaluation. The last checkpoint (every block step, every "
+                             "check of the joint phase) is kept, so Resume can continue later.")
         for button in (self.start, self.pause, self.resume, self.stop):
             button.setMinimumWidth(84)
             row.addWidget(button)

@@ -306,7 +306,7 @@ class MainWindow(QMainWindow):
         elif job.outcome == "stopped" or (job.outcome == "finished" and run is None):
             self.state.mark(STOPPED)
             self.refresh()
-            self.say("Stopped: Resume continues from the last finished block step.")
+            self.say("Stopped: Resume continues from the last checkpoint.")
             self.run_stopped.emit()
         else:
             problem = errors.describe(job.error)
@@ -378,8 +378,8 @@ class MainWindow(QMainWindow):
             if self.interactive:
                 answer = QMessageBox.question(
                     self, "Stop the search?",
-                    "A search is running. Stop it and close the window?\n\nThe checkpoint of the last finished "
-                    f"block step is kept in\n{files.checkpoint_dir()}\nso File ▸ Resume run… can continue it later.",
+                    "A search is running. Stop it and close the window?\n\nIts last checkpoint is kept in\n"
+                    f"{files.checkpoint_dir()}\nso File ▸ Resume run… can continue it later.",
                     QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
                 if answer != QMessageBox.StandardButton.Yes:
                     event.ignore()

@@ -1,6 +1,7 @@
 """``search``: refine a quantized model's scales with the CPT-V search and save the run file.
 
-Nothing is lost to an interrupt: a checkpoint is written after every block step (to ``--checkpoint``,
+Nothing is lost to an interrupt: a checkpoint is written after every block step and at each check of the
+joint phase (to ``--checkpoint``,
 else ``<out>.ckpt``, removed once the run file is saved). Ctrl+C leaves it, prints the command that
 resumes it and exits 130; a failed save (disk full, permission) leaves it too, and its resume goes
 straight to the final report and the save.
@@ -45,7 +46,8 @@ def add_parser(sub) -> None:
     add_search_args(parser)
     parser.add_argument("--out", type=output_file, required=True, help="run file to write (.h5)")
     parser.add_argument("--checkpoint", type=_writable_path,
-                        help="write a resumable checkpoint here after every block step (default: <out>.ckpt, "
+                        help="write a resumable checkpoint here after every block step and every check of the joint phase "
+                             "(default: <out>.ckpt, "
                              "removed once the run file is saved)")
     parser.add_argument("--resume", type=_existing_path,
                         help="continue the run of this checkpoint with its recorded settings (flags given override "
@@ -153,7 +155,8 @@ def _stopped(reason: str, checkpoint: Path, argv: Sequence[str]) -> None:
     if checkpoint.exists():
         reason += f"; the search so far is in {checkpoint}. Resume it with:\n  {rerun_command(argv, checkpoint)}"
     else:
-        reason += "; no block step had finished, so there is nothing to resume: rerun the same command"
+        reason += ("; nothing had been checkpointed yet (the first checkpoint comes at the joint phase's first "
+                   "check or the first block step), so there is nothing to resume: rerun the same command")
     print(reason, file=sys.stderr, flush=True)
 
 

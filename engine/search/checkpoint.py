@@ -10,9 +10,15 @@ held-out source, device and compile mode), the search config, the identity a res
 against, and how it was computed (provenance.py), so any front end can rebuild the run from the
 checkpoint alone.
 
+During the guided search's joint phase, a checkpoint is also written at each of its checks: it then
+holds the phase's progress (joint.py's ``JointProgress``: Adam's point and moments, the averaged and
+the best point) and the search goes on from there; ``joint_done`` says the phase is over.
+
 Format: one ``.npz`` (numpy arrays + a JSON string; no pickle, so loading a file cannot run code),
 written atomically (``atomic.py``): a reader or a crash never sees a half-written checkpoint.
-Version 1 files (before the spec and config were stored) still load; their ``spec`` is None.
+Version 1 files (before the spec and config were stored) still load; their ``spec`` is None. Version
+1 and 2 files (before the joint phase was checkpointed) were written after a block step, so after
+any joint phase: they load with ``joint_done``.
 """
 from __future__ import annotations
 
@@ -32,10 +38,11 @@ from ..atomic import atomic_path
 from ..errors import CheckpointError
 from ..readcheck import Malformed, bad_values, is_int, is_real, one_line, shown
 from ..runrecord import History
+from .joint import JointProgress
 
 FORMAT = "cptv-search-checkpoint"
-VERSION = 2
-READS = (1, 2)
+VERSION = 3
+READS = (1, 2, 3)
 _EVAL_FIELDS = ("eval_loss", "eval_pass", "eval_block")
 _STEP_FIELDS = ("step_heldout", "step_loss", "step_block", "step_pass")
 
@@ -62,6 +69,8 @@ class SearchState:
     step_loss: list[float] = field(default_factory=list)
     step_block: list[int] = field(default_factory=list)
     step_pass: list[int] = field(default_factory=list)
+    joint: JointProgress | None = None  # the joint phase under way (at its last check)
+    joint_done: bool = False            # the joint phase is over (or, before version 3, a block step was)
 
     def history(self) -> History:
         return History(loss=np.asarray(self.eval_loss, np.float64), eval_pass=np.asarray(self.eval_pass, np.int32),
@@ -72,6 +81,8 @@ class SearchState:
                        pass_index=np.asarray(self.step_pass, np.int32))
 
 
+_JOINT_ARRAYS = ("coords", "exp_avg", "exp_avg_sq", "average", "best")   # joint_<name>; best may be absent
+_JOINT_SCALARS = ("step", "start_loss", "best_loss", "since_best", "check_loss")
 _SCALARS = ("rng_state", "base_loss", "heldout_fp_top1", "heldout_base_top1", "current_loss", "selected_step",
             "selected_score", "step", "evaluations", "seconds")
 
@@ -92,10 +103,17 @@ def save_checkpoint(path: str | Path, state: SearchState, identity: dict[str, An
     resume refuse a checkpoint of another run instead of silently mixing two; ``spec`` and
     ``config`` let it rebuild the run."""
     path = Path(path)
+    joint = state.joint
     meta = {"format": FORMAT, "version": VERSION, "identity": identity, "spec": spec, "config": config,
             "provenance": provenance, "n_blocks": len(state.vectors), "n_selected": len(state.selected_vectors),
+            "joint_done": state.joint_done,
+            "joint": None if joint is None else {**{k: getattr(joint, k) for k in _JOINT_SCALARS},
+                                                 "has_best": joint.best is not None},
             **{k: getattr(state, k) for k in _SCALARS}}
     arrays = {"meta": np.array(json.dumps(meta))}
+    if joint is not None:
+        arrays.update({f"joint_{name}": getattr(joint, name) for name in _JOINT_ARRAYS
+                       if getattr(joint, name) is not None})
     arrays.update({f"vector_{i}": v for i, v in enumerate(state.vectors)})
     arrays.update({f"selected_{i}": v for i, v in enumerate(state.selected_vectors)})
     arrays.update({name: np.asarray(getattr(state, name)) for name in _EVAL_FIELDS + _STEP_FIELDS})
@@ -169,8 +187,11 @@ def _read(data: Any) -> Checkpoint:
     if n_selected not in expected or (n_selected and not selected_step):
         raise Malformed(f"it holds {n_selected} selected vectors for {n_blocks} blocks at selected step "
                          f"{selected_step}" + (f" with select={select}" if select else ""))
+    joint_done, joint = _joint_meta(meta, step)
     names = {"meta", *(f"vector_{i}" for i in range(n_blocks)), *(f"selected_{i}" for i in range(n_selected)),
              *_EVAL_FIELDS, *_STEP_FIELDS}
+    if joint is not None:
+        names |= {f"joint_{name}" for name in _JOINT_ARRAYS if name != "best" or joint["has_best"]}
     if set(data.files) != names:
         absent, extra = sorted(names - set(data.files)), sorted(set(data.files) - names)
         raise Malformed(f"its arrays do not match n_blocks={n_blocks}, n_selected={n_selected}: "
@@ -207,8 +228,53 @@ def _read(data: Any) -> Checkpoint:
             np.random.PCG64().state = rng_state
         except (TypeError, ValueError, KeyError, OverflowError) as exc:
             raise Malformed(f"rng_state is not a PCG64 state ({one_line(exc)})") from None
-    state = SearchState(vectors=vectors, selected_vectors=selected, **{k: meta[k] for k in _SCALARS}, **lists)
+    if joint is not None:
+        joint = _joint_progress(data, joint, sum(v.size for v in vectors))
+    state = SearchState(vectors=vectors, selected_vectors=selected, **{k: meta[k] for k in _SCALARS}, **lists,
+                        joint=joint, joint_done=joint_done)
     return Checkpoint(state, meta["identity"], meta.get("spec"), config, meta.get("provenance"))
+
+
+def _joint_meta(meta: dict[str, Any], step: int) -> tuple[bool, dict[str, Any] | None]:
+    """(joint_done, the joint phase's scalars or None), checked; files before version 3 are past it."""
+    if meta["version"] < 3:
+        return True, None
+    missing = [key for key in ("joint_done", "joint") if key not in meta]
+    if missing:
+        raise Malformed(f"its meta has no {', '.join(missing)}")
+    done, joint = meta["joint_done"], meta["joint"]
+    if not isinstance(done, bool):
+        raise Malformed(f"joint_done is {shown(done)}, not true or false")
+    if joint is None:
+        return done, None
+    if not isinstance(joint, dict) or set(joint) != {*_JOINT_SCALARS, "has_best"}:
+        raise Malformed(f"joint is {shown(joint)}, not the joint phase's {', '.join(_JOINT_SCALARS)} and has_best")
+    if not isinstance(joint["has_best"], bool):
+        raise Malformed(f"the joint phase's has_best is {shown(joint['has_best'])}, not true or false")
+    if done or step:
+        raise Malformed("it holds a joint phase under way after the phase " + ("ended" if done else "and a block step"))
+    _count(joint, "step", 1)
+    _count(joint, "since_best", 0)
+    for key in ("start_loss", "best_loss", "check_loss"):
+        if not is_real(joint[key]) or not math.isfinite(joint[key]):
+            raise Malformed(f"the joint phase's {key} is {shown(joint[key])}, not a finite number")
+    return done, joint
+
+
+def _joint_progress(data: Any, joint: dict[str, Any], size: int) -> JointProgress:
+    """The joint phase's progress from its arrays: one finite value per searched scale each."""
+    arrays = {"best": None}
+    for name in _JOINT_ARRAYS if joint["has_best"] else _JOINT_ARRAYS[:-1]:
+        key = f"joint_{name}"
+        values = data[key]
+        if values.shape != (size,) or values.dtype.kind != "f":
+            raise Malformed(f"{key} is a {values.dtype} array of shape {values.shape}, not {size} numbers "
+                            "(one per searched scale)")
+        bad = bad_values(values)
+        if bad:
+            raise Malformed(f"{key} has {bad} value(s)")
+        arrays[name] = values
+    return JointProgress(**arrays, **{key: joint[key] for key in _JOINT_SCALARS})
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

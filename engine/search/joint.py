@@ -17,6 +17,10 @@ keeps its best point and stops after ``PATIENCE`` checks without a better one. T
 then measured with the exact fitness on all the calibration images and kept only if it lowers the
 loss, as every move of the search is: the joint phase never raises the loss.
 
+The phase can stop and go on: at every check it yields its ``JointProgress`` (Adam's point, its
+moment estimates, the average, the best point and the counters), which the search writes to its
+checkpoint; started again from it, the phase continues bit for bit as if it had not stopped.
+
 Its null (``guided-null``) runs the same phase with a standard normal vector in place of each
 gradient: the same steps, checks, early stopping and acceptance, without the gradient. The block
 steps' two-halves acceptance (guided.py) checks on the same half (``checking_batches``).
@@ -24,7 +28,7 @@ steps' two-halves acceptance (guided.py) checks on the same half (``checking_bat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Generator, Sequence
 
 import numpy as np
 import torch
@@ -49,6 +53,24 @@ class JointResult:
     steps: int
     start_check_loss: float
     best_check_loss: float
+
+
+@dataclass(frozen=True)
+class JointProgress:
+    """The joint phase at a check, after ``step`` steps: all it needs to go on (numpy, for the
+    checkpoint). ``coords``: Adam's point; ``exp_avg``/``exp_avg_sq``: Adam's moment estimates;
+    ``average``: the checked point; ``best``: the best checked point (None: none beat the start);
+    ``check_loss``: the checking half's loss at this check."""
+    step: int
+    coords: np.ndarray
+    exp_avg: np.ndarray
+    exp_avg_sq: np.ndarray
+    average: np.ndarray
+    best: np.ndarray | None
+    start_loss: float
+    best_loss: float
+    since_best: int
+    check_loss: float
 
 
 Batch = tuple[torch.Tensor, torch.Tensor]   # (images, the FP outputs the fitness compares them to)
@@ -84,9 +106,12 @@ def _forward(segments: Segments, spaces: Sequence[BlockSpace], scales: Sequence[
 
 def joint_phase(segments: Segments, spaces: Sequence[BlockSpace], starts: Sequence[np.ndarray],
                 ranges: Sequence[np.ndarray], calib: Sequence[torch.Tensor], fitness: Fitness, max_steps: int,
-                random_direction: Callable[[int], np.ndarray] | None = None) -> Iterator[tuple[int, float]]:
-    """Adam over every block's log-scales (above). Yields ``(step, checking-half loss)`` after every check
-    and returns a JointResult. ``random_direction(n)``: the null's stand-in for each gradient."""
+                random_direction: Callable[[int], np.ndarray] | None = None,
+                resume: JointProgress | None = None) -> Generator[JointProgress, None, JointResult]:
+    """Adam over every block's log-scales (above). Yields its JointProgress after every check and returns
+    a JointResult. ``random_direction(n)``: the null's stand-in for each gradient. ``resume``: a
+    progress it yielded, to go on from (the same ``starts``, images and, for the null, the random
+    generator's state at that check)."""
     device = calib[0].device
     stepping, checking = split_batches(calib, fitness.targets)
     base = [torch.from_numpy(np.ascontiguousarray(s, np.float32)).to(device) for s in starts]
@@ -105,10 +130,21 @@ def joint_phase(segments: Segments, spaces: Sequence[BlockSpace], starts: Sequen
                                   fitness.temperature) for images, target in checking]
         return float(np.mean([float(loss) for loss in losses]))
 
-    start_loss = best_loss = check_loss(u.detach())
-    average = u.detach().clone()
-    best, since_best, step = None, 0, 0
-    for step in range(1, max_steps + 1):
+    def tensor(values: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.array(values, np.float32)).to(device)
+
+    if resume is None:
+        start_loss = best_loss = check_loss(u.detach())
+        average, best, since_best, first = u.detach().clone(), None, 0, 1
+    else:
+        with torch.no_grad():
+            u.copy_(tensor(resume.coords))
+        optimizer.state[u] = {"step": torch.tensor(float(resume.step)), "exp_avg": tensor(resume.exp_avg),
+                              "exp_avg_sq": tensor(resume.exp_avg_sq)}
+        start_loss, best_loss, since_best, first = resume.start_loss, resume.best_loss, resume.since_best, resume.step + 1
+        average, best = tensor(resume.average), None if resume.best is None else tensor(resume.best)
+    step, last = first - 1, max_steps if since_best < PATIENCE else first - 1   # a finished phase takes no step
+    for step in range(first, last + 1):
         images, target = stepping[(step - 1) % len(stepping)]
         optimizer.zero_grad(set_to_none=True)
         optimizer.param_groups[0]["lr"] = LEARNING_RATE * 0.5 * (1 + np.cos(np.pi * (step - 1) / max_steps))
@@ -124,13 +160,17 @@ def joint_phase(segments: Segments, spaces: Sequence[BlockSpace], starts: Sequen
         if step % CHECK_EVERY:
             continue
         loss_now = check_loss(average)
-        yield step, loss_now
         if loss_now < best_loss:
             best_loss, best, since_best = loss_now, average.clone(), 0
         else:
             since_best += 1
-            if since_best >= PATIENCE:
-                break
+        moments = optimizer.state[u]
+        yield JointProgress(step, u.detach().cpu().numpy().copy(), moments["exp_avg"].cpu().numpy().copy(),
+                            moments["exp_avg_sq"].cpu().numpy().copy(), average.cpu().numpy().copy(),
+                            None if best is None else best.cpu().numpy().copy(), start_loss, best_loss, since_best,
+                            loss_now)
+        if since_best >= PATIENCE:
+            break
     moves = None if best is None else [(r * part).cpu().numpy() for r, part in zip(unit, torch.split(best, sizes))]
     return JointResult(moves, step, start_loss, best_loss)
 

@@ -16,7 +16,7 @@ import logging
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Generator, Iterator
+from typing import Callable, Generator, Iterator
 
 import numpy as np
 import torch
@@ -238,8 +238,15 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
         yield Stage("measuring the base on the held-out split")
         state = _fresh_state(prepared, config, spaces, heldout, evaluator, rng)
     watch = Stopwatch(state.seconds)
-    if resume is None and config.joint:
-        yield from _joint(prepared, config, spaces, images, evaluator, state, heldout, rng, watch)
+
+    def save() -> None:
+        state.rng_state = rng.bit_generator.state
+        state.seconds = watch.read()
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, state, identity, spec.to_dict(), config.to_dict(), computed)
+
+    if config.joint and not state.joint_done:
+        yield from _joint(prepared, config, spaces, images, evaluator, state, heldout, rng, watch, save)
     with watch.paused():
         yield Started(block_names=tuple(names), passes=config.passes,
                       total_evaluations=config.evaluations(len(spaces)), heldout_fp_top1=state.heldout_fp_top1,
@@ -264,10 +271,7 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
         state.current_loss = result.loss
         heldout_top1 = _heldout_quality(prepared, heldout)["model"]   # top-1, or feature cosine (headless)
         _record_step(state, config, pass_index, block_index, heldout_top1)
-        state.rng_state = rng.bit_generator.state
-        state.seconds = watch.read()
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, state, identity, spec.to_dict(), config.to_dict(), computed)
+        save()
         with watch.paused():
             yield BlockDone(step=state.step, pass_index=pass_index, block_index=block_index, best_loss=result.loss,
                             heldout_top1=heldout_top1, evaluations=state.evaluations)
@@ -280,23 +284,25 @@ def search_prepared(prepared: Prepared, config: SearchConfig, checkpoint: Path |
 
 def _joint(prepared: Prepared, config: SearchConfig, spaces: list[BlockSpace], images: list[torch.Tensor],
            evaluator: CachedEvaluator, state: SearchState, heldout: TensorImages, rng: np.random.Generator,
-           watch: Stopwatch) -> Iterator[Stage]:
-    """The joint phase (joint.py) before the first block step of a fresh run; its result is kept only if
+           watch: Stopwatch, save: Callable[[], None]) -> Iterator[Stage]:
+    """The joint phase (joint.py) before the first block step, or what is left of it in a resumed run;
+    ``save()`` checkpoints the state at each of its checks and once it is done. Its result is kept only if
     the exact fitness on all calibration images is lower (a measurement of the phase, not one of the
     search's candidate evaluations)."""
     null = config.strategy == "guided-null"
     ranges = [planned_ranges(space, prepared.qmodel.config, config.resolved_ranges) for space in spaces]
     phase = joint_phase(evaluator.segments, spaces, state.vectors, ranges, images, evaluator.fitness,
-                        config.joint_steps, rng.standard_normal if null else None)
+                        config.joint_steps, rng.standard_normal if null else None, state.joint)
     while True:
         try:
-            step, loss = next(phase)
+            state.joint = next(phase)
         except StopIteration as done:
             result = done.value
             break
+        save()
         with watch.paused():
-            yield Stage(f"joint phase: step {step} of at most {config.joint_steps}, loss {loss:.5f} on the "
-                        "checking half of the calibration images")
+            yield Stage(f"joint phase: step {state.joint.step} of at most {config.joint_steps}, loss "
+                        f"{state.joint.check_loss:.5f} on the checking half of the calibration images")
     kept = result.moves is not None
     if kept:
         vectors = moved(state.vectors, result.moves)
@@ -311,8 +317,9 @@ def _joint(prepared: Prepared, config: SearchConfig, spaces: list[BlockSpace], i
             for space, vector in zip(spaces, state.vectors):
                 space.write(prepared.qmodel, vector)
         evaluator.begin_pass()
-    state.rng_state = rng.bit_generator.state
     heldout_now = _heldout_quality(prepared, heldout)["model"] if kept else state.heldout_base_top1
+    state.joint, state.joint_done = None, True
+    save()
     with watch.paused():
         if kept:
             yield Stage(f"joint phase kept after {result.steps} steps: loss {state.base_loss:.5f} -> "
