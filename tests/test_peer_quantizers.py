@@ -95,6 +95,20 @@ def test_ptf_factors_are_powers_of_two_and_follow_channel_ranges():
     assert torch.equal(out, per_channel)
 
 
+def test_log_sqrt2_keeps_its_values_under_autograd_with_the_gradients_of_its_closed_form():
+    """x̂ = Δ·2^(-code/2): inside the range it slides with Δ (no gradient to Δ) and tracks x; clipped at
+    the top it is Δ·2^(-qmin/2); past qmax it is 0. The release's ceil/parity form gave Δ a sawtooth."""
+    delta = torch.tensor(0.5, requires_grad=True)
+    x = torch.tensor([0.9, 0.5 * 2.0**-1.6, 0.5 * 2.0**-2.3, 0.5 * 2.0**-9.0], requires_grad=True)
+    out = log_sqrt2_quant(x, delta, None, 0, 7, {})
+    with torch.no_grad():
+        assert torch.equal(out, log_sqrt2_quant(x, delta, None, 0, 7, {}))   # the release's values, bit for bit
+    grad_delta, grad_x = torch.autograd.grad(out.sum(), [delta, x])
+    assert float(grad_delta) == pytest.approx(1.0)                     # only the clipped 0.9 moves with Δ
+    torch.testing.assert_close(grad_x[1:3], (out / x)[1:3].detach())   # inside: d x̂/dx = x̂/x
+    assert grad_x[0] == 0 and grad_x[3] == 0                             # clipped, and past qmax (x̂ = 0)
+
+
 @pytest.mark.parametrize("fn, extra, qmin, qmax", [
     (twin_softmax, {}, 0, 15), (twin_gelu, {"neg_step": torch.tensor(0.02)}, -8, 7), (log2_quant, {}, 0, 15),
     (log_sqrt2_quant, {}, 0, 15), (power_of_two_factor, {"factor": torch.tensor([1.0, 2.0, 4.0, 8.0])}, 0, 15)])

@@ -71,10 +71,20 @@ def log_sqrt2_quant(x, scale, zero_point, qmin, qmax, extra):
 
     Half-octave levels resolve the many small attention probabilities twice as finely as log2;
     codes past qmax dequantize to 0, like the release's mask.
+
+    The level is Δ·2^(-code/2) for every integer code; the release's form above computes it with
+    integer shifts. Under autograd the values stay the release's, and the gradients are those of
+    Δ·2^(-code/2) with the straight-through round: inside the range x̂ tracks x (d/dx = x̂/x) and
+    does not depend on Δ (a log grid slides along with it), and clipped at the top it is Δ·2^(-qmin/2).
+    The release's form would give Δ a gradient from the code's parity alone (``ceil`` has none), a
+    sawtooth that steered the search's straight-through steps the wrong way.
     """
     q = rounded(-2.0 * torch.log2(x / scale))
     code = torch.clamp(q, qmin, qmax)
     dequant = torch.exp2(-torch.ceil(code / 2)) * (1.0 + SQRT2_MINUS_1 * torch.remainder(code, 2)) * scale
+    if dequant.requires_grad:
+        smooth = torch.exp2(-code / 2) * scale
+        dequant = dequant.detach() + (smooth - smooth.detach())   # the same values, smooth's gradient
     return torch.where(q > qmax, torch.zeros_like(dequant), dequant)
 
 
