@@ -19,13 +19,13 @@ from engine.search.evaluator import CachedEvaluator, search_fitness
 from engine.search.guided import guided_block
 from engine.search.steps import EvolutionParams
 from engine.search.events import Stage, Started
-from engine.search.joint import PATIENCE, CHECK_EVERY, joint_phase, split_batches
+from engine.search.joint import CHECK_EVERY, CHECK_EVERY_WHOLE_BATCHES, PATIENCE, joint_phase, split_batches, stepping_parts
 from engine.search.segments import model_segments
 from engine.search.space import block_space, planned_ranges
 from helpers import (TINY_SEARCH as TINY, assert_resumed_mid_pass_equals_uninterrupted, final, run_all, scales_of,
                      tiny_prepared)
 
-JOINT = replace(TINY, joint_steps=40)
+JOINT = replace(TINY, joint_steps=80)   # quarter-batch steps (joint_images 25 of 32), a check every 20
 
 
 def test_the_calibration_batches_split_into_a_stepping_and_a_checking_half():
@@ -40,14 +40,24 @@ def test_the_calibration_batches_split_into_a_stepping_and_a_checking_half():
     assert one[0][0][0].shape == one[1][0][0].shape == (1, 3)                # one image: in both halves
 
 
-def _phase(prepared, max_steps: int, random_direction=None):
+def test_each_stepping_batch_steps_in_interleaved_parts_of_at_most_the_step_images():
+    batches = [(torch.arange(100.0) + 1000 * b, torch.arange(100.0) + 1000 * b) for b in range(2)]
+    parts = stepping_parts(batches, 25)
+    assert len(parts) == 8 and all(len(x) == 25 and torch.equal(x, y) for x, y in parts)
+    assert parts[1][0][:3].tolist() == [1, 5, 9] and parts[4][0][0] == 1000    # every 4th image, batch by batch
+    assert sorted(torch.cat([x for x, _ in parts[:4]]).tolist()) == batches[0][0].tolist()
+    assert [len(x) for x, _ in stepping_parts([batches[0]], 30)] == [25] * 4     # ceil(100 / 30) parts
+    assert stepping_parts(batches, 0) == batches and len(stepping_parts([(torch.ones(3), torch.ones(3))], 25)) == 1
+
+
+def _phase(prepared, max_steps: int, random_direction=None, step_images: int = 25):
     qmodel = prepared.qmodel
     segments = model_segments(qmodel.model)
     spaces = [block_space(qmodel, name, "all") for name, _ in qmodel.blocks()]
     fitness = search_fitness(qmodel, segments, prepared.calib, TINY)
     ranges = [planned_ranges(space, qmodel.config, TINY.resolved_ranges) for space in spaces]
     phase = joint_phase(segments, spaces, [space.read(qmodel) for space in spaces], ranges, prepared.calib, fitness,
-                        max_steps, random_direction)
+                        max_steps, step_images, random_direction)
     checks = []
     while True:
         try:
@@ -56,9 +66,10 @@ def _phase(prepared, max_steps: int, random_direction=None):
             return checks, done.value
 
 
-def test_the_joint_phase_lowers_the_checking_halfs_loss_and_keeps_its_best_point():
-    checks, result = _phase(tiny_prepared(), 60)
-    assert [check.step for check in checks] == list(range(CHECK_EVERY, result.steps + 1, CHECK_EVERY))
+@pytest.mark.parametrize("step_images, every", [(25, CHECK_EVERY), (0, CHECK_EVERY_WHOLE_BATCHES)])
+def test_the_joint_phase_lowers_the_checking_halfs_loss_and_keeps_its_best_point(step_images, every):
+    checks, result = _phase(tiny_prepared(), 6 * every, step_images=step_images)
+    assert [check.step for check in checks] == list(range(every, result.steps + 1, every))
     assert result.moves is not None and result.best_check_loss == min(check.check_loss for check in checks)
     assert result.best_check_loss < result.start_check_loss
 
@@ -73,7 +84,7 @@ def test_a_search_with_a_joint_phase_never_raises_the_loss_and_starts_the_block_
     events = run_all(tiny_prepared(), JOINT)
     run = final(events).run
     stages = [e.message for e in events if isinstance(e, Stage) and e.message.startswith("joint phase")]
-    assert stages[-1].startswith("joint phase kept") and any("step 10 of at most 40" in s for s in stages)
+    assert stages[-1].startswith("joint phase kept") and any("step 20 of at most 80" in s for s in stages)
     started = next(e for e in events if isinstance(e, Started))   # the phase's measurements are not candidates
     assert started.evaluations_done == 1 and started.total_evaluations == JOINT.evaluations(3) == run.metrics["evaluations"]
     assert run.metrics["refined_loss"] < run.metrics["base_loss"]
@@ -103,12 +114,12 @@ def test_a_run_stopped_in_its_joint_phase_goes_on_from_its_last_check_bit_for_bi
     config = replace(JOINT, strategy=strategy)
     uninterrupted = run_all(tiny_prepared(), config)
     checkpoint = tmp_path / "run.ckpt"
-    _stopped_in_the_joint_phase(config, checkpoint, 20)
+    _stopped_in_the_joint_phase(config, checkpoint, 40)
     saved = load_checkpoint(checkpoint).state
-    assert saved.joint.step == 20 and not saved.joint_done and saved.step == 0 and saved.evaluations == 1
+    assert saved.joint.step == 40 and not saved.joint_done and saved.step == 0 and saved.evaluations == 1
     resumed = run_all(tiny_prepared(), config, checkpoint=checkpoint, resume=checkpoint)
     stages = [e.message for e in resumed if isinstance(e, Stage) and e.message.startswith("joint phase")]
-    assert stages[0].startswith("joint phase: step 30 ") and stages[-1] == next(
+    assert stages[0].startswith("joint phase: step 60 ") and stages[-1] == next(
         e.message for e in reversed(uninterrupted) if isinstance(e, Stage) and e.message.startswith("joint phase"))
     assert all(np.array_equal(x, y) for x, y in zip(scales_of(resumed), scales_of(uninterrupted)))
     np.testing.assert_array_equal(final(resumed).run.history.loss, final(uninterrupted).run.history.loss)
@@ -137,7 +148,7 @@ def test_a_checkpoint_taken_as_the_joint_phase_ends_resumes_at_the_first_block_s
 ])
 def test_a_damaged_joint_phase_in_a_checkpoint_is_one_error_naming_it(tmp_path, damage, words):
     checkpoint = tmp_path / "run.ckpt"
-    _stopped_in_the_joint_phase(JOINT, checkpoint, 20)
+    _stopped_in_the_joint_phase(JOINT, checkpoint, 40)
     assert load_checkpoint(checkpoint).state.joint.best is not None   # the tiny phase beats its start by then
     with np.load(checkpoint) as data:
         arrays = {key: data[key] for key in data.files}
@@ -161,8 +172,10 @@ def test_no_joint_phase_for_the_strategies_that_do_not_use_it():
     assert not SearchConfig(strategy="evolution", joint_steps=300).joint and SearchConfig(joint_steps=300).joint
     assert "joint_steps" not in SearchConfig(strategy="evolution").identity()
     assert "gradient_images" not in SearchConfig(strategy="guided-null").identity()
-    with pytest.raises(ValueError, match="joint_steps"):
-        SearchConfig(joint_steps=-1)
+    assert "joint_images" not in SearchConfig(joint_steps=0).identity() and "joint_images" in SearchConfig().identity()
+    for name in ("joint_steps", "joint_images"):
+        with pytest.raises(ValueError, match=name):
+            SearchConfig(**{name: -1})
 
 
 def test_the_gradient_on_the_first_images_is_the_gradient_of_those_images():

@@ -76,6 +76,9 @@ OPTIONS: dict[str, Option] = {
                           "scales together along the straight-through gradient before the block steps; it stops "
                           "early when half of the calibration images stop improving, and is kept only if it lowers "
                           "the loss. 0 = no joint phase.", 0, 100_000),
+    "joint_images": Option("Joint step images", "guided: the images of one Adam step of the joint phase; each "
+                           "calibration batch it steps on is split into interleaved parts of at most this many "
+                           "(smaller: cheaper steps). 0 = whole batches.", 0, 1_000_000, advanced=True),
     "gradient_images": Option("Gradient images", "guided: the calibration images the gradient is taken on (the "
                               "first N of the fitness's); it only proposes, the loss on all of them decides. "
                               "Empty = all.", 1, 1_000_000, advanced=True, empty="all"),

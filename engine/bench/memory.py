@@ -95,7 +95,8 @@ def search_pass(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: S
     spaces = [block_space(qmodel, name, config.scope) for name, _ in qmodel.blocks()]
     if config.joint:
         ranges = [planned_ranges(space, qmodel.config, config.resolved_ranges) for space in spaces]
-        for _ in joint_phase(segments, spaces, [space.read(qmodel) for space in spaces], ranges, images, fitness, 1):
+        for _ in joint_phase(segments, spaces, [space.read(qmodel) for space in spaces], ranges, images, fitness, 1,
+                             config.joint_images):
             pass
     for index, space in list(enumerate(spaces))[::-1][:block_steps]:
         if config.strategy == "guided":

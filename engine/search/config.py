@@ -99,6 +99,8 @@ class SearchConfig:
     select: str = "last"
     search_images: int | None = None   # the first N calibration images are the fitness's; None = all
     joint_steps: int = _option(300, **_used_by("guided", "guided-null"))   # the joint phase's most steps (joint.py)
+    joint_images: int = _option(25, lambda values: values.get("strategy") in ("guided", "guided-null")
+                                and values.get("joint_steps", 0) > 0)   # images per joint step; 0 = whole batches
     gradient_images: int | None = _option(200, **_used_by("guided"))   # the gradient's first N images; None = all
     acceptance: str = _option("both-halves", **_used_by(*GUIDED))   # or "loss" (guided.py)
 
@@ -131,6 +133,8 @@ class SearchConfig:
                 raise ValueError(f"{name} must be at least 1, got {value}")
         if self.joint_steps < 0:
             raise ValueError(f"joint_steps must be 0 (no joint phase) or more, got {self.joint_steps}")
+        if self.joint_images < 0:
+            raise ValueError(f"joint_images must be 0 (whole calibration batches) or more, got {self.joint_images}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
 
@@ -181,7 +185,7 @@ class SearchConfig:
 # Fields added after run files and checkpoints were first written, with the value every earlier search
 # used: an older file is known to have searched with them, so they are compared, not skipped as unknown.
 SEARCH_FIELDS_ADDED: dict[str, Any] = {"vector": "channels", "budget": None, "direction": "sign", "joint_steps": 0,
-                                       "gradient_images": None, "acceptance": "loss"}
+                                       "gradient_images": None, "acceptance": "loss", "joint_images": 0}
 
 
 def search_identity(values: dict[str, Any]) -> dict[str, Any]:
@@ -259,6 +263,9 @@ _FLAGS: tuple[tuple[str, type, str], ...] = (
     ("joint-steps", int, "guided and guided-null: the most Adam steps of the joint phase, which moves every block's "
                          "scales together along the straight-through gradient before the block steps, early-stopped "
                          "on half of the calibration images and kept only if it lowers the loss (0: none)"),
+    ("joint-images", int, "guided and guided-null: the images of one Adam step of the joint phase: each calibration "
+                          "batch it steps on is split into interleaved parts of at most this many (0: whole "
+                          "batches, and a check every 10 steps, not 20, as before this flag)"),
     ("acceptance", str, "guided and its null: what a block step's move must lower to be kept. both-halves: the loss "
                         "and the loss of the checking half of the calibration images (the odd batches); loss: the "
                         "loss alone"),
@@ -269,7 +276,7 @@ _CHOICES = {"vector": VECTORS, "direction": DIRECTIONS, "strategy": STRATEGIES, 
             "loss": LOSS_NAMES, "features": FEATURES, "select": SELECTIONS, "acceptance": ACCEPTANCES}
 
 
-_LOWEST = {"budget": 2, "joint_steps": 0}   # the least value of an integer flag, where it is not 1
+_LOWEST = {"budget": 2, "joint_steps": 0, "joint_images": 0}   # the least value of an integer flag, where it is not 1
 
 
 def _preset_defaults(dest: str) -> str:

@@ -3,14 +3,17 @@
 The block-wise search moves one block at a time against the exact fitness; a move that only helps
 together with a move in another block is out of its reach. The joint phase takes the
 straight-through gradient (LSQ's gradient of a scale) of the fitness with respect to the log of
-every searched scale of every block at once, through the whole model, and runs Adam on it, one
-calibration batch per step, its learning rate decaying along a cosine over ``max_steps``. Adam's
+every searched scale of every block at once, through the whole model, and runs Adam on it, its
+learning rate decaying along a cosine over ``max_steps``. A step takes a part of a calibration
+batch (``step_images``, 25 by default: every fourth image of a 100-image batch), not the whole
+batch: a quarter of the cost per step, and in the runs that chose it no worse a result
+(docs/results.md). Adam's
 step is about its learning rate in every coordinate, so each coordinate's log-scale is counted in
 its mutation range (bit-aware, ``space.py``): the first step moves a 4-bit weight scale by 0.5 %
 and an 8-bit one by 16 times less.
 
 The calibration batches are split in two (alternate batches; one batch: its two halves). Adam steps
-on the first half. The point checked is the exponential average of Adam's points (``AVERAGE``), not
+on the first half, each batch of it in interleaved parts of at most ``step_images`` images. The point checked is the exponential average of Adam's points (``AVERAGE``), not
 the last one: each step follows one batch, and the average smooths those wiggles out. Every
 ``CHECK_EVERY`` steps the fitness of the second half is measured at that point, and the phase
 keeps its best point and stops after ``PATIENCE`` checks without a better one. The result is
@@ -40,7 +43,8 @@ from .space import BlockSpace
 
 LEARNING_RATE = 0.1   # Adam's first step, in mutation ranges (a 4-bit weight scale: 0.1 x 5 % = 0.5 %), cosine to 0
 BETAS = (0.9, 0.99)
-CHECK_EVERY = 10      # steps between two measurements of the checking half
+CHECK_EVERY = 20      # steps between two measurements of the checking half
+CHECK_EVERY_WHOLE_BATCHES = 10   # the same for whole-batch steps (step_images 0, the runs before it)
 PATIENCE = 5          # checks without a better loss before the phase stops
 AVERAGE = 0.9         # the checked point: an exponential average of Adam's points (~10 steps)
 
@@ -88,6 +92,18 @@ def split_batches(calib: Sequence[torch.Tensor], targets: Sequence[torch.Tensor]
     return [(images[:half], target[:half])], [(images[rest], target[rest])]
 
 
+def stepping_parts(stepping: Sequence[Batch], step_images: int) -> list[Batch]:
+    """Each stepping batch as interleaved parts of at most ``step_images`` images (every k-th image from
+    the i-th, so each part spans the batch), in order; 0: the batches whole."""
+    if not step_images:
+        return list(stepping)
+    parts = []
+    for images, target in stepping:
+        count = -(-len(images) // step_images)
+        parts += [(images[i::count], target[i::count]) for i in range(count)]
+    return parts
+
+
 def checking_batches(per_batch: torch.Tensor) -> slice:
     """The checking half among ``(candidates, batches)`` losses: the odd batches, as ``split_batches``
     splits them; with one batch, that batch (the rows of one batch are not told apart)."""
@@ -106,14 +122,16 @@ def _forward(segments: Segments, spaces: Sequence[BlockSpace], scales: Sequence[
 
 def joint_phase(segments: Segments, spaces: Sequence[BlockSpace], starts: Sequence[np.ndarray],
                 ranges: Sequence[np.ndarray], calib: Sequence[torch.Tensor], fitness: Fitness, max_steps: int,
-                random_direction: Callable[[int], np.ndarray] | None = None,
+                step_images: int, random_direction: Callable[[int], np.ndarray] | None = None,
                 resume: JointProgress | None = None) -> Generator[JointProgress, None, JointResult]:
     """Adam over every block's log-scales (above). Yields its JointProgress after every check and returns
-    a JointResult. ``random_direction(n)``: the null's stand-in for each gradient. ``resume``: a
+    a JointResult. ``step_images``: the images of one step (0: a whole batch). ``random_direction(n)``: the null's stand-in for each gradient. ``resume``: a
     progress it yielded, to go on from (the same ``starts``, images and, for the null, the random
     generator's state at that check)."""
     device = calib[0].device
     stepping, checking = split_batches(calib, fitness.targets)
+    stepping = stepping_parts(stepping, step_images)
+    check_every = CHECK_EVERY if step_images else CHECK_EVERY_WHOLE_BATCHES
     base = [torch.from_numpy(np.ascontiguousarray(s, np.float32)).to(device) for s in starts]
     unit = [torch.from_numpy(np.ascontiguousarray(r, np.float32)).to(device) for r in ranges]
     sizes = [s.numel() for s in base]
@@ -157,7 +175,7 @@ def joint_phase(segments: Segments, spaces: Sequence[BlockSpace], starts: Sequen
             u.grad = torch.from_numpy(random_direction(u.numel()).astype(np.float32)).to(device)
         optimizer.step()
         average.mul_(AVERAGE).add_(u.detach(), alpha=1 - AVERAGE)
-        if step % CHECK_EVERY:
+        if step % check_every:
             continue
         loss_now = check_loss(average)
         if loss_now < best_loss:

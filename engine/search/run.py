@@ -292,7 +292,7 @@ def _joint(prepared: Prepared, config: SearchConfig, spaces: list[BlockSpace], i
     null = config.strategy == "guided-null"
     ranges = [planned_ranges(space, prepared.qmodel.config, config.resolved_ranges) for space in spaces]
     phase = joint_phase(evaluator.segments, spaces, state.vectors, ranges, images, evaluator.fitness,
-                        config.joint_steps, rng.standard_normal if null else None, state.joint)
+                        config.joint_steps, config.joint_images, rng.standard_normal if null else None, state.joint)
     while True:
         try:
             state.joint = next(phase)
