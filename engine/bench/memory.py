@@ -83,10 +83,10 @@ class SizePeaks:
 def search_pass(qmodel: QuantizedModel, calib: Sequence[torch.Tensor], config: SearchConfig,
                 block_steps: int | None = None) -> None:
     """The memory of one search pass: the FP reference, the joint phase's first step (when the search
-    has one: a forward and backward of one step's images, a part of a batch, through the whole model), then per block (last to
-    first; the first ``block_steps`` only, when given) its input cache, the guided search's gradient
-    and one batched call of ``config.children`` candidates. More cycles and steps repeat the same
-    calls, so the peak does not depend on them; the held-out checks between block steps do not grow
+    has one: a forward and backward of one step's images, a part of a batch, through the whole
+    model), then per block (last to first; the first ``block_steps`` only, when given) its input
+    cache, the guided search's gradient and one batched call of ``config.children`` candidates.
+    More cycles and steps repeat the same calls, so the peak does not depend on them; the held-out checks between block steps do not grow
     with the calibration size."""
     images = first_images(calib, config.search_images)
     segments = model_segments(qmodel.model)

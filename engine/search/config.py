@@ -27,6 +27,7 @@ SCOPE_PARTS = ("attn", "mlp", "act")
 STRATEGIES = ("evolution", "guided", "cmaes", "random", "guided-null", "guided-random")
 EVOLUTIONS = ("evolution", "random")                      # evolution.py: a population and tournaments
 GUIDED = ("guided", "guided-null", "guided-random")      # guided.py: a direction and a step ladder
+JOINT = ("guided", "guided-null")                        # joint.py: the strategies with a joint phase
 # The null baseline of each steering strategy: the same moves, budget and acceptance, without the idea.
 NULL_OF = {"evolution": "random", "guided": "guided-null"}
 VECTORS = ("channels", "points", "points+channels")
@@ -98,8 +99,8 @@ class SearchConfig:
     features: str = "logits"
     select: str = "last"
     search_images: int | None = None   # the first N calibration images are the fitness's; None = all
-    joint_steps: int = _option(300, **_used_by("guided", "guided-null"))   # the joint phase's most steps (joint.py)
-    joint_images: int = _option(25, lambda values: values.get("strategy") in ("guided", "guided-null")
+    joint_steps: int = _option(300, **_used_by(*JOINT))   # the joint phase's most steps (joint.py)
+    joint_images: int = _option(25, lambda values: values.get("strategy") in JOINT
                                 and values.get("joint_steps", 0) > 0)   # images per joint step; 0 = whole batches
     gradient_images: int | None = _option(200, **_used_by("guided"))   # the gradient's first N images; None = all
     acceptance: str = _option("both-halves", **_used_by(*GUIDED))   # or "loss" (guided.py)
@@ -158,7 +159,7 @@ class SearchConfig:
     @property
     def joint(self) -> bool:
         """Whether the search starts with the joint phase (joint.py)."""
-        return self.joint_steps > 0 and self.strategy in ("guided", "guided-null")
+        return self.joint_steps > 0 and self.strategy in JOINT
 
     def evaluations(self, n_blocks: int) -> int:
         """Candidate evaluations of a whole run: the base once, then every child of the block steps (the

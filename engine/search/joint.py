@@ -6,15 +6,15 @@ straight-through gradient (LSQ's gradient of a scale) of the fitness with respec
 every searched scale of every block at once, through the whole model, and runs Adam on it, its
 learning rate decaying along a cosine over ``max_steps``. A step takes a part of a calibration
 batch (``step_images``, 25 by default: every fourth image of a 100-image batch), not the whole
-batch: a quarter of the cost per step, and in the runs that chose it no worse a result
-(docs/results.md). Adam's
-step is about its learning rate in every coordinate, so each coordinate's log-scale is counted in
-its mutation range (bit-aware, ``space.py``): the first step moves a 4-bit weight scale by 0.5 %
-and an 8-bit one by 16 times less.
+batch: a quarter of the images per step, and on held-out no worse a result (docs/results.md).
+Adam's step is about its learning rate in every coordinate, so each coordinate's log-scale is
+counted in its mutation range (bit-aware, ``space.py``): the first step moves a 4-bit weight scale
+by 0.5 % and an 8-bit one by 16 times less.
 
 The calibration batches are split in two (alternate batches; one batch: its two halves). Adam steps
-on the first half, each batch of it in interleaved parts of at most ``step_images`` images. The point checked is the exponential average of Adam's points (``AVERAGE``), not
-the last one: each step follows one batch, and the average smooths those wiggles out. Every
+on the first half, each batch of it in interleaved parts of at most ``step_images`` images. The
+point checked is the exponential average of Adam's points (``AVERAGE``), not the last one: each
+step follows one part, and the average smooths those wiggles out. Every
 ``CHECK_EVERY`` steps the fitness of the second half is measured at that point, and the phase
 keeps its best point and stops after ``PATIENCE`` checks without a better one. The result is
 then measured with the exact fitness on all the calibration images and kept only if it lowers the
@@ -125,9 +125,9 @@ def joint_phase(segments: Segments, spaces: Sequence[BlockSpace], starts: Sequen
                 step_images: int, random_direction: Callable[[int], np.ndarray] | None = None,
                 resume: JointProgress | None = None) -> Generator[JointProgress, None, JointResult]:
     """Adam over every block's log-scales (above). Yields its JointProgress after every check and returns
-    a JointResult. ``step_images``: the images of one step (0: a whole batch). ``random_direction(n)``: the null's stand-in for each gradient. ``resume``: a
-    progress it yielded, to go on from (the same ``starts``, images and, for the null, the random
-    generator's state at that check)."""
+    a JointResult. ``step_images``: the images of one step (0: a whole batch). ``random_direction(n)``:
+    the null's stand-in for each gradient. ``resume``: a progress it yielded, to go on from (the same
+    ``starts``, images and, for the null, the random generator's state at that check)."""
     device = calib[0].device
     stepping, checking = split_batches(calib, fitness.targets)
     stepping = stepping_parts(stepping, step_images)
